@@ -1,0 +1,1 @@
+"""Booth terminal appliance."""

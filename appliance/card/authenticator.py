@@ -1,0 +1,247 @@
+"""The JPKI authentication flow at the booth, over any ApduTransport.
+
+The flow proves three things before it yields a voter key: the certificate chains to a
+provisioned JPKI CA, is in date and not revoked; the card knows the PIN (the card checks it);
+and the card holds the certificate's private key (it signs a fresh random challenge). Only
+the derived voter key leaves this module; the certificate (which in "sign" mode carries name,
+address, birth date) is kept in a local variable and never logged or stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from appliance.card import apdu
+from appliance.card.errors import (
+    BadCardSignature,
+    CardLocked,
+    CardProtocolError,
+    InvalidPinFormat,
+    WrongPin,
+)
+from appliance.card.transport import ApduTransport
+from appliance.card.trust import TrustStore
+from appliance.card.voter_key import voter_key_of
+
+log = logging.getLogger(__name__)
+
+# DER prefix of a DigestInfo for SHA-256 (RFC 8017, section 9.2, note 1); the card pads it.
+SHA256_DIGEST_INFO_PREFIX = bytes.fromhex("3031300d060960864801650304020105000420")
+CHALLENGE_BYTES = 32
+# Keeps every response (data + SW) inside one normal PN532 frame as well as on PC/SC.
+READ_CHUNK = 0xF0
+MAX_CERTIFICATE_BYTES = 8192
+
+
+class AuthMode(StrEnum):
+    AUTH = "auth"  # user-authentication certificate + 4-digit PIN: no personal data
+    SIGN = "sign"  # signing certificate + 6-16 character password: personal data inside
+
+
+@dataclass(frozen=True)
+class ModeProfile:
+    certificate_ef: int
+    key_ef: int
+    secret_ef: int
+    max_tries: int
+    secret_pattern: re.Pattern[str]
+    secret_rule: str
+
+
+PROFILES = {
+    AuthMode.AUTH: ModeProfile(
+        apdu.EF_AUTH_CERT,
+        apdu.EF_AUTH_KEY,
+        apdu.EF_AUTH_PIN,
+        3,
+        re.compile(r"[0-9]{4}"),
+        "the PIN is 4 digits",
+    ),
+    AuthMode.SIGN: ModeProfile(
+        apdu.EF_SIGN_CERT,
+        apdu.EF_SIGN_KEY,
+        apdu.EF_SIGN_PASSWORD,
+        5,
+        re.compile(r"[0-9A-Z]{6,16}"),
+        "the password is 6 to 16 digits or capital letters",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class AuthenticatedVoter:
+    """What a successful authentication yields: the voter key, lowercase hex, nothing else."""
+
+    voter_key: str
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JpkiAuthenticator:
+    """One authentication attempt with one card; create a new one for the next card."""
+
+    def __init__(
+        self,
+        transport: ApduTransport,
+        mode: AuthMode | str,
+        trust: TrustStore,
+        roll_salt: bytes,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._transport = transport
+        self._mode = AuthMode(mode)
+        self._profile = PROFILES[self._mode]
+        self._trust = trust
+        self._roll_salt = roll_salt
+        self._clock = clock
+        self._random_bytes = random_bytes
+        self._applet_selected = False
+        self._certificate: x509.Certificate | None = None
+
+    @property
+    def mode(self) -> AuthMode:
+        return self._mode
+
+    @property
+    def max_tries(self) -> int:
+        return self._profile.max_tries
+
+    def tries_left(self) -> int:
+        """Ask the card how many tries remain, without spending one; raise CardLocked at 0."""
+        self._select_secret()
+        response = self._exchange(apdu.verify(None))
+        return self._tries_from(response.sw)
+
+    def check_certificate(self) -> None:
+        """In "auth" mode, refuse a revoked, expired or foreign card before the PIN is typed.
+
+        The signing certificate ("sign" mode) is readable only after the password, so there
+        this is a no-op and the check happens inside authenticate().
+        """
+        if self._mode is AuthMode.AUTH:
+            self._load_certificate()
+
+    def authenticate(self, secret: str) -> AuthenticatedVoter:
+        if not self._profile.secret_pattern.fullmatch(secret):
+            raise InvalidPinFormat(self._profile.secret_rule)
+        self.check_certificate()
+        self._select_secret()
+        response = self._exchange(apdu.verify(secret.encode("ascii")))
+        if response.sw != apdu.SW_OK:
+            tries = self._tries_from(response.sw)
+            log.info("card refused the %s secret; %d tries left", self._mode, tries)
+            raise WrongPin(tries)
+        certificate = self._load_certificate()
+        self._prove_key_possession(certificate)
+        log.info("card authenticated in %s mode", self._mode)
+        return AuthenticatedVoter(voter_key_of(self._roll_salt, certificate))
+
+    def _select_secret(self) -> None:
+        self._select_applet()
+        self._expect_ok(apdu.select_file(self._profile.secret_ef), "select the PIN file")
+
+    def _tries_from(self, sw: int) -> int:
+        if sw in apdu.LOCKED_STATUS_WORDS:
+            log.info("card's %s secret is locked", self._mode)
+            raise CardLocked()
+        if sw & 0xFFF0 == 0x63C0:
+            return sw & 0x0F
+        raise CardProtocolError(f"card answered VERIFY with unexpected status {sw:04X}")
+
+    def _select_applet(self) -> None:
+        if not self._applet_selected:
+            response = self._exchange(apdu.select_applet())
+            if response.sw != apdu.SW_OK:
+                raise CardProtocolError(
+                    f"not a My Number card: JPKI applet selection answered {response.sw:04X}"
+                )
+            self._applet_selected = True
+
+    def _load_certificate(self) -> x509.Certificate:
+        if self._certificate is None:
+            der = self._read_certificate_file(self._profile.certificate_ef)
+            self._certificate = self._trust.validate(der, self._clock())
+        return self._certificate
+
+    def _read_certificate_file(self, file_id: int) -> bytes:
+        self._select_applet()
+        self._expect_ok(apdu.select_file(file_id), "select the certificate file")
+        head = self._read_exact(0, 4)
+        total = _der_total_length(head)
+        data = bytearray(head)
+        while len(data) < total:
+            data += self._read_exact(len(data), min(READ_CHUNK, total - len(data)))
+        return bytes(data)
+
+    def _read_exact(self, offset: int, length: int) -> bytes:
+        response = self._expect_ok(apdu.read_binary(offset, length), "read the certificate")
+        if len(response.data) != length:
+            raise CardProtocolError(
+                f"card returned {len(response.data)} bytes for a {length}-byte read"
+            )
+        return response.data
+
+    def _prove_key_possession(self, certificate: x509.Certificate) -> None:
+        public_key = certificate.public_key()
+        assert isinstance(public_key, rsa.RSAPublicKey)  # TrustStore.validate checked it
+        challenge = self._random_bytes(CHALLENGE_BYTES)
+        digest_info = SHA256_DIGEST_INFO_PREFIX + hashlib.sha256(challenge).digest()
+        self._expect_ok(apdu.select_file(self._profile.key_ef), "select the key file")
+        signature = self._expect_ok(
+            apdu.compute_digital_signature(digest_info), "sign the challenge"
+        ).data
+        if len(signature) != public_key.key_size // 8:
+            raise CardProtocolError(
+                f"card returned a {len(signature)}-byte signature for a "
+                f"{public_key.key_size}-bit key"
+            )
+        try:
+            public_key.verify(signature, challenge, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature as exc:
+            log.warning("card's challenge signature does not match its certificate")
+            raise BadCardSignature() from exc
+
+    def _expect_ok(self, command: apdu.CommandApdu, purpose: str) -> apdu.ResponseApdu:
+        response = self._exchange(command)
+        if response.sw != apdu.SW_OK:
+            raise CardProtocolError(f"card refused to {purpose} (status {response.sw:04X})")
+        return response
+
+    def _exchange(self, command: apdu.CommandApdu) -> apdu.ResponseApdu:
+        return apdu.ResponseApdu.parse(self._transport.transmit(command.encode()))
+
+
+def _der_total_length(head: bytes) -> int:
+    """Total size of a DER SEQUENCE from its first four bytes (tag, length octets)."""
+    if head[0] != 0x30:
+        raise CardProtocolError("certificate file does not start with a DER SEQUENCE")
+    first = head[1]
+    if first < 0x80:
+        total = 2 + first
+    elif first == 0x81:
+        total = 3 + head[2]
+    elif first == 0x82:
+        total = 4 + int.from_bytes(head[2:4], "big")
+    else:
+        raise CardProtocolError("certificate file has an unsupported DER length")
+    if total > MAX_CERTIFICATE_BYTES:
+        raise CardProtocolError(f"certificate file claims {total} bytes, more than any card holds")
+    if total < len(head):
+        raise CardProtocolError("certificate file is shorter than its header")
+    return total

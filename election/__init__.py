@@ -1,0 +1,1 @@
+"""Election core: pure, I/O-free cryptography and formats shared by every component."""

@@ -1,0 +1,141 @@
+"""``election``: local key ceremony, whole-election simulation, independent verification."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from election.encoding import canonical_bytes, parse_json
+from election.errors import ElectionError
+from election.manifest import Manifest, sample_manifest
+from election.record import DirectoryRecord, RecordWriter
+from election.simulation import ceremony, simulate, write_election_package
+from election.verify import CHECKS, verify_record
+
+
+class _Progress:
+    """Progress per stage on stderr: redrawn in place on a terminal, every 10 % otherwise."""
+
+    def __init__(self) -> None:
+        self.interactive = sys.stderr.isatty()
+        self.last_shown: tuple[str, int] = ("", -1)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if not self.interactive and (stage, percent // 10) == self.last_shown:
+            return
+        self.last_shown = (stage, percent // 10)
+        width = 30
+        bar = "#" * (width * done // max(total, 1))
+        line = f"{stage:<20} [{bar:<{width}}] {done}/{total}"
+        if self.interactive:
+            click.echo(f"\r{line}", nl=done == total, err=True)
+        else:
+            click.echo(line, err=True)
+
+
+def _load_manifest(path: Path | None, contests: int, selections: int, limit: int) -> Manifest:
+    if path is None:
+        return sample_manifest(contests, selections, limit)
+    try:
+        return Manifest.from_json(parse_json(path.read_bytes()))
+    except ElectionError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+
+
+@click.group()
+def main() -> None:
+    """Election core: key ceremony, simulation and independent verification."""
+
+
+@main.command("ceremony")
+@click.option("--manifest", "manifest_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trustees", default=5, show_default=True, help="number of trustees n")
+@click.option("--quorum", default=3, show_default=True, help="trustees needed to decrypt k")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def ceremony_command(manifest_path: Path | None, trustees: int, quorum: int, out: Path) -> None:
+    """Run a key ceremony in one room: writes OUT/package (public) and OUT/secrets (one key file per trustee)."""
+    manifest = _load_manifest(manifest_path, 2, 3, 1)
+    try:
+        secret_holders, publics, context = ceremony(manifest, trustees, quorum)
+    except ElectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    write_election_package(RecordWriter(out / "package"), manifest, context, publics)
+    secrets_dir = out / "secrets"
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    for trustee in secret_holders:
+        path = secrets_dir / f"{trustee.trustee_id}.json"
+        path.write_bytes(canonical_bytes(trustee.secret_json()))
+        path.chmod(0o600)
+    click.echo(f"election package: {out / 'package'}  (base hash {manifest.base_hash.hex()})")
+    click.echo(f"joint public key: {context.joint_public_key.hex()}")
+    click.echo(f"trustee key files ({trustees}, any {quorum} decrypt): {secrets_dir}")
+
+
+@main.command("simulate")
+@click.option("--ballots", default=100, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--manifest", "manifest_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--contests", default=3, show_default=True)
+@click.option("--selections", default=4, show_default=True)
+@click.option("--limit", default=1, show_default=True, help="selections a voter may mark per contest")
+@click.option("--trustees", default=5, show_default=True)
+@click.option("--quorum", default=3, show_default=True)
+@click.option("--devices", default=3, show_default=True)
+@click.option("--spoil-rate", default=0.05, show_default=True)
+@click.option("--seed", type=int, default=None, help="drives the voters' choices (not the cryptography)")
+def simulate_command(
+    ballots: int, out: Path, manifest_path: Path | None, contests: int, selections: int, limit: int,
+    trustees: int, quorum: int, devices: int, spoil_rate: float, seed: int | None,
+) -> None:  # fmt: skip
+    """Ceremony, BALLOTS random sealed ballots (some challenged), tally, decryption, full record."""
+    if out.exists() and any(out.iterdir()):
+        raise click.ClickException(f"{out} is not empty; choose a new record folder")
+    manifest = _load_manifest(manifest_path, contests, selections, limit)
+    started = time.monotonic()
+    try:
+        outcome = simulate(
+            manifest, RecordWriter(out), ballots, trustee_count=trustees, quorum=quorum,
+            device_count=devices, spoil_rate=spoil_rate, seed=seed, progress=_Progress(),
+        )  # fmt: skip
+    except ElectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    assert outcome.results is not None
+    click.echo(f"record written to {out} in {time.monotonic() - started:.1f} s: "
+               f"{outcome.cast} cast, {outcome.spoiled} challenged and spoiled")  # fmt: skip
+    for contest in manifest.contests:
+        click.echo(f"  {contest.id} ({contest.name['en']}):")
+        for selection in contest.selections:
+            total = outcome.results.totals[contest.id, selection.id]
+            click.echo(f"    {selection.id:<16} {total:>7}")
+    mismatches = [p for p, t in outcome.results.totals.items() if t != outcome.expected.get(p, 0)]
+    if mismatches:
+        raise click.ClickException(f"decrypted totals differ from the voters' choices at {mismatches}")
+    click.echo("decrypted totals equal the simulated voters' choices")
+
+
+@main.command("verify")
+@click.argument("record", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def verify_command(record: Path) -> None:
+    """Re-check a whole election record from its files; exit status 1 if any check fails."""
+    started = time.monotonic()
+    progress = _Progress()
+    report = verify_record(DirectoryRecord(record), lambda done, total: progress("checking ballots", done, total))
+    for check in CHECKS:
+        outcome = report.outcomes[check.number]
+        mark = "PASS" if outcome.passed else "FAIL"
+        click.echo(f"[{mark}] {check.number:>2}. {check.title}")
+        for problem in outcome.problems:
+            click.echo(f"         - {problem}")
+        if outcome.problem_count > len(outcome.problems):
+            click.echo(f"         … and {outcome.problem_count - len(outcome.problems)} more")
+    failed = report.failed_checks()
+    elapsed = time.monotonic() - started
+    if failed:
+        click.echo(f"VERIFICATION FAILED: checks {', '.join(map(str, failed))} "
+                   f"({report.ballots_checked} ballots, {elapsed:.1f} s)")  # fmt: skip
+        sys.exit(1)
+    click.echo(f"verification passed: all {len(CHECKS)} checks, {report.ballots_checked} ballots, {elapsed:.1f} s")

@@ -1,0 +1,148 @@
+"""The prime-order subgroup of edwards25519, through libsodium (PyNaCl's bindings).
+
+Points are immutable values wrapping their 32-byte canonical encoding; scalars are Python
+integers modulo ``ORDER``. Every point that comes from outside goes through
+:func:`point_from_hex` / :meth:`Point.from_bytes`, which refuse non-canonical encodings,
+points off the curve, small-order points and points outside the prime-order subgroup.
+
+libsodium refuses to return the identity from a scalar multiplication (and vote 0 encodes
+to it), so multiplication by zero and by the identity is answered here instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Final
+
+from nacl import bindings as _sodium
+
+from election.errors import InvalidPoint
+
+ORDER: Final = 2**252 + 27742317777372353535851937790883648493
+"""The order L of the prime-order subgroup (and the modulus of every scalar)."""
+
+_IDENTITY_BYTES: Final = b"\x01" + bytes(31)
+_SCALAR_SIZE: Final = 32
+
+
+class Point:
+    """An element of the prime-order subgroup of edwards25519."""
+
+    __slots__ = ("raw",)
+    raw: bytes
+
+    def __init__(self, raw: bytes) -> None:
+        # Internal constructor: callers outside this module use from_bytes / from_hex.
+        object.__setattr__(self, "raw", raw)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Point is immutable")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, *, allow_identity: bool = False) -> Point:
+        if not isinstance(raw, bytes | bytearray) or len(raw) != 32:
+            raise InvalidPoint("a group element is exactly 32 bytes")
+        raw = bytes(raw)
+        if raw == _IDENTITY_BYTES:
+            if allow_identity:
+                return IDENTITY
+            raise InvalidPoint("the identity element is not allowed here")
+        if not _sodium.crypto_core_ed25519_is_valid_point(raw):
+            raise InvalidPoint(
+                "not a canonical encoding of a point of the prime-order subgroup "
+                "(non-canonical, off the curve, small order or wrong subgroup)"
+            )
+        return cls(raw)
+
+    def hex(self) -> str:
+        return self.raw.hex()
+
+    @property
+    def is_identity(self) -> bool:
+        return self.raw == _IDENTITY_BYTES
+
+    def __add__(self, other: Point) -> Point:
+        if self.raw == _IDENTITY_BYTES:
+            return other
+        if other.raw == _IDENTITY_BYTES:
+            return self
+        return Point(_sodium.crypto_core_ed25519_add(self.raw, other.raw))
+
+    def __sub__(self, other: Point) -> Point:
+        if other.raw == _IDENTITY_BYTES:
+            return self
+        return Point(_sodium.crypto_core_ed25519_sub(self.raw, other.raw))
+
+    def __neg__(self) -> Point:
+        return IDENTITY - self
+
+    def __rmul__(self, scalar: int) -> Point:
+        scalar %= ORDER
+        if scalar == 0 or self.raw == _IDENTITY_BYTES:
+            return IDENTITY
+        if self.raw == _BASE_BYTES:
+            return Point(_sodium.crypto_scalarmult_ed25519_base_noclamp(_scalar_bytes(scalar)))
+        return Point(_sodium.crypto_scalarmult_ed25519_noclamp(_scalar_bytes(scalar), self.raw))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return f"Point({self.raw.hex()[:16]}…)"
+
+
+def _scalar_bytes(scalar: int) -> bytes:
+    return scalar.to_bytes(_SCALAR_SIZE, "little")
+
+
+IDENTITY: Final = Point(_IDENTITY_BYTES)
+_BASE_BYTES: Final = _sodium.crypto_scalarmult_ed25519_base_noclamp(_scalar_bytes(1))
+G: Final = Point(_BASE_BYTES)
+"""The standard base point of edwards25519 (RFC 8032), generator of the subgroup."""
+
+
+def point_from_hex(text: object, what: str, *, allow_identity: bool = False) -> Point:
+    from election.encoding import hex_bytes
+
+    try:
+        return Point.from_bytes(hex_bytes(text, 32, what), allow_identity=allow_identity)
+    except InvalidPoint as exc:
+        raise InvalidPoint(f"{what}: {exc}") from None
+
+
+def scalar_to_hex(scalar: int) -> str:
+    return _scalar_bytes(scalar % ORDER).hex()
+
+
+def scalar_from_hex(text: object, what: str) -> int:
+    """Decode a scalar: 32 bytes little-endian, strictly below ``ORDER``."""
+    from election.encoding import hex_bytes
+    from election.errors import FormatError
+
+    value = int.from_bytes(hex_bytes(text, _SCALAR_SIZE, what), "little")
+    if value >= ORDER:
+        raise FormatError(f"{what}: scalar is not reduced modulo the group order")
+    return value
+
+
+def random_scalar() -> int:
+    """A uniformly random non-zero scalar."""
+    return secrets.randbelow(ORDER - 1) + 1
+
+
+def hash_to_scalar(data: bytes) -> int:
+    """Map bytes to a scalar with negligible bias: 512 bits of SHA-256 output, reduced mod L.
+
+    ``SHA-256(0x00 ‖ data) ‖ SHA-256(0x01 ‖ data)``, read as a little-endian integer.
+    """
+    wide = hashlib.sha256(b"\x00" + data).digest() + hashlib.sha256(b"\x01" + data).digest()
+    return int.from_bytes(wide, "little") % ORDER
+
+
+def small_multiple(value: int) -> Point:
+    """``value · G`` for a small non-negative integer (an encoded vote or a total)."""
+    return value * G

@@ -1,0 +1,173 @@
+"""The election manifest: contests, their selections and selection limits.
+
+Validated on load with errors that say where the problem is. Its canonical hash is the
+election's base hash, which every proof, ballot and record file is bound to.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from election.encoding import hash_value
+from election.errors import ManifestError
+
+MANIFEST_VERSION = 1
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_LANGUAGES = ("en", "ja")
+
+
+def _text(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or set(value) != set(_LANGUAGES):
+        raise ManifestError(f"{where}: a name gives exactly the languages {list(_LANGUAGES)}")
+    for lang, text in value.items():
+        if not isinstance(text, str) or not text.strip():
+            raise ManifestError(f"{where}.{lang}: must be a non-empty string")
+    return dict(value)
+
+
+def _identifier(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ManifestError(f"{where}: identifier {value!r} must be 1–64 of a-z 0-9 _ - (starting alphanumeric)")
+    return value
+
+
+def _fields(data: Any, where: str, required: set[str]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: expected an object")
+    missing, extra = required - set(data), set(data) - required
+    if missing:
+        raise ManifestError(f"{where}: missing {sorted(missing)}")
+    if extra:
+        raise ManifestError(f"{where}: unknown fields {sorted(extra)}")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    id: str
+    name: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Contest:
+    id: str
+    name: dict[str, str]
+    limit: int
+    selections: tuple[Selection, ...]
+
+    def selection_ids(self) -> list[str]:
+        return [selection.id for selection in self.selections]
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    election_id: str
+    name: dict[str, str]
+    contests: tuple[Contest, ...]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        data = _fields(data, "manifest", {"version", "election_id", "name", "contests"})
+        if data["version"] != MANIFEST_VERSION:
+            raise ManifestError(f"manifest.version: unsupported version {data['version']!r}")
+        contests_data = data["contests"]
+        if not isinstance(contests_data, list) or not contests_data:
+            raise ManifestError("manifest.contests: at least one contest is required")
+        contests = []
+        for i, item in enumerate(contests_data):
+            where = f"manifest.contests[{i}]"
+            item = _fields(item, where, {"id", "name", "limit", "selections"})
+            selections_data = item["selections"]
+            if not isinstance(selections_data, list) or not selections_data:
+                raise ManifestError(f"{where}.selections: at least one selection is required")
+            selections = []
+            for j, raw in enumerate(selections_data):
+                at = f"{where}.selections[{j}]"
+                raw = _fields(raw, at, {"id", "name"})
+                selections.append(Selection(_identifier(raw["id"], f"{at}.id"), _text(raw["name"], f"{at}.name")))
+            ids = [s.id for s in selections]
+            if len(set(ids)) != len(ids):
+                raise ManifestError(f"{where}.selections: selection ids must be unique")
+            limit = item["limit"]
+            if type(limit) is not int or not 1 <= limit <= len(selections):
+                raise ManifestError(
+                    f"{where}.limit: must be an integer from 1 to the number of selections "
+                    f"({len(selections)}), got {limit!r}"
+                )
+            contests.append(
+                Contest(
+                    _identifier(item["id"], f"{where}.id"),
+                    _text(item["name"], f"{where}.name"),
+                    limit,
+                    tuple(selections),
+                )
+            )
+        contest_ids = [c.id for c in contests]
+        if len(set(contest_ids)) != len(contest_ids):
+            raise ManifestError("manifest.contests: contest ids must be unique")
+        return cls(
+            _identifier(data["election_id"], "manifest.election_id"),
+            _text(data["name"], "manifest.name"),
+            tuple(contests),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION,
+            "election_id": self.election_id,
+            "name": self.name,
+            "contests": [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "limit": c.limit,
+                    "selections": [{"id": s.id, "name": s.name} for s in c.selections],
+                }
+                for c in self.contests
+            ],
+        }
+
+    @property
+    def base_hash(self) -> bytes:
+        """SHA-256 of the manifest's canonical JSON: the election's identity."""
+        return hash_value(self.to_json())
+
+    def contest(self, contest_id: str) -> Contest:
+        for contest in self.contests:
+            if contest.id == contest_id:
+                return contest
+        raise KeyError(contest_id)
+
+    def positions(self) -> Iterator[tuple[Contest, Selection]]:
+        for contest in self.contests:
+            for selection in contest.selections:
+                yield contest, selection
+
+
+def sample_manifest(contests: int = 2, selections: int = 3, limit: int = 1) -> Manifest:
+    """A synthetic manifest for simulations and benchmarks (contest ``c``, selection ``s``)."""
+    return Manifest.from_json(
+        {
+            "version": MANIFEST_VERSION,
+            "election_id": "sample",
+            "name": {"en": "Sample election", "ja": "サンプル選挙"},
+            "contests": [
+                {
+                    "id": f"contest-{c + 1}",
+                    "name": {"en": f"Contest {c + 1}", "ja": f"選挙区 {c + 1}"},
+                    "limit": min(limit, selections),
+                    "selections": [
+                        {
+                            "id": f"candidate-{s + 1}",
+                            "name": {"en": f"Candidate {s + 1}", "ja": f"候補者 {s + 1}"},
+                        }
+                        for s in range(selections)
+                    ],
+                }
+                for c in range(contests)
+            ],
+        }
+    )

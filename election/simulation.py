@@ -1,0 +1,146 @@
+"""A whole election in one process: ceremony, voters at several devices, challenges, tally.
+
+Used by ``election simulate`` and by tests. Crypto randomness always comes from the system;
+``seed`` only drives the simulated voters' choices and behaviour.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, seal_ballot
+from election.context import ElectionContext
+from election.keyceremony import Trustee, TrusteePublic, joint_public_key, run_local_ceremony
+from election.manifest import Manifest
+from election.record import (
+    BALLOTS,
+    CONTEXT,
+    DECRYPTION,
+    DEVICES,
+    MANIFEST,
+    RECORD_VERSION,
+    RESULTS,
+    SPOILED,
+    TALLY,
+    TRUSTEES,
+    RecordWriter,
+)
+from election.tally import DecryptionShare, Results, TallyAccumulator, decrypt_totals
+
+
+@dataclass
+class Device:
+    signer: DeviceSigner
+    seq: int = 0
+    prev_hash: bytes = GENESIS_HASH
+
+    def seal(self, manifest: Manifest, key, choices) -> tuple[SealedBallot, object]:
+        self.seq += 1
+        ballot, opening = seal_ballot(manifest, key, choices, self.signer, self.seq, self.prev_hash)
+        self.prev_hash = ballot.ballot_hash
+        return ballot, opening
+
+
+@dataclass
+class SimulationOutcome:
+    expected: dict[tuple[str, str], int] = field(default_factory=dict)
+    cast: int = 0
+    spoiled: int = 0
+    results: Results | None = None
+
+
+def random_choices(manifest: Manifest, rng: random.Random) -> dict[str, set[str]]:
+    return {
+        contest.id: set(rng.sample(contest.selection_ids(), rng.randint(0, contest.limit)))
+        for contest in manifest.contests
+    }
+
+
+def write_election_package(
+    writer: RecordWriter, manifest: Manifest, context: ElectionContext, publics: list[TrusteePublic]
+) -> None:
+    writer.write(MANIFEST, manifest.to_json())
+    writer.write(CONTEXT, context.to_json())
+    for public in publics:
+        writer.write(f"{TRUSTEES}/{public.trustee_id}.json", public.to_json())
+
+
+def ceremony(
+    manifest: Manifest, trustee_count: int, quorum: int
+) -> tuple[list[Trustee], list[TrusteePublic], ElectionContext]:
+    ids = [f"trustee-{i + 1}" for i in range(trustee_count)]
+    trustees, publics = run_local_ceremony(ids, quorum, manifest.base_hash)
+    context = ElectionContext(manifest.base_hash, tuple(ids), quorum, joint_public_key(publics))
+    return trustees, publics, context
+
+
+def simulate(
+    manifest: Manifest,
+    out: RecordWriter,
+    ballots: int,
+    *,
+    trustee_count: int = 5,
+    quorum: int = 3,
+    device_count: int = 3,
+    spoil_rate: float = 0.05,
+    seed: int | None = None,
+    progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
+) -> SimulationOutcome:
+    """Run the election and write its complete record; returns what the voters chose."""
+    rng = random.Random(seed)
+    trustees, publics, context = ceremony(manifest, trustee_count, quorum)
+    write_election_package(out, manifest, context, publics)
+    devices = [Device(DeviceSigner(f"terminal-{i + 1}", Ed25519PrivateKey.generate())) for i in range(device_count)]
+    out.write(
+        DEVICES,
+        {
+            "version": RECORD_VERSION,
+            "devices": [
+                {
+                    "device_id": d.signer.device_id,
+                    "public_key": d.signer.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
+                }
+                for d in devices
+            ],
+        },
+    )
+    outcome = SimulationOutcome()
+    accumulator = TallyAccumulator(manifest)
+    key = context.joint_public_key
+    for n in range(ballots):
+        device = devices[n % device_count]
+        choices = random_choices(manifest, rng)
+        ballot, opening = device.seal(manifest, key, choices)
+        if rng.random() < spoil_rate:
+            # The voter challenges: the opening is published and the ballot never counts.
+            out.write(
+                f"{SPOILED}/{ballot.ballot_id.hex()}.json",
+                {"version": RECORD_VERSION, "ballot": ballot.to_json(), "opening": opening.to_json(manifest)},
+            )
+            outcome.spoiled += 1
+            choices = random_choices(manifest, rng)
+            ballot, opening = device.seal(manifest, key, choices)
+        out.write(f"{BALLOTS}/{ballot.ballot_id.hex()}.json", ballot.to_json())
+        accumulator.add(ballot)
+        outcome.cast += 1
+        for contest_id, marked in choices.items():
+            for selection_id in marked:
+                outcome.expected[contest_id, selection_id] = outcome.expected.get((contest_id, selection_id), 0) + 1
+        progress("sealing ballots", n + 1, ballots)
+    tally = accumulator.result()
+    out.write(TALLY, tally.to_json(manifest))
+    present = rng.sample(trustees, quorum)
+    shares = []
+    for i, trustee in enumerate(present):
+        share = DecryptionShare.compute(trustee, tally)
+        out.write(f"{DECRYPTION}/{trustee.trustee_id}.json", share.to_json(manifest, tally))
+        shares.append(share)
+        progress("trustees decrypting", i + 1, len(present))
+    outcome.results = decrypt_totals(tally, shares, publics, quorum)
+    out.write(RESULTS, outcome.results.to_json(manifest))
+    return outcome

@@ -1,0 +1,400 @@
+"""The independent verifier: re-checks a whole election record from its files alone.
+
+The checks are numbered and listed in :data:`CHECKS` (and in ``docs/verifier.md``). Every
+check runs even when an earlier one failed, as far as the data allows; a check that cannot
+run because what it needs is unreadable fails with that reason. Ballots are streamed: memory
+holds only the running tally and one small entry per ballot for the device chains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from election.ballot import GENESIS_HASH, BallotOpening, SealedBallot, check_device_id
+from election.context import ElectionContext
+from election.encoding import hex_bytes
+from election.errors import ElectionError, FormatError
+from election.group import G
+from election.keyceremony import TrusteePublic, joint_public_key
+from election.manifest import Manifest
+from election.record import (
+    BALLOTS,
+    CONTEXT,
+    DECRYPTION,
+    DEVICES,
+    MANIFEST,
+    RESULTS,
+    SPOILED,
+    TALLY,
+    TRUSTEES,
+    RecordSource,
+)
+from election.tally import DecryptionShare, EncryptedTally, Results, TallyAccumulator, combined_share
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    number: int
+    title: str
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(1, "manifest is well-formed; its hash is the base hash"),
+    Check(2, "context is well-formed and names the manifest's base hash and the trustees"),
+    Check(3, "every trustee's commitments carry valid proofs of knowledge"),
+    Check(4, "joint public key is the sum of the trustees' first commitments"),
+    Check(5, "device list is well-formed"),
+    Check(6, "every sealed ballot is well-formed and belongs to this election"),
+    Check(7, "every sealed ballot's device signature verifies"),
+    Check(8, "every device chain is complete and unbroken"),
+    Check(9, "no ballot id and no token is used twice"),
+    Check(10, "every selection proof (encrypts 0 or 1) verifies"),
+    Check(11, "every contest proof (at most its limit) verifies"),
+    Check(12, "every spoiled ballot's opening reproduces it; spoiled ballots are not counted"),
+    Check(13, "the encrypted tally is the sum of exactly the cast ballots"),
+    Check(14, "decryption shares come from at least a quorum of trustees and verify"),
+    Check(15, "the published results are what the tally decrypts to"),
+)
+_TITLES = {check.number: check.title for check in CHECKS}
+_MAX_PROBLEMS_SHOWN = 20
+
+
+@dataclass(slots=True)
+class CheckOutcome:
+    check: Check
+    problems: list[str] = field(default_factory=list)
+    problem_count: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.problem_count == 0
+
+
+@dataclass(slots=True)
+class VerificationReport:
+    outcomes: dict[int, CheckOutcome]
+    ballots_checked: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return all(outcome.passed for outcome in self.outcomes.values())
+
+    def failed_checks(self) -> list[int]:
+        return [n for n, outcome in self.outcomes.items() if not outcome.passed]
+
+    def fail(self, number: int, problem: str) -> None:
+        outcome = self.outcomes[number]
+        outcome.problem_count += 1
+        if len(outcome.problems) < _MAX_PROBLEMS_SHOWN:
+            outcome.problems.append(problem)
+
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class _DeviceLink:
+    seq: int
+    ballot_hash: bytes
+    prev_hash: bytes
+    where: str
+
+
+def verify_record(source: RecordSource, progress: Progress | None = None) -> VerificationReport:
+    report = VerificationReport({c.number: CheckOutcome(c) for c in CHECKS})
+    _Verifier(source, report, progress).run()
+    return report
+
+
+class _Verifier:
+    def __init__(self, source: RecordSource, report: VerificationReport, progress: Progress | None):
+        self.source = source
+        self.report = report
+        self.progress = progress or (lambda done, total: None)
+
+    def read(self, number: int, name: str) -> Any:
+        try:
+            return self.source.read(name)
+        except FileNotFoundError:
+            self.report.fail(number, f"{name} is missing")
+        except (FormatError, OSError) as exc:
+            self.report.fail(number, f"{name}: {exc}")
+        return None
+
+    def fail_from(self, first: int, reason: str) -> None:
+        for number in range(first, len(CHECKS) + 1):
+            self.report.fail(number, f"not checked: {reason}")
+
+    def run(self) -> None:
+        manifest = self.load_manifest()
+        if manifest is None:
+            self.fail_from(2, "no valid manifest")
+            return
+        context = self.load_context(manifest)
+        trustees = self.load_trustees(manifest, context)
+        if context is None:
+            self.fail_from(4, "no valid context")
+            return
+        if trustees and joint_public_key(trustees) != context.joint_public_key:
+            self.report.fail(4, "context.json joint_public_key is not the sum of the commitments")
+        elif not trustees:
+            self.report.fail(4, "no trustee data to derive the joint public key from")
+        devices = self.load_devices()
+        accumulator = self.check_ballots(manifest, context, devices)
+        tally = self.check_tally(manifest, accumulator)
+        shares = self.check_shares(manifest, context, trustees, tally)
+        self.check_results(manifest, context, tally, shares, trustees)
+
+    def load_manifest(self) -> Manifest | None:
+        data = self.read(1, MANIFEST)
+        if data is None:
+            return None
+        try:
+            return Manifest.from_json(data)
+        except ElectionError as exc:
+            self.report.fail(1, str(exc))
+            return None
+
+    def load_context(self, manifest: Manifest) -> ElectionContext | None:
+        data = self.read(2, CONTEXT)
+        if data is None:
+            return None
+        try:
+            context = ElectionContext.from_json(data)
+        except ElectionError as exc:
+            self.report.fail(2, str(exc))
+            return None
+        if context.base_hash != manifest.base_hash:
+            self.report.fail(2, "context.base_hash is not the manifest's hash")
+        files = self.source.names(TRUSTEES)
+        if sorted(context.trustee_ids) != files:
+            self.report.fail(2, f"trustee files {files} differ from context {list(context.trustee_ids)}")
+        return context
+
+    def load_trustees(self, manifest: Manifest, context: ElectionContext | None) -> list[TrusteePublic]:
+        trustees = []
+        for name in self.source.names(TRUSTEES):
+            data = self.read(3, f"{TRUSTEES}/{name}.json")
+            if data is None:
+                continue
+            try:
+                trustee = TrusteePublic.from_json(data)
+            except ElectionError as exc:
+                self.report.fail(3, f"{TRUSTEES}/{name}.json: {exc}")
+                continue
+            if trustee.trustee_id != name:
+                self.report.fail(3, f"{TRUSTEES}/{name}.json holds trustee {trustee.trustee_id}")
+                continue
+            quorum = context.quorum if context else len(trustee.commitments)
+            for problem in trustee.problems(manifest.base_hash, quorum):
+                self.report.fail(3, problem)
+            trustees.append(trustee)
+        indices = sorted(t.index for t in trustees)
+        if indices != list(range(1, len(trustees) + 1)):
+            self.report.fail(3, f"trustee indices {indices} are not 1..{len(trustees)}")
+        return trustees
+
+    def load_devices(self) -> dict[str, Ed25519PublicKey]:
+        data = self.read(5, DEVICES)
+        devices: dict[str, Ed25519PublicKey] = {}
+        if data is None:
+            return devices
+        entries = data.get("devices") if isinstance(data, dict) and data.get("version") == 1 else None
+        if not isinstance(entries, list):
+            self.report.fail(5, "devices.json: expected {version: 1, devices: [...]}")
+            return devices
+        for i, entry in enumerate(entries):
+            try:
+                if not isinstance(entry, dict) or set(entry) != {"device_id", "public_key"}:
+                    raise FormatError("expected device_id and public_key")
+                device_id = check_device_id(entry["device_id"])
+                if device_id in devices:
+                    raise FormatError(f"device {device_id} listed twice")
+                key = hex_bytes(entry["public_key"], 32, "public_key")
+                devices[device_id] = Ed25519PublicKey.from_public_bytes(key)
+            except (ElectionError, ValueError) as exc:
+                self.report.fail(5, f"devices[{i}]: {exc}")
+        return devices
+
+    def iter_ballots(self, manifest: Manifest) -> Iterator[tuple[str, SealedBallot, Any]]:
+        """Every sealed ballot, cast then spoiled, with its file name and (for spoiled) opening."""
+        total = self.source.count(BALLOTS) + self.source.count(SPOILED)
+        done = 0
+        for folder in (BALLOTS, SPOILED):
+            for name in self.source.names(folder):
+                done += 1
+                self.progress(done, total)
+                where = f"{folder}/{name}.json"
+                data = self.read(6, where)
+                if data is None:
+                    continue
+                opening = None
+                if folder == SPOILED:
+                    if not isinstance(data, dict) or set(data) != {"version", "ballot", "opening"}:
+                        self.report.fail(6, f"{where}: expected version, ballot and opening")
+                        continue
+                    data, opening = data["ballot"], data["opening"]
+                try:
+                    ballot = SealedBallot.from_json(data, manifest)
+                except ElectionError as exc:
+                    self.report.fail(6, f"{where}: {exc}")
+                    continue
+                if ballot.ballot_id.hex() != name:
+                    self.report.fail(6, f"{where}: holds ballot {ballot.ballot_id.hex()}")
+                if ballot.base_hash != manifest.base_hash:
+                    self.report.fail(6, f"{where}: belongs to another election")
+                yield where, ballot, opening
+
+    def check_ballots(
+        self, manifest: Manifest, context: ElectionContext, devices: dict[str, Ed25519PublicKey]
+    ) -> TallyAccumulator:
+        accumulator = TallyAccumulator(manifest)
+        links: dict[str, list[_DeviceLink]] = {}
+        seen_ids: set[bytes] = set()
+        seen_tokens: set[bytes] = set()
+        key = context.joint_public_key
+        for where, ballot, opening in self.iter_ballots(manifest):
+            self.report.ballots_checked += 1
+            device_key = devices.get(ballot.device_id)
+            if device_key is None:
+                self.report.fail(7, f"{where}: device {ballot.device_id} is not in devices.json")
+            elif not ballot.signature_valid(device_key):
+                self.report.fail(7, f"{where}: device signature does not verify")
+            links.setdefault(ballot.device_id, []).append(
+                _DeviceLink(ballot.device_seq, ballot.ballot_hash, ballot.prev_hash, where)
+            )
+            if ballot.ballot_id in seen_ids:
+                self.report.fail(9, f"{where}: ballot id used twice")
+            seen_ids.add(ballot.ballot_id)
+            if ballot.token is not None:
+                if ballot.token.message in seen_tokens:
+                    self.report.fail(9, f"{where}: token used twice")
+                seen_tokens.add(ballot.token.message)
+            for failure in ballot.proof_failures(manifest, key):
+                self.report.fail(11 if failure.startswith("contest") else 10, f"{where}: {failure}")
+            if opening is None:
+                accumulator.add(ballot)
+                continue
+            try:
+                problems = BallotOpening.from_json(opening, manifest).opening_failures(ballot, manifest, key)
+            except ElectionError as exc:
+                problems = [str(exc)]
+            for problem in problems:
+                self.report.fail(12, f"{where}: {problem}")
+        for device_id, device_links in links.items():
+            self.check_device_chain(device_id, device_links)
+        return accumulator
+
+    def check_device_chain(self, device_id: str, links: list[_DeviceLink]) -> None:
+        links.sort(key=lambda link: link.seq)
+        previous_hash = GENESIS_HASH
+        for expected_seq, link in enumerate(links, start=1):
+            if link.seq != expected_seq:
+                self.report.fail(
+                    8, f"device {device_id}: expected sequence {expected_seq}, found {link.seq} ({link.where})"
+                )
+                return
+            if link.prev_hash != previous_hash:
+                self.report.fail(8, f"device {device_id}: {link.where} does not follow its predecessor")
+                return
+            previous_hash = link.ballot_hash
+
+    def check_tally(self, manifest: Manifest, accumulator: TallyAccumulator) -> EncryptedTally | None:
+        data = self.read(13, TALLY)
+        if data is None:
+            return None
+        try:
+            tally = EncryptedTally.from_json(data, manifest)
+        except ElectionError as exc:
+            self.report.fail(13, f"tally.json: {exc}")
+            return None
+        expected = accumulator.result()
+        if tally.base_hash != manifest.base_hash:
+            self.report.fail(13, "tally.json belongs to another election")
+        if tally.ballot_count != expected.ballot_count:
+            self.report.fail(13, f"tally counts {tally.ballot_count} ballots, the record holds {expected.ballot_count}")
+        for position, ciphertext in expected.sums.items():
+            if tally.sums[position] != ciphertext:
+                self.report.fail(13, f"tally of {position[0]}/{position[1]} is not the sum of the cast ballots")
+        return tally
+
+    def check_shares(
+        self,
+        manifest: Manifest,
+        context: ElectionContext,
+        trustees: list[TrusteePublic],
+        tally: EncryptedTally | None,
+    ) -> list[DecryptionShare]:
+        if tally is None:
+            self.report.fail(14, "not checked: no valid tally")
+            return []
+        known = {t.trustee_id: t for t in trustees}
+        shares = []
+        for name in self.source.names(DECRYPTION):
+            where = f"{DECRYPTION}/{name}.json"
+            data = self.read(14, where)
+            if data is None:
+                continue
+            try:
+                share = DecryptionShare.from_json(data, manifest)
+            except ElectionError as exc:
+                self.report.fail(14, f"{where}: {exc}")
+                continue
+            if share.trustee_id != name or name not in known:
+                self.report.fail(14, f"{where}: not the share of a known trustee {name}")
+                continue
+            if data["base_hash"] != manifest.base_hash.hex() or data["ballot_count"] != tally.ballot_count:
+                self.report.fail(14, f"{where}: made for another election or tally")
+            problems = share.failures(tally, known[name], trustees)
+            for problem in problems:
+                self.report.fail(14, f"{where}: {problem}")
+            if not problems:
+                shares.append(share)
+        if len(shares) < context.quorum:
+            self.report.fail(14, f"{len(shares)} valid shares, the quorum is {context.quorum}")
+        return shares
+
+    def check_results(
+        self,
+        manifest: Manifest,
+        context: ElectionContext,
+        tally: EncryptedTally | None,
+        shares: list[DecryptionShare],
+        trustees: list[TrusteePublic],
+    ) -> None:
+        data = self.read(15, RESULTS)
+        if data is None:
+            return
+        try:
+            results = Results.from_json(data, manifest)
+        except ElectionError as exc:
+            self.report.fail(15, f"results.json: {exc}")
+            return
+        if tally is None or len(shares) < context.quorum:
+            self.report.fail(15, "not checked: no valid tally or too few valid shares")
+            return
+        if results.base_hash != manifest.base_hash or results.ballot_count != tally.ballot_count:
+            self.report.fail(15, "results.json is for another election or ballot count")
+        if sorted(results.trustees_present) != sorted(s.trustee_id for s in shares):
+            self.report.fail(15, "results.json names other trustees than the decryption shares")
+        indices = {t.trustee_id: t.index for t in trustees}
+        for position, ciphertext in tally.sums.items():
+            total = results.totals[position]
+            if not 0 <= total <= tally.ballot_count:
+                self.report.fail(15, f"{position[0]}/{position[1]}: total {total} out of range")
+                continue
+            decrypted = ciphertext.beta - combined_share(position, shares, indices)
+            if decrypted != total * G:
+                self.report.fail(15, f"{position[0]}/{position[1]}: the tally does not decrypt to {total}")
+        for contest in manifest.contests:
+            marked = sum(results.totals[contest.id, s.id] for s in contest.selections)
+            if marked > contest.limit * tally.ballot_count:
+                self.report.fail(15, f"{contest.id}: {marked} marks exceed what {tally.ballot_count} ballots allow")
+
+
+def check_title(number: int) -> str:
+    return _TITLES[number]

@@ -1,0 +1,1 @@
+"""Station hub: ledger, roll, monitoring."""

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, checks style, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/bootstrap.sh
+.venv/bin/ruff check .
+.venv/bin/pytest "$@"
