@@ -1,0 +1,133 @@
+"""The verifier re-checks a whole record; any flipped bit fails with the right check number."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from election.encoding import canonical_bytes
+from election.record import DirectoryRecord
+from election.verify import CHECKS, verify_record
+
+
+def flip_hex_bit(text: str, byte: int = 0, bit: int = 0) -> str:
+    raw = bytearray(bytes.fromhex(text))
+    raw[byte] ^= 1 << bit
+    return raw.hex()
+
+
+def first(folder: Path) -> Path:
+    return sorted(folder.glob("*.json"))[0]
+
+
+def edit(path: Path, change) -> None:
+    data = json.loads(path.read_bytes())
+    change(data)
+    path.write_bytes(canonical_bytes(data))
+
+
+def selection(data: dict) -> dict:
+    return data["contests"][0]["selections"][0]
+
+
+# (what is flipped, file, change, the check that must fail)
+TAMPERING = [
+    ("manifest name", "manifest.json", lambda d: d["name"].update(en="Other"), 2),
+    ("joint key", "context.json", lambda d: d.update(joint_public_key=flip_hex_bit(d["joint_public_key"], 0, 1)), 4),
+    ("trustee commitment", "trustees", lambda d: d["commitments"].__setitem__(1, flip_hex_bit(d["commitments"][1], 3)), 3),
+    ("trustee proof", "trustees", lambda d: d["proofs"][0].update(response=flip_hex_bit(d["proofs"][0]["response"])), 3),
+    ("device key", "devices.json", lambda d: d["devices"][0].update(public_key=flip_hex_bit(d["devices"][0]["public_key"], 5)), 7),
+    ("ciphertext", "ballots", lambda d: selection(d)["ciphertext"].update(alpha=flip_hex_bit(selection(d)["ciphertext"]["alpha"], 4)), 6),
+    ("proof response", "ballots", lambda d: selection(d)["proof"]["responses"].__setitem__(0, flip_hex_bit(selection(d)["proof"]["responses"][0])), 10),
+    ("contest proof", "ballots", lambda d: d["contests"][1]["proof"]["challenges"].__setitem__(0, flip_hex_bit(d["contests"][1]["proof"]["challenges"][0])), 11),
+    ("device signature", "ballots", lambda d: d.update(signature=flip_hex_bit(d["signature"], 10)), 7),
+    ("device sequence", "ballots", lambda d: d.update(device_seq=d["device_seq"] + 1000), 8),
+    ("spoiled opening nonce", "spoiled", lambda d: d["opening"]["contests"][0]["selections"][0].update(nonce=flip_hex_bit(d["opening"]["contests"][0]["selections"][0]["nonce"])), 12),
+    ("tally ciphertext", "tally.json", lambda d: selection(d)["ciphertext"].update(beta=flip_hex_bit(selection(d)["ciphertext"]["beta"], 2)), 13),
+    ("tally count", "tally.json", lambda d: d.update(ballot_count=d["ballot_count"] - 1), 13),
+    ("decryption share", "decryption", lambda d: selection(d).update(share=flip_hex_bit(selection(d)["share"], 1)), 14),
+    ("decryption proof", "decryption", lambda d: selection(d)["proof"].update(challenge=flip_hex_bit(selection(d)["proof"]["challenge"])), 14),
+    ("result", "results.json", lambda d: selection(d).update(total=selection(d)["total"] + 1), 15),
+]
+
+
+def test_the_untouched_record_passes_every_check(simulated_record: Path) -> None:
+    report = verify_record(DirectoryRecord(simulated_record))
+    assert report.passed, {n: o.problems for n, o in report.outcomes.items() if not o.passed}
+    assert report.ballots_checked > 12  # cast and spoiled
+    assert [c.number for c in CHECKS] == list(range(1, 16))
+
+
+@pytest.mark.parametrize(("what", "target", "change", "check"), TAMPERING, ids=[t[0] for t in TAMPERING])
+def test_tampering_fails_the_named_check(record_copy: Path, what, target, change, check) -> None:
+    path = record_copy / target
+    edit(first(path) if path.is_dir() else path, change)
+    report = verify_record(DirectoryRecord(record_copy))
+    assert not report.passed
+    assert check in report.failed_checks(), (what, report.failed_checks())
+
+
+def test_a_removed_ballot_breaks_the_device_chain_and_the_tally(record_copy: Path) -> None:
+    ballots = sorted((record_copy / "ballots").glob("*.json"), key=lambda p: json.loads(p.read_bytes())["device_seq"])
+    ballots[1].unlink()  # not the device's last ballot
+    failed = verify_record(DirectoryRecord(record_copy)).failed_checks()
+    assert 13 in failed
+    assert 8 in failed
+
+
+def test_a_spoiled_ballot_counted_as_cast_is_caught(record_copy: Path) -> None:
+    spoiled = first(record_copy / "spoiled")
+    data = json.loads(spoiled.read_bytes())
+    (record_copy / "ballots" / spoiled.name).write_bytes(canonical_bytes(data["ballot"]))
+    failed = verify_record(DirectoryRecord(record_copy)).failed_checks()
+    assert 9 in failed and 13 in failed
+
+
+def test_too_few_decryption_shares_fail(record_copy: Path) -> None:
+    first(record_copy / "decryption").unlink()
+    failed = verify_record(DirectoryRecord(record_copy)).failed_checks()
+    assert 14 in failed and 15 in failed
+
+
+def test_garbage_files_give_reasons_not_crashes(record_copy: Path) -> None:
+    first(record_copy / "ballots").write_bytes(b"\x00garbage{")
+    (record_copy / "results.json").write_bytes(b'{"version": 1.0}')
+    report = verify_record(DirectoryRecord(record_copy))
+    assert any("not valid JSON" in p for p in report.outcomes[6].problems)
+    assert any("integer" in p for p in report.outcomes[15].problems)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "election.cli", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_cli_simulate_then_verify_and_exit_status(tmp_path: Path) -> None:
+    record = tmp_path / "rec"
+    made = run_cli("simulate", "--ballots", "8", "--out", str(record), "--seed", "1")
+    assert made.returncode == 0, made.stderr
+    assert "decrypted totals equal the simulated voters' choices" in made.stdout
+    ok = run_cli("verify", str(record))
+    assert ok.returncode == 0
+    assert "[PASS] 15." in ok.stdout and "verification passed" in ok.stdout
+    edit(first(record / "ballots"), lambda d: d.update(signature=flip_hex_bit(d["signature"])))
+    bad = run_cli("verify", str(record))
+    assert bad.returncode == 1
+    assert "[FAIL]  7." in bad.stdout and "VERIFICATION FAILED" in bad.stdout
+
+
+def test_cli_ceremony_writes_package_and_private_key_files(tmp_path: Path) -> None:
+    done = run_cli("ceremony", "--trustees", "3", "--quorum", "2", "--out", str(tmp_path / "c"))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "c/package/trustees").iterdir()) == [
+        "trustee-1.json", "trustee-2.json", "trustee-3.json"
+    ]  # fmt: skip
+    key_file = tmp_path / "c/secrets/trustee-1.json"
+    assert key_file.stat().st_mode & 0o077 == 0
+    bad = run_cli("ceremony", "--trustees", "2", "--quorum", "3", "--out", str(tmp_path / "d"))
+    assert bad.returncode != 0 and "quorum" in bad.stderr
