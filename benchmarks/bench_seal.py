@@ -1,6 +1,6 @@
 """Median time to seal one ballot (encryption, every proof, device signature) and to verify it.
 
-    python benchmarks/bench_seal.py --contests 5 --selections 5
+python benchmarks/bench_seal.py --contests 5 --selections 5
 """
 
 from __future__ import annotations

@@ -139,5 +139,7 @@ def verify_command(record: Path) -> None:
                    f"({report.ballots_checked} ballots, {elapsed:.1f} s)")  # fmt: skip
         sys.exit(1)
     click.echo(f"verification passed: all {len(CHECKS)} checks, {report.ballots_checked} ballots, {elapsed:.1f} s")
+
+
 if __name__ == "__main__":
     main()

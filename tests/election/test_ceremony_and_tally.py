@@ -34,8 +34,7 @@ def cast(manifest, key, choices_list):
 
 def expected_totals(manifest, choices_list):
     return {
-        (c.id, s.id): sum(s.id in choices.get(c.id, ()) for choices in choices_list)
-        for c, s in manifest.positions()
+        (c.id, s.id): sum(s.id in choices.get(c.id, ()) for choices in choices_list) for c, s in manifest.positions()
     }
 
 
@@ -78,15 +77,21 @@ def test_a_share_that_does_not_match_the_commitments_is_detected() -> None:
     with pytest.raises(CeremonyError):
         trustees[2].receive(envelope, publics[0])
     tampered = EncryptedShare(
-        envelope.sender, envelope.recipient, envelope.ephemeral_key, bytes([envelope.ciphertext[0] ^ 1]) + envelope.ciphertext[1:]
+        envelope.sender,
+        envelope.recipient,
+        envelope.ephemeral_key,
+        bytes([envelope.ciphertext[0] ^ 1]) + envelope.ciphertext[1:],
     )
     with pytest.raises(CeremonyError, match="cannot be decrypted"):
         recipient.receive(tampered, publics[0])
     # A share that decrypts but is not P_sender(recipient): checked against the commitments.
     with pytest.raises(CeremonyError, match="commitments"):
-        recipient.receive(sender.share_for(publics[2]).__class__(
-            envelope.sender, envelope.recipient, *_reencrypt_for(sender, publics[1], 12345)
-        ), publics[0])
+        recipient.receive(
+            sender.share_for(publics[2]).__class__(
+                envelope.sender, envelope.recipient, *_reencrypt_for(sender, publics[1], 12345)
+            ),
+            publics[0],
+        )
 
 
 def _reencrypt_for(sender, recipient_public, value):

@@ -38,19 +38,70 @@ def selection(data: dict) -> dict:
 TAMPERING = [
     ("manifest name", "manifest.json", lambda d: d["name"].update(en="Other"), 2),
     ("joint key", "context.json", lambda d: d.update(joint_public_key=flip_hex_bit(d["joint_public_key"], 0, 1)), 4),
-    ("trustee commitment", "trustees", lambda d: d["commitments"].__setitem__(1, flip_hex_bit(d["commitments"][1], 3)), 3),
-    ("trustee proof", "trustees", lambda d: d["proofs"][0].update(response=flip_hex_bit(d["proofs"][0]["response"])), 3),
-    ("device key", "devices.json", lambda d: d["devices"][0].update(public_key=flip_hex_bit(d["devices"][0]["public_key"], 5)), 7),
-    ("ciphertext", "ballots", lambda d: selection(d)["ciphertext"].update(alpha=flip_hex_bit(selection(d)["ciphertext"]["alpha"], 4)), 6),
-    ("proof response", "ballots", lambda d: selection(d)["proof"]["responses"].__setitem__(0, flip_hex_bit(selection(d)["proof"]["responses"][0])), 10),
-    ("contest proof", "ballots", lambda d: d["contests"][1]["proof"]["challenges"].__setitem__(0, flip_hex_bit(d["contests"][1]["proof"]["challenges"][0])), 11),
+    (
+        "trustee commitment",
+        "trustees",
+        lambda d: d["commitments"].__setitem__(1, flip_hex_bit(d["commitments"][1], 3)),
+        3,
+    ),
+    (
+        "trustee proof",
+        "trustees",
+        lambda d: d["proofs"][0].update(response=flip_hex_bit(d["proofs"][0]["response"])),
+        3,
+    ),
+    (
+        "device key",
+        "devices.json",
+        lambda d: d["devices"][0].update(public_key=flip_hex_bit(d["devices"][0]["public_key"], 5)),
+        7,
+    ),
+    (
+        "ciphertext",
+        "ballots",
+        lambda d: selection(d)["ciphertext"].update(alpha=flip_hex_bit(selection(d)["ciphertext"]["alpha"], 4)),
+        6,
+    ),
+    (
+        "proof response",
+        "ballots",
+        lambda d: selection(d)["proof"]["responses"].__setitem__(
+            0, flip_hex_bit(selection(d)["proof"]["responses"][0])
+        ),
+        10,
+    ),
+    (
+        "contest proof",
+        "ballots",
+        lambda d: d["contests"][1]["proof"]["challenges"].__setitem__(
+            0, flip_hex_bit(d["contests"][1]["proof"]["challenges"][0])
+        ),
+        11,
+    ),
     ("device signature", "ballots", lambda d: d.update(signature=flip_hex_bit(d["signature"], 10)), 7),
     ("device sequence", "ballots", lambda d: d.update(device_seq=d["device_seq"] + 1000), 8),
-    ("spoiled opening nonce", "spoiled", lambda d: d["opening"]["contests"][0]["selections"][0].update(nonce=flip_hex_bit(d["opening"]["contests"][0]["selections"][0]["nonce"])), 12),
-    ("tally ciphertext", "tally.json", lambda d: selection(d)["ciphertext"].update(beta=flip_hex_bit(selection(d)["ciphertext"]["beta"], 2)), 13),
+    (
+        "spoiled opening nonce",
+        "spoiled",
+        lambda d: d["opening"]["contests"][0]["selections"][0].update(
+            nonce=flip_hex_bit(d["opening"]["contests"][0]["selections"][0]["nonce"])
+        ),
+        12,
+    ),
+    (
+        "tally ciphertext",
+        "tally.json",
+        lambda d: selection(d)["ciphertext"].update(beta=flip_hex_bit(selection(d)["ciphertext"]["beta"], 2)),
+        13,
+    ),
     ("tally count", "tally.json", lambda d: d.update(ballot_count=d["ballot_count"] - 1), 13),
     ("decryption share", "decryption", lambda d: selection(d).update(share=flip_hex_bit(selection(d)["share"], 1)), 14),
-    ("decryption proof", "decryption", lambda d: selection(d)["proof"].update(challenge=flip_hex_bit(selection(d)["proof"]["challenge"])), 14),
+    (
+        "decryption proof",
+        "decryption",
+        lambda d: selection(d)["proof"].update(challenge=flip_hex_bit(selection(d)["proof"]["challenge"])),
+        14,
+    ),
     ("result", "results.json", lambda d: selection(d).update(total=selection(d)["total"] + 1), 15),
 ]
 
