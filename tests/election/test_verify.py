@@ -34,7 +34,8 @@ def selection(data: dict) -> dict:
     return data["contests"][0]["selections"][0]
 
 
-# (what is flipped, file, change, the check that must fail)
+# (what is flipped, file, change, the check that must catch it; a flipped bit in a point or
+# key may or may not leave a valid encoding, so those name the check for either case)
 TAMPERING = [
     ("manifest name", "manifest.json", lambda d: d["name"].update(en="Other"), 2),
     ("joint key", "context.json", lambda d: d.update(joint_public_key=flip_hex_bit(d["joint_public_key"], 0, 1)), 4),
@@ -54,13 +55,13 @@ TAMPERING = [
         "device key",
         "devices.json",
         lambda d: d["devices"][0].update(public_key=flip_hex_bit(d["devices"][0]["public_key"], 5)),
-        7,
+        (5, 7),
     ),
     (
         "ciphertext",
         "ballots",
         lambda d: selection(d)["ciphertext"].update(alpha=flip_hex_bit(selection(d)["ciphertext"]["alpha"], 4)),
-        6,
+        (6, 7),
     ),
     (
         "proof response",
@@ -119,7 +120,8 @@ def test_tampering_fails_the_named_check(record_copy: Path, what, target, change
     edit(first(path) if path.is_dir() else path, change)
     report = verify_record(DirectoryRecord(record_copy))
     assert not report.passed
-    assert check in report.failed_checks(), (what, report.failed_checks())
+    expected = check if isinstance(check, tuple) else (check,)
+    assert set(expected) & set(report.failed_checks()), (what, report.failed_checks())
 
 
 def test_a_removed_ballot_breaks_the_device_chain_and_the_tally(record_copy: Path) -> None:
