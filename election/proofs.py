@@ -19,7 +19,7 @@ so a proof cannot be replayed elsewhere. ``docs/formats.md`` lists every input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from election.elgamal import Ciphertext
 from election.encoding import canonical_bytes
@@ -148,11 +148,28 @@ def _range_statement(
 
 
 @dataclass(frozen=True, slots=True)
-class SchnorrProof:
-    """Proof of knowledge of ``x`` such that ``X = x·G``."""
+class _SingleChallengeProof:
+    """A proof that travels as one challenge and one response."""
 
     challenge: int
     response: int
+
+    def to_json(self) -> dict[str, str]:
+        return {"challenge": scalar_to_hex(self.challenge), "response": scalar_to_hex(self.response)}
+
+    @classmethod
+    def from_json(cls, data: Any, what: str) -> Self:
+        if not isinstance(data, dict) or set(data) != {"challenge", "response"}:
+            raise FormatError(f"{what}: a proof has exactly challenge and response")
+        return cls(
+            scalar_from_hex(data["challenge"], f"{what}.challenge"),
+            scalar_from_hex(data["response"], f"{what}.response"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SchnorrProof(_SingleChallengeProof):
+    """Proof of knowledge of ``x`` such that ``X = x·G``."""
 
     DOMAIN = "schnorr"
 
@@ -166,21 +183,10 @@ class SchnorrProof:
         commitment = self.response * G - self.challenge * public
         return self.challenge == challenge_of(self.DOMAIN, {**statement, "public": public.hex()}, [commitment])
 
-    def to_json(self) -> dict[str, str]:
-        return {"challenge": scalar_to_hex(self.challenge), "response": scalar_to_hex(self.response)}
-
-    @classmethod
-    def from_json(cls, data: Any, what: str) -> SchnorrProof:
-        challenge, response = _pair(data, what)
-        return cls(challenge, response)
-
 
 @dataclass(frozen=True, slots=True)
-class ChaumPedersenProof:
+class ChaumPedersenProof(_SingleChallengeProof):
     """Proof that ``log_G S = log_A M``: the share ``M`` was made with the secret behind ``S``."""
-
-    challenge: int
-    response: int
 
     DOMAIN = "chaum-pedersen"
 
@@ -201,23 +207,6 @@ class ChaumPedersenProof:
         full = _cp_statement(statement, base, public, share)
         return self.challenge == challenge_of(self.DOMAIN, full, commitments)
 
-    def to_json(self) -> dict[str, str]:
-        return {"challenge": scalar_to_hex(self.challenge), "response": scalar_to_hex(self.response)}
-
-    @classmethod
-    def from_json(cls, data: Any, what: str) -> ChaumPedersenProof:
-        challenge, response = _pair(data, what)
-        return cls(challenge, response)
-
 
 def _cp_statement(statement: dict[str, Any], base: Point, public: Point, share: Point) -> dict[str, Any]:
     return {**statement, "base": base.hex(), "public": public.hex(), "share": share.hex()}
-
-
-def _pair(data: Any, what: str) -> tuple[int, int]:
-    if not isinstance(data, dict) or set(data) != {"challenge", "response"}:
-        raise FormatError(f"{what}: a proof has exactly challenge and response")
-    return (
-        scalar_from_hex(data["challenge"], f"{what}.challenge"),
-        scalar_from_hex(data["response"], f"{what}.response"),
-    )

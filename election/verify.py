@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -94,6 +94,7 @@ class VerificationReport:
 
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -125,6 +126,17 @@ class _Verifier:
             self.report.fail(number, f"{name}: {exc}")
         return None
 
+    def load(self, number: int, name: str, parse: Callable[[Any], T]) -> T | None:
+        """Read and parse one file; a missing or malformed one fails check ``number``."""
+        data = self.read(number, name)
+        if data is None:
+            return None
+        try:
+            return parse(data)
+        except ElectionError as exc:
+            self.report.fail(number, f"{name}: {exc}")
+            return None
+
     def fail_from(self, first: int, reason: str) -> None:
         for number in range(first, len(CHECKS) + 1):
             self.report.fail(number, f"not checked: {reason}")
@@ -150,23 +162,11 @@ class _Verifier:
         self.check_results(manifest, context, tally, shares, trustees)
 
     def load_manifest(self) -> Manifest | None:
-        data = self.read(1, MANIFEST)
-        if data is None:
-            return None
-        try:
-            return Manifest.from_json(data)
-        except ElectionError as exc:
-            self.report.fail(1, str(exc))
-            return None
+        return self.load(1, MANIFEST, Manifest.from_json)
 
     def load_context(self, manifest: Manifest) -> ElectionContext | None:
-        data = self.read(2, CONTEXT)
-        if data is None:
-            return None
-        try:
-            context = ElectionContext.from_json(data)
-        except ElectionError as exc:
-            self.report.fail(2, str(exc))
+        context = self.load(2, CONTEXT, ElectionContext.from_json)
+        if context is None:
             return None
         if context.base_hash != manifest.base_hash:
             self.report.fail(2, "context.base_hash is not the manifest's hash")
@@ -178,13 +178,8 @@ class _Verifier:
     def load_trustees(self, manifest: Manifest, context: ElectionContext | None) -> list[TrusteePublic]:
         trustees = []
         for name in self.source.names(TRUSTEES):
-            data = self.read(3, f"{TRUSTEES}/{name}.json")
-            if data is None:
-                continue
-            try:
-                trustee = TrusteePublic.from_json(data)
-            except ElectionError as exc:
-                self.report.fail(3, f"{TRUSTEES}/{name}.json: {exc}")
+            trustee = self.load(3, f"{TRUSTEES}/{name}.json", TrusteePublic.from_json)
+            if trustee is None:
                 continue
             if trustee.trustee_id != name:
                 self.report.fail(3, f"{TRUSTEES}/{name}.json holds trustee {trustee.trustee_id}")
@@ -304,13 +299,8 @@ class _Verifier:
             previous_hash = link.ballot_hash
 
     def check_tally(self, manifest: Manifest, accumulator: TallyAccumulator) -> EncryptedTally | None:
-        data = self.read(13, TALLY)
-        if data is None:
-            return None
-        try:
-            tally = EncryptedTally.from_json(data, manifest)
-        except ElectionError as exc:
-            self.report.fail(13, f"tally.json: {exc}")
+        tally = self.load(13, TALLY, lambda data: EncryptedTally.from_json(data, manifest))
+        if tally is None:
             return None
         expected = accumulator.result()
         if tally.base_hash != manifest.base_hash:
@@ -336,14 +326,10 @@ class _Verifier:
         shares = []
         for name in self.source.names(DECRYPTION):
             where = f"{DECRYPTION}/{name}.json"
-            data = self.read(14, where)
-            if data is None:
+            loaded = self.load(14, where, lambda data: (DecryptionShare.from_json(data, manifest), data))
+            if loaded is None:
                 continue
-            try:
-                share = DecryptionShare.from_json(data, manifest)
-            except ElectionError as exc:
-                self.report.fail(14, f"{where}: {exc}")
-                continue
+            share, data = loaded
             if share.trustee_id != name or name not in known:
                 self.report.fail(14, f"{where}: not the share of a known trustee {name}")
                 continue
@@ -366,13 +352,8 @@ class _Verifier:
         shares: list[DecryptionShare],
         trustees: list[TrusteePublic],
     ) -> None:
-        data = self.read(15, RESULTS)
-        if data is None:
-            return
-        try:
-            results = Results.from_json(data, manifest)
-        except ElectionError as exc:
-            self.report.fail(15, f"results.json: {exc}")
+        results = self.load(15, RESULTS, lambda data: Results.from_json(data, manifest))
+        if results is None:
             return
         if tally is None or len(shares) < context.quorum:
             self.report.fail(15, "not checked: no valid tally or too few valid shares")
