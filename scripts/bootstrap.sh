@@ -15,6 +15,7 @@ DEBIAN_PACKAGES=(
   chromium fonts-noto-cjk                     # kiosk browser and Japanese glyphs
   postgresql                                  # central store at scale
   systemd                                     # systemd-analyze for unit checks
+  nftables                                    # nft -c checks of the appliance firewall rules
 )
 
 need=()

@@ -120,26 +120,20 @@ def role_of(certificate: x509.Certificate) -> Role:
     try:
         return Role(str(units[0].value))
     except (IndexError, ValueError) as error:
-        raise PkiError(
-            f"certificate {common_name(certificate)!r} carries no station role"
-        ) from error
+        raise PkiError(f"certificate {common_name(certificate)!r} carries no station role") from error
 
 
 def _check_common_name(name: str) -> None:
     """CNs become MQTT user names and topic levels: keep them to a safe alphabet."""
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
     if not name or len(name) > 64 or not set(name) <= allowed:
-        raise PkiError(
-            f"common name {name!r} must be 1-64 characters of letters, digits, '-', '_', '.'"
-        )
+        raise PkiError(f"common name {name!r} must be 1-64 characters of letters, digits, '-', '_', '.'")
 
 
 class StationCA:
     """A station CA living in a directory; create() once, load() afterwards."""
 
-    def __init__(
-        self, directory: Path, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate
-    ) -> None:
+    def __init__(self, directory: Path, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
         self.directory = directory
         self._key = key
         self.certificate = certificate
@@ -233,17 +227,10 @@ class StationCA:
         _check_common_name(name)
         role = Role(role)
         strong_rsa = isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= 2048
-        if not (
-            isinstance(public_key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey)
-            or strong_rsa
-        ):
+        if not (isinstance(public_key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey) or strong_rsa):
             raise PkiError("only Ed25519, ECDSA or RSA (>= 2048 bit) keys can be certified")
         now = _now()
-        usage = (
-            ExtendedKeyUsageOID.SERVER_AUTH
-            if role is Role.BROKER
-            else (ExtendedKeyUsageOID.CLIENT_AUTH)
-        )
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if role is Role.BROKER else (ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (
             x509.CertificateBuilder()
             .subject_name(
@@ -262,9 +249,7 @@ class StationCA:
             .not_valid_after(min(now + validity, self.certificate.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), False)
         )
         if hostnames:
             builder = builder.add_extension(
@@ -272,9 +257,7 @@ class StationCA:
             )
         certificate = builder.sign(self._key, hashes.SHA256())
         records = self.issued()
-        records.append(
-            IssuedRecord(certificate.serial_number, name, role, certificate.not_valid_after_utc)
-        )
+        records.append(IssuedRecord(certificate.serial_number, name, role, certificate.not_valid_after_utc))
         self._write_index(records)
         return certificate
 
@@ -344,11 +327,7 @@ class StationCA:
                     common_name=entry["common_name"],
                     role=Role(entry["role"]),
                     not_after=dt.datetime.fromisoformat(entry["not_after"]),
-                    revoked_at=(
-                        dt.datetime.fromisoformat(entry["revoked_at"])
-                        if entry["revoked_at"]
-                        else None
-                    ),
+                    revoked_at=(dt.datetime.fromisoformat(entry["revoked_at"]) if entry["revoked_at"] else None),
                 )
                 for entry in entries
             ]
@@ -396,14 +375,10 @@ def verify_certificate(
     try:
         certificate.verify_directly_issued_by(ca_certificate)
     except (InvalidSignature, ValueError, TypeError) as error:
-        raise PkiError(
-            f"certificate {name!r} has no valid signature from the station CA"
-        ) from error
+        raise PkiError(f"certificate {name!r} has no valid signature from the station CA") from error
     moment = at or _now()
     if moment < certificate.not_valid_before_utc:
-        raise PkiError(
-            f"certificate {name!r} is not valid before {certificate.not_valid_before_utc}"
-        )
+        raise PkiError(f"certificate {name!r} is not valid before {certificate.not_valid_before_utc}")
     if moment > certificate.not_valid_after_utc:
         raise PkiError(f"certificate {name!r} expired on {certificate.not_valid_after_utc}")
     if crl is not None:

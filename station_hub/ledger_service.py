@@ -1,0 +1,270 @@
+"""The ledger service: MQTT in, durable chain, acknowledgements and signed statements out.
+
+The network thread only queues messages (manual acknowledgement, so the broker's PUBACK is
+withheld too); one worker thread decides a batch with :class:`LedgerCore`, commits every
+accepted entry in one durable transaction, and only then publishes the acknowledgements and
+releases the PUBACKs. A crash anywhere before the commit loses nothing the terminal was told;
+a crash after it makes the resend a duplicate, which gets the same acknowledgement.
+
+``STATION_HUB_FAILPOINT=ledger-before-commit|ledger-after-commit`` stops the process (SIGSTOP)
+at that point after printing ``FAILPOINT <name>`` to stderr, so fault tests can kill it there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from election.chain import ChainHead, Checkpoint, sign_document
+from election.encoding import canonical_bytes, parse_json
+from election.errors import FormatError
+from station_hub.ledger import (
+    MESSAGE_VERSION,
+    Accepted,
+    Decision,
+    LedgerCore,
+    Refused,
+)
+from station_hub.ledger_store import LedgerStore
+from station_hub.messages import offline_status, parse_polls_command
+from station_hub.mqtt import connect, make_client, publish_last_words, set_will
+from station_hub.station import DeviceDirectory, Station
+
+log = logging.getLogger("station_hub.ledger")
+BATCH_LIMIT = 512
+SESSION_EXPIRY = 24 * 3600
+
+
+class LedgerService:
+    def __init__(
+        self,
+        station: Station,
+        *,
+        check_proofs: bool = True,
+        checkpoint_interval: float = 2.0,
+    ) -> None:
+        self.station = station
+        self.topics = station.topics
+        self.checkpoint_interval = checkpoint_interval
+        self.failpoint = os.environ.get("STATION_HUB_FAILPOINT")
+        election = station.election()
+        self.base_hash = election.manifest.base_hash
+        self.genesis = station.genesis
+        self.store = LedgerStore(station.ledger_db)
+        self.core = LedgerCore(
+            election.manifest,
+            election.context.joint_public_key,
+            self.genesis,
+            DeviceDirectory(station).lookup,
+            station.token_public_key(),
+            self.store.load(self.genesis),
+            check_proofs=check_proofs,
+        )
+        self.key = station.signing_key("ledger")
+        self.refused = 0
+        self.check_ins: int | None = None
+        self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._stop = threading.Event()
+        self._checkpointed = -1
+        self.client = make_client(station, "ledger", clean_start=False)
+        set_will(self.client, self.topics.ledger_status, offline_status("ledger_status"))
+        self.client.on_connect = self._on_connect
+        self.client.on_message = lambda client, userdata, message: self._inbox.put(message)
+
+    # --- network thread -------------------------------------------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the ledger: %s", reason)
+            return
+        client.subscribe(
+            [
+                (self.topics.ballot("+"), 1),
+                (self.topics.polls_control, 1),
+                (self.topics.roll_report, 1),
+            ]
+        )
+        self._publish_status()
+
+    # --- worker ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        connect(self.client, self.station, session_expiry=SESSION_EXPIRY)
+        self._announce_polls()
+        next_tick = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                timeout = max(0.0, next_tick - time.monotonic())
+                try:
+                    batch = [self._inbox.get(timeout=min(timeout, 0.5))]
+                except queue.Empty:
+                    batch = []
+                while batch and len(batch) < BATCH_LIMIT:
+                    try:
+                        batch.append(self._inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._handle(batch)
+                if time.monotonic() >= next_tick:
+                    self._publish_checkpoint()
+                    self._publish_status()
+                    next_tick = time.monotonic() + self.checkpoint_interval
+        finally:
+            publish_last_words(self.client, self.topics.ledger_status, "ledger_status")
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.store.close()
+
+    def _handle(self, batch: list[mqtt.MQTTMessage]) -> None:
+        pending: list[tuple[mqtt.MQTTMessage, str, Decision]] = []
+        for message in batch:
+            sender = self.topics.terminal_id_of(message.topic, "ballot")
+            if sender is not None:
+                pending.append((message, sender, self.core.decide(bytes(message.payload), sender)))
+                continue
+            self._flush(pending)
+            pending = []
+            self._handle_control(message)
+            self.client.ack(message.mid, message.qos)
+        self._flush(pending)
+
+    def _flush(self, pending: list[tuple[mqtt.MQTTMessage, str, Decision]]) -> None:
+        accepted = [d for _, _, d in pending if isinstance(d, Accepted)]
+        if accepted:
+            self._fail_here("ledger-before-commit")
+            self.store.append(accepted)
+            self._fail_here("ledger-after-commit")
+        for message, sender, decision in pending:
+            if isinstance(decision, Refused):
+                self.refused += 1
+                log.warning("refused a ballot from %s: %s (%s)", sender, decision.reason,
+                            decision.detail)  # fmt: skip
+            props = getattr(message, "properties", None)
+            correlation = getattr(props, "CorrelationData", None)
+            properties = None
+            if correlation:
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.CorrelationData = correlation
+            self._publish(self.topics.ack(sender), canonical_bytes(decision.ack()), properties=properties)
+            self.client.ack(message.mid, message.qos)
+
+    def _fail_here(self, name: str) -> None:
+        if self.failpoint == name:
+            print(f"FAILPOINT {name}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _handle_control(self, message: mqtt.MQTTMessage) -> None:
+        try:
+            if message.topic == self.topics.polls_control:
+                self._polls(parse_polls_command(bytes(message.payload)))
+            elif message.topic == self.topics.roll_report:
+                self._roll_report(bytes(message.payload))
+        except FormatError as error:
+            log.warning("ignored a bad message on %s: %s", message.topic, error)
+
+    def _roll_report(self, payload: bytes) -> None:
+        if not payload:
+            return
+        data = parse_json(payload, max_size=4096)
+        if not (isinstance(data, dict) and data.get("type") == "roll_report"):
+            raise FormatError("roll report: wrong type")
+        if data.get("polls") == "closed" and type(data.get("checked_in")) is int:
+            self.check_ins = data["checked_in"]
+            self._announce_polls()
+
+    def _polls(self, command: str) -> None:
+        state = self.core.state
+        if command == "open" and state.polls == "pending":
+            self.store.set_polls("open")
+            state.polls = "open"
+        elif command == "close" and state.polls == "open":
+            self.store.set_polls("closed")
+            state.polls = "closed"
+        elif (command, state.polls) not in (("open", "open"), ("close", "closed")):
+            log.warning("polls command %s ignored: the polls are %s", command, state.polls)
+        self._announce_polls()
+        self._publish_status()
+
+    # --- statements -----------------------------------------------------------------------
+
+    def _statement(self, kind: str, head: ChainHead, **fields: Any) -> bytes:
+        body = {
+            "version": MESSAGE_VERSION,
+            "type": kind,
+            "station_id": self.station.station_id,
+            "base_hash": self.base_hash.hex(),
+            "position": head.position,
+            "head_hash": head.entry_hash.hex(),
+            **fields,
+        }
+        return canonical_bytes(sign_document(body, self.key))
+
+    def _announce_polls(self) -> None:
+        """Publish (again) the zero report once open, and the closing report once closed.
+
+        Both are deterministic (no timestamps, deterministic Ed25519), so re-publishing after
+        a restart gives the same bytes.
+        """
+        polls = self.core.state.polls
+        if polls == "pending":
+            return
+        zero_counts = dict.fromkeys(self.station.terminals, 0)
+        zero = self._statement("zero_report", ChainHead(0, self.genesis), terminals=zero_counts)
+        self._publish(self.topics.zero_report, zero, retain=True)
+        if polls == "closed":
+            counts = {**zero_counts, **self.core.state.per_device}
+            report = self._statement(
+                "closing_report",
+                self.core.state.head,
+                terminals=counts,
+                ballots=sum(counts.values()),
+                check_ins=self.check_ins,
+            )
+            self._publish(self.topics.closing_report, report, retain=True)
+
+    def _publish_checkpoint(self) -> None:
+        head = self.core.state.head
+        if head.position == self._checkpointed:
+            return
+        document = Checkpoint(self.station.station_id, self.base_hash, head).sign(self.key)
+        self._publish(self.topics.checkpoint, canonical_bytes(document), retain=True)
+        self._checkpointed = head.position
+
+    def _publish_status(self) -> None:
+        state = self.core.state
+        status = {
+            "version": MESSAGE_VERSION,
+            "type": "ledger_status",
+            "online": True,
+            "polls": state.polls,
+            "position": state.head.position,
+            "head_hash": state.head.entry_hash.hex(),
+            "refused": self.refused,
+            "forward_lag": None,
+        }
+        self._publish(self.topics.ledger_status, canonical_bytes(status), retain=True)
+
+    def _publish(self, topic: str, payload: bytes, *, retain: bool = False, properties: Any = None) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+
+
+def serve(station: Station, **options: Any) -> None:
+    """Run until SIGTERM or SIGINT."""
+    service = LedgerService(station, **options)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.stop())
+    service.run()

@@ -1,0 +1,104 @@
+"""The ledger's durable store: SQLite in WAL mode with ``synchronous=FULL``.
+
+A batch of accepted ballots is one transaction; when :meth:`LedgerStore.append` returns, the
+entries survive a power cut, and only then may the service acknowledge them. The store keeps
+no wall-clock time and nothing about check-ins: its only order is the chain's own positions.
+Refused ballots are never written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from election.chain import ChainEntry, ChainHead
+from station_hub.errors import HubError
+from station_hub.ledger import Accepted, LedgerState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    position INTEGER PRIMARY KEY,
+    prev_hash BLOB NOT NULL,
+    ballot_hash BLOB NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    entry_hash BLOB NOT NULL,
+    device_id TEXT NOT NULL,
+    device_seq INTEGER NOT NULL,
+    token_message BLOB NOT NULL UNIQUE,
+    ballot BLOB NOT NULL,
+    UNIQUE (device_id, device_seq)
+);
+"""
+
+
+class LedgerStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def load(self, genesis: bytes) -> LedgerState:
+        """Read the whole state back, re-checking the chain's links on the way."""
+        state = LedgerState(ChainHead(0, genesis), polls=self.polls())
+        for entry, entry_hash, device_id, device_seq, token in self._rows():
+            if entry.prev_hash != state.head.entry_hash or entry.entry_hash != entry_hash:
+                raise HubError(f"{self.path}: the chain is broken at position {entry.position}")
+            state.head = ChainHead(entry.position, entry_hash)
+            state.device_heads[device_id] = (device_seq, entry.ballot_hash)
+            state.used_tokens.add(token)
+            state.entries_by_ballot[entry.ballot_hash] = (entry, entry_hash)
+            state.per_device[device_id] = state.per_device.get(device_id, 0) + 1
+        return state
+
+    def _rows(self) -> Iterator[tuple[ChainEntry, bytes, str, int, bytes]]:
+        query = (
+            "SELECT position, prev_hash, ballot_hash, kind, entry_hash, device_id, device_seq,"
+            " token_message FROM entries ORDER BY position"
+        )
+        for position, prev, ballot, kind, entry_hash, device, seq, token in self._db.execute(query):
+            yield ChainEntry(position, prev, ballot, kind), entry_hash, device, seq, token
+
+    def append(self, accepted: Sequence[Accepted]) -> None:
+        """Write a batch in one durable transaction."""
+        rows = [
+            (
+                a.entry.position,
+                a.entry.prev_hash,
+                a.entry.ballot_hash,
+                a.entry.kind,
+                a.entry_hash,
+                a.ballot.device_id,
+                a.ballot.device_seq,
+                a.ballot.token.message,  # type: ignore[union-attr]
+                a.payload,
+            )
+            for a in accepted
+        ]
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def polls(self) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'polls'").fetchone()
+        return row[0] if row else "pending"
+
+    def set_polls(self, state: str) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('polls', ?)", (state,))
+
+    def ballots(self) -> Iterator[tuple[ChainEntry, bytes]]:
+        """Every entry with the sealed ballot's bytes, in chain order (for export and sync)."""
+        query = "SELECT position, prev_hash, ballot_hash, kind, ballot FROM entries ORDER BY position"
+        for position, prev, ballot_hash, kind, ballot in self._db.execute(query):
+            yield ChainEntry(position, prev, ballot_hash, kind), ballot
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close (the files are then quiescent)."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()

@@ -1,0 +1,129 @@
+"""The roll service: check-in requests in (MQTT v5 request/response), blind signatures out.
+
+Each request is handled to the end in the network thread: decide, mark durably, reply to the
+response topic with the request's correlation data, then release the broker's PUBACK. A
+crash before the mark loses nothing (the terminal retries and the voter is not marked); a
+crash after it is healed by the identical retry, which gets the identical answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from election.encoding import canonical_bytes
+from election.errors import FormatError
+from station_hub.messages import MESSAGE_VERSION, offline_status, parse_polls_command
+from station_hub.mqtt import connect, make_client, publish_last_words, set_will
+from station_hub.roll import RollCore, RollStore, parse_checkin, refused
+from station_hub.station import Station
+
+log = logging.getLogger("station_hub.roll")
+
+
+class RollService:
+    def __init__(self, station: Station) -> None:
+        self.station = station
+        self.topics = station.topics
+        self.core = RollCore(station.token_private_key())
+        self.store = RollStore(station.roll_db, self.core.modulus_length)
+        self._stop = threading.Event()
+        self.client = make_client(station, "roll", clean_start=False)
+        set_will(self.client, self.topics.roll_status, offline_status("roll_status"))
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the roll: %s", reason)
+            return
+        client.subscribe([(self.topics.checkin("+"), 1), (self.topics.polls_control, 1)])
+        self._publish_status()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            if message.topic == self.topics.polls_control:
+                self._polls(parse_polls_command(bytes(message.payload)))
+            else:
+                terminal = self.topics.terminal_id_of(message.topic, "checkin")
+                if terminal is not None:
+                    self._checkin(terminal, message)
+        except FormatError as error:
+            log.warning("ignored a bad message on %s: %s", message.topic, error)
+        client.ack(message.mid, message.qos)
+
+    def _checkin(self, terminal: str, message: mqtt.MQTTMessage) -> None:
+        try:
+            request = parse_checkin(bytes(message.payload), self.core.modulus_length)
+        except FormatError as error:
+            reply = refused("malformed", str(error))
+        else:
+            decision = self.core.decide(request, self.store.polls(), self.store.lookup(request.voter_key))
+            if decision.mark:
+                self.store.mark(request.voter_key, request.blinded)
+            reply = decision.reply
+        if reply["result"] == "refused":
+            log.info("check-in refused at %s: %s", terminal, reply["reason"])
+        properties = Properties(PacketTypes.PUBLISH)
+        correlation = getattr(message.properties, "CorrelationData", None)
+        if correlation:
+            properties.CorrelationData = correlation
+        # Only the terminal's own reply topic: a forged response topic cannot redirect it.
+        self.client.publish(
+            self.topics.checkin_reply(terminal), canonical_bytes(reply), qos=1,
+            properties=properties,
+        )  # fmt: skip
+
+    def _polls(self, command: str) -> None:
+        polls = self.store.polls()
+        if command == "open" and polls == "pending":
+            self.store.set_polls("open")
+        elif command == "close" and polls == "open":
+            self.store.set_polls("closed")
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        polls = self.store.polls()
+        status = {
+            "version": MESSAGE_VERSION,
+            "type": "roll_status",
+            "online": True,
+            "polls": polls,
+            "eligible": self.store.eligible(),
+        }
+        self.client.publish(self.topics.roll_status, canonical_bytes(status), qos=1, retain=True)
+        if polls == "closed":
+            report = {
+                "version": MESSAGE_VERSION,
+                "type": "roll_report",
+                "polls": polls,
+                "eligible": self.store.eligible(),
+                "checked_in": self.store.checked_in(),
+            }
+            self.client.publish(self.topics.roll_report, canonical_bytes(report), 1, retain=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        connect(self.client, self.station, session_expiry=3600)
+        try:
+            self._stop.wait()
+        finally:
+            publish_last_words(self.client, self.topics.roll_status, "roll_status")
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.store.close()
+
+
+def serve(station: Station) -> None:
+    service = RollService(station)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.stop())
+    service.run()

@@ -1,0 +1,109 @@
+"""A terminal's side of the hub protocol, for demo/training terminals, tests and benchmarks.
+
+Check in a voter (blind a fresh token, ask the roll, unblind), seal a ballot in the device's
+own chain, submit it and wait for the ledger's acknowledgement. The booth appliance's durable
+outbox wraps the same steps.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from election import tokens
+from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, Token, seal_ballot
+from election.encoding import canonical_bytes, parse_json, sha256
+from election.errors import FormatError
+from station_hub.errors import HubError
+from station_hub.messages import MESSAGE_VERSION, offline_status
+from station_hub.mqtt import HubClient
+from station_hub.station import Station
+
+
+class CheckinRefused(HubError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"check-in refused: {reason} ({detail})")
+        self.reason = reason
+
+
+class TerminalClient(HubClient):
+    def __init__(self, station: Station, terminal_id: str, **files: Any) -> None:
+        super().__init__(
+            station,
+            terminal_id,
+            will=(station.topics.terminal_status(terminal_id), offline_status("terminal_status")),
+            **files,
+        )
+        self.terminal_id = terminal_id
+        self.election = station.election()
+        self.token_key = station.token_public_key()
+        self.signer = DeviceSigner(terminal_id, station.signing_key(terminal_id))
+        self.device_seq = 0
+        self.prev_hash = GENESIS_HASH
+
+    def connect(self, timeout: float = 10.0) -> TerminalClient:
+        super().connect(timeout)
+        self.subscribe(self.topics.ack(self.terminal_id))
+        self.subscribe(self.topics.checkin_reply(self.terminal_id))
+        return self
+
+    def checkin_payload(self, voter_key: str, blinded: bytes) -> bytes:
+        return canonical_bytes(
+            {
+                "version": MESSAGE_VERSION,
+                "type": "checkin",
+                "voter_key": voter_key,
+                "blinded": blinded.hex(),
+            }
+        )
+
+    def ask_roll(self, payload: bytes, timeout: float = 10.0) -> dict[str, Any]:
+        answer = self.request(
+            self.topics.checkin(self.terminal_id),
+            self.topics.checkin_reply(self.terminal_id),
+            payload,
+            timeout,
+        )
+        return parse_json(answer.payload, max_size=8192)
+
+    def check_in(self, voter_key: str) -> Token:
+        """Get a roll-signed token for this voter (raises CheckinRefused)."""
+        message = secrets.token_bytes(32)
+        request = tokens.blind(self.token_key, message)
+        reply = self.ask_roll(self.checkin_payload(voter_key, request.blinded))
+        if reply.get("result") != "granted":
+            raise CheckinRefused(str(reply.get("reason")), str(reply.get("detail")))
+        blind_signature = bytes.fromhex(reply["blind_signature"])
+        return Token(message, tokens.finalize(self.token_key, message, blind_signature, request))
+
+    def seal(self, choices: dict[str, set[str]], token: Token | None) -> SealedBallot:
+        """Seal the next ballot of this device's chain (advances the device chain)."""
+        ballot, _opening = seal_ballot(
+            self.election.manifest,
+            self.election.context.joint_public_key,
+            choices,
+            self.signer,
+            self.device_seq + 1,
+            self.prev_hash,
+            token,
+        )
+        self.device_seq += 1
+        self.prev_hash = ballot.ballot_hash
+        return ballot
+
+    def submit(self, payload: bytes, timeout: float = 10.0) -> dict[str, Any]:
+        """Publish a ballot payload and wait for the ledger's acknowledgement of these bytes."""
+        wanted = sha256(payload).hex()
+        code = self.publish(self.topics.ballot(self.terminal_id), payload)
+        if code not in (0, 16):
+            raise HubError(f"the broker refused the ballot (reason {code})")
+
+        def ours(message: Any) -> bool:
+            if message.topic != self.topics.ack(self.terminal_id):
+                return False
+            try:
+                return parse_json(message.payload).get("ballot_hash") == wanted
+            except (FormatError, AttributeError):
+                return False
+
+        return parse_json(self.next_message(timeout, ours).payload)

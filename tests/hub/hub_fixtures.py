@@ -1,0 +1,93 @@
+"""Helpers shared by the hub tests (imported by conftest and the test modules)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from election.chain import ChainEntry
+from election.context import ElectionContext
+from election.encoding import canonical_bytes
+from election.keyceremony import joint_public_key, run_local_ceremony
+from election.manifest import sample_manifest
+from station_hub.broker import free_port
+from station_hub.ledger_service import LedgerService
+from station_hub.ledger_store import LedgerStore
+from station_hub.roll_service import RollService
+from station_hub.station import Station
+
+STATION_ID = "st-1"
+TERMINALS = ["t1", "t2"]
+VOTERS = 12
+
+
+def write_election(directory: Path, election_id: str = "sample") -> Path:
+    manifest = sample_manifest(contests=2, selections=3, limit=1)
+    data = manifest.to_json()
+    data["election_id"] = election_id
+    manifest = type(manifest).from_json(data)
+    _trustees, publics = run_local_ceremony(["a", "b", "c"], 2, manifest.base_hash)
+    context = ElectionContext(manifest.base_hash, ("a", "b", "c"), 2, joint_public_key(publics))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "manifest.json").write_bytes(canonical_bytes(manifest.to_json()))
+    (directory / "context.json").write_bytes(canonical_bytes(context.to_json()))
+    return directory
+
+
+def copy_station(template: Path, target: Path) -> Station:
+    shutil.copytree(template, target)
+    config = json.loads((target / "station.json").read_text())
+    config["port"] = free_port()
+    (target / "station.json").write_text(json.dumps(config))
+    station = Station.open(target)
+    station.broker_config.write_text(station.mosquitto_config())
+    return station
+
+
+@dataclass
+class Hub:
+    """The two services running in threads of this process."""
+
+    station: Station
+    ledger: LedgerService | None = None
+    roll: RollService | None = None
+    threads: tuple[threading.Thread, ...] = ()
+
+    def start(self, **ledger_options: object) -> Hub:
+        self.ledger = LedgerService(self.station, checkpoint_interval=0.2, **ledger_options)
+        self.roll = RollService(self.station)
+        self.threads = tuple(threading.Thread(target=service.run, daemon=True) for service in (self.ledger, self.roll))
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        for service in (self.ledger, self.roll):
+            if service:
+                service.stop()
+        for thread in self.threads:
+            thread.join(10)
+            assert not thread.is_alive(), "a service did not stop"
+        self.threads = ()
+
+
+def file_digests(station: Station) -> dict[str, str]:
+    """SHA-256 of each database file (after the services closed them)."""
+    digests = {}
+    for path in (station.ledger_db, station.roll_db):
+        for candidate in path.parent.iterdir():
+            if candidate.name.startswith(path.name) and not candidate.name.endswith("-shm"):
+                digests[candidate.name] = hashlib.sha256(candidate.read_bytes()).hexdigest()
+    return digests
+
+
+def chain_of(station: Station) -> list[ChainEntry]:
+    store = LedgerStore(station.ledger_db)
+    try:
+        return [entry for entry, _ in store.ballots()]
+    finally:
+        store.close()

@@ -1,0 +1,150 @@
+"""The ledger over the real broker: acceptance, idempotent resend, every refusal, reports."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hub_fixtures import Hub, chain_of, file_digests
+
+from election import tokens
+from election.ballot import Token
+from election.chain import ChainEntry, Checkpoint, tracking_code, verify_chain, verify_document
+from election.encoding import canonical_bytes, parse_json
+from station_hub.mqtt import HubClient
+from station_hub.operator import change_polls
+from station_hub.station import Station
+from station_hub.terminal_client import CheckinRefused, TerminalClient
+
+CHOICES = {"contest-1": {"candidate-2"}, "contest-2": {"candidate-1"}}
+
+
+def open_polls(station: Station) -> dict[str, Any]:
+    with HubClient(station, "op1").connect() as operator:
+        return change_polls(operator, "open")
+
+
+def resign(terminal: TerminalClient, data: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in data.items() if k != "signature"}
+    body["signature"] = terminal.signer.sign(canonical_bytes(body)).hex()
+    return canonical_bytes(body)
+
+
+def test_cast_ballot_is_chained_acknowledged_and_resend_is_idempotent(hub: Hub, station: Station, voters: list[str]):
+    zero = open_polls(station)
+    ledger_key = station.signing_key("ledger").public_key()
+    body = verify_document(zero, ledger_key)
+    assert body["type"] == "zero_report" and body["position"] == 0
+    assert body["head_hash"] == station.genesis.hex()
+    assert body["terminals"] == {"t1": 0, "t2": 0}
+    with TerminalClient(station, "t1").connect() as t1:
+        ballot = t1.seal(CHOICES, t1.check_in(voters[0]))
+        payload = canonical_bytes(ballot.to_json())
+        ack = t1.submit(payload)
+        assert ack["result"] == "accepted" and ack["position"] == 1
+        assert ack["ballot_hash"] == ballot.ballot_hash.hex()
+        entry = ChainEntry(1, station.genesis, ballot.ballot_hash)
+        assert ack["entry_hash"] == entry.entry_hash.hex()
+        assert ack["tracking_code"] == tracking_code(entry.entry_hash)
+        assert t1.submit(payload) == ack
+        second = t1.seal(CHOICES, t1.check_in(voters[1]))
+        ack2 = t1.submit(canonical_bytes(second.to_json()))
+        assert ack2["position"] == 2
+        assert t1.submit(payload) == ack
+        t1.subscribe(station.topics.checkpoint)
+        checkpoint = t1.next_message(5, lambda m: m.topic == station.topics.checkpoint and b'"position":2' in m.payload)
+    hub.stop()
+    chain = chain_of(station)
+    hashes = verify_chain(station.genesis, chain)
+    assert [e.ballot_hash for e in chain] == [ballot.ballot_hash, second.ballot_hash]
+    signed = Checkpoint.from_signed(parse_json(checkpoint.payload), ledger_key)
+    assert signed.matches(station.genesis, hashes)
+
+
+def make_refusals(
+    first_token: Token, t1: TerminalClient, t2: TerminalClient, voters: list[str]
+) -> list[tuple[str, str, bytes, str]]:
+    """(name, sender, payload, expected reason) for every kind of bad ballot.
+
+    Built on t1's next (valid, never sent) ballot; ``first_token`` is already in the chain.
+    """
+    good = t1.seal(CHOICES, t1.check_in(voters[1]))
+    base = good.to_json()
+    foreign_roll = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    message = secrets.token_bytes(32)
+    request = tokens.blind(foreign_roll.public_key(), message)
+    forged = Token(
+        message,
+        tokens.finalize(
+            foreign_roll.public_key(), message, tokens.blind_sign(foreign_roll, request.blinded),
+            request,
+        ),
+    )  # fmt: skip
+
+    def variant(**changes: Any) -> bytes:
+        return resign(t1, {**base, **changes})
+
+    bad_proof = parse_json(canonical_bytes(base))
+    proof = bad_proof["contests"][0]["selections"][0]["proof"]
+    first_key = next(iter(proof))
+    value = proof[first_key]
+    proof[first_key] = [value[1], value[0], *value[2:]] if isinstance(value, list) else value
+    assert bad_proof != base, "the proof tampering must change the ballot"
+    t2_ballot = t2.seal(CHOICES, None).to_json()
+    t2.device_seq, t2.prev_hash = 0, bytes(32)
+    return [
+        ("oversized", "t1", b"{" + b" " * 300_000 + b"}", "too_large"),
+        ("not json", "t1", b"{not json", "malformed"),
+        ("not canonical", "t1", canonical_bytes(base).replace(b",", b", ", 1), "malformed"),
+        ("unknown field", "t1", variant(extra=1), "malformed"),
+        ("wrong election", "t1", variant(base_hash=secrets.token_hex(32)), "wrong_election"),
+        ("other device", "t1", canonical_bytes(t2_ballot), "device_mismatch"),
+        ("bad signature", "t1", canonical_bytes({**base, "device_seq": 1}), "bad_signature"),
+        ("gap in device chain", "t1", variant(device_seq=3), "device_chain"),
+        ("wrong previous hash", "t1", variant(prev_hash=secrets.token_hex(32)), "device_chain"),
+        ("no token", "t1", variant(token=None), "no_token"),
+        ("token of another roll", "t1", variant(token=forged.to_json()), "bad_token"),
+        ("replayed token", "t1", variant(token=first_token.to_json()), "token_used"),
+        ("bad proof", "t1", resign(t1, bad_proof), "bad_proof"),
+    ]
+
+
+def test_every_bad_ballot_is_refused_with_a_reason_and_changes_no_database(
+    hub: Hub, station: Station, voters: list[str]
+):
+    open_polls(station)
+    with (
+        TerminalClient(station, "t1").connect() as t1,
+        TerminalClient(station, "t2").connect() as t2,
+    ):
+        ballot = t1.seal(CHOICES, t1.check_in(voters[0]))
+        first = t1.submit(canonical_bytes(ballot.to_json()))
+        assert first["result"] == "accepted"
+        cases = make_refusals(ballot.token, t1, t2, voters)
+    hub.stop()
+    before = file_digests(station)
+    hub.start()
+    with (
+        TerminalClient(station, "t1").connect() as t1,
+        TerminalClient(station, "t2").connect() as t2,
+    ):
+        for name, _sender, payload, reason in cases:
+            ack = t1.submit(payload)
+            assert ack["result"] == "refused", name
+            assert ack["reason"] == reason, (name, ack)
+            assert ack["detail"], name
+        # A resend of the accepted ballot is answered as before and appends nothing.
+        assert t1.submit(canonical_bytes(ballot.to_json())) == first
+        with pytest.raises(CheckinRefused) as refused:
+            t2.check_in(voters[0])
+        assert refused.value.reason == "already_voted"
+        with pytest.raises(CheckinRefused) as refused:
+            t2.check_in(secrets.token_hex(32))
+        assert refused.value.reason == "not_eligible"
+        reply = t2.ask_roll(b'{"version":1,"type":"checkin"}')
+        assert reply["result"] == "refused" and reply["reason"] == "malformed"
+    hub.stop()
+    assert file_digests(station) == before
+    assert len(chain_of(station)) == 1

@@ -1,0 +1,65 @@
+"""Monitoring: retained status with last will over the real broker, alerts, and the TUI."""
+
+from __future__ import annotations
+
+import asyncio
+
+from election.encoding import canonical_bytes
+from station_hub.broker import Broker
+from station_hub.monitor import MonitorApp, MonitorState, subscribe_all
+from station_hub.mqtt import HubClient
+from station_hub.station import Station
+from station_hub.terminal_client import TerminalClient
+from station_hub.topics import Topics
+
+
+def status(**fields: object) -> bytes:
+    return canonical_bytes({"version": 1, "type": "terminal_status", **fields})
+
+
+def test_a_crashed_terminal_shows_offline_through_its_last_will(station: Station, broker: Broker):
+    topics = station.topics
+    state = MonitorState(topics)
+    with HubClient(station, "op1").connect() as operator:
+        subscribe_all(operator)
+        t1 = TerminalClient(station, "t1").connect()
+        t1.publish(topics.terminal_status("t1"), status(online=True, tamper=False,
+                   reader="pn532", ballots_cast=0, outbox_depth=0), retain=True)  # fmt: skip
+        message = operator.next_message(5, lambda m: m.topic == topics.terminal_status("t1"))
+        state.apply(message.topic, message.payload, 0.0)
+        assert state.rows()[0][:2] == ("t1", "online")
+        t1._client._sock.close()  # a crash: no DISCONNECT, so the broker sends the will
+        t1._client.loop_stop()
+        message = operator.next_message(30, lambda m: m.topic == topics.terminal_status("t1"))
+        state.apply(message.topic, message.payload, 1.0)
+    assert "terminal t1 offline" in state.alerts(1.0)
+
+
+def test_alerts_for_tamper_refusals_and_a_stalled_chain():
+    state = MonitorState(Topics("st-1"))
+    topics = state.topics
+    ledger = {"version": 1, "type": "ledger_status", "online": True, "polls": "open"}
+    state.apply(topics.ledger_status, canonical_bytes({**ledger, "position": 3, "refused": 0}), 0)
+    state.apply(topics.roll_status, canonical_bytes({"online": True, "eligible": 9}), 0)
+    state.apply(topics.terminal_status("t1"), status(online=True, tamper=True, outbox_depth=2), 0)
+    state.apply(topics.terminal_status("t2"), b"{not json", 0)
+    assert state.alerts(1) == ["terminal t1 reports TAMPER"]
+    state.apply(topics.ledger_status, canonical_bytes({**ledger, "position": 3, "refused": 2}), 5)
+    alerts = state.alerts(20)
+    assert "2 ballot(s) refused by the ledger" in alerts
+    assert any("chain stalled" in alert for alert in alerts)
+
+
+def test_tui_shows_terminals_and_alerts():
+    state = MonitorState(Topics("st-1"))
+    state.apply(state.topics.terminal_status("t7"), status(online=False), 0)
+
+    async def drive() -> None:
+        app = MonitorApp(state, lambda: 0.0)
+        async with app.run_test() as pilot:
+            await pilot.pause()
+            table = app.query_one("DataTable")
+            assert table.row_count == 1
+            assert "terminal t7 offline" in str(app.query_one("#alerts").render())
+
+    asyncio.run(drive())
