@@ -106,20 +106,13 @@ class ResponseApdu:
     def parse(cls, raw: bytes) -> ResponseApdu:
         """Split data and status word, refusing what no short APDU exchange can produce."""
         if len(raw) < 2:
-            raise CardProtocolError(
-                f"card response of {len(raw)} bytes is too short to hold a status word"
-            )
+            raise CardProtocolError(f"card response of {len(raw)} bytes is too short to hold a status word")
         if len(raw) > MAX_RESPONSE_LENGTH:
-            raise CardProtocolError(
-                f"card response of {len(raw)} bytes is longer than any short APDU response"
-            )
+            raise CardProtocolError(f"card response of {len(raw)} bytes is longer than any short APDU response")
         sw = int.from_bytes(raw[-2:], "big")
         if not (0x61 <= raw[-2] <= 0x6F or raw[-2] == 0x90):
             raise CardProtocolError(f"card answered an invalid status word {sw:04X}")
         return cls(bytes(raw[:-2]), sw)
-
-    def encode(self) -> bytes:
-        return self.data + self.sw.to_bytes(2, "big")
 
 
 def select_applet(aid: bytes = JPKI_AID) -> CommandApdu:

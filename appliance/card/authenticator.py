@@ -168,9 +168,7 @@ class JpkiAuthenticator:
         if not self._applet_selected:
             response = self._exchange(apdu.select_applet())
             if response.sw != apdu.SW_OK:
-                raise CardProtocolError(
-                    f"not a My Number card: JPKI applet selection answered {response.sw:04X}"
-                )
+                raise CardProtocolError(f"not a My Number card: JPKI applet selection answered {response.sw:04X}")
             self._applet_selected = True
 
     def _load_certificate(self) -> x509.Certificate:
@@ -192,9 +190,7 @@ class JpkiAuthenticator:
     def _read_exact(self, offset: int, length: int) -> bytes:
         response = self._expect_ok(apdu.read_binary(offset, length), "read the certificate")
         if len(response.data) != length:
-            raise CardProtocolError(
-                f"card returned {len(response.data)} bytes for a {length}-byte read"
-            )
+            raise CardProtocolError(f"card returned {len(response.data)} bytes for a {length}-byte read")
         return response.data
 
     def _prove_key_possession(self, certificate: x509.Certificate) -> None:
@@ -203,13 +199,10 @@ class JpkiAuthenticator:
         challenge = self._random_bytes(CHALLENGE_BYTES)
         digest_info = SHA256_DIGEST_INFO_PREFIX + hashlib.sha256(challenge).digest()
         self._expect_ok(apdu.select_file(self._profile.key_ef), "select the key file")
-        signature = self._expect_ok(
-            apdu.compute_digital_signature(digest_info), "sign the challenge"
-        ).data
+        signature = self._expect_ok(apdu.compute_digital_signature(digest_info), "sign the challenge").data
         if len(signature) != public_key.key_size // 8:
             raise CardProtocolError(
-                f"card returned a {len(signature)}-byte signature for a "
-                f"{public_key.key_size}-bit key"
+                f"card returned a {len(signature)}-byte signature for a {public_key.key_size}-bit key"
             )
         try:
             public_key.verify(signature, challenge, padding.PKCS1v15(), hashes.SHA256())

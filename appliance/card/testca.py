@@ -233,8 +233,7 @@ class TestCa:
         pin = pin or f"{secrets.randbelow(10_000):04d}"
         password = password or _opaque_id(8)
         sign_names = [
-            x509.OtherName(JPKI_ATTRIBUTE_OID[field], _utf8_string_der(value))
-            for field, value in holder.items()
+            x509.OtherName(JPKI_ATTRIBUTE_OID[field], _utf8_string_der(value)) for field, value in holder.items()
         ]
         credentials = {}
         for mode, secret in ((AuthMode.AUTH, pin), (AuthMode.SIGN, password)):
@@ -261,9 +260,7 @@ class TestCa:
                     x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
                 )
             else:
-                builder = builder.add_extension(
-                    x509.SubjectAlternativeName(sign_names), critical=False
-                )
+                builder = builder.add_extension(x509.SubjectAlternativeName(sign_names), critical=False)
             cert = builder.sign(ca_key, hashes.SHA256())
             credentials[mode] = CardCredential(cert, key, secret)
         card = CardFile(
@@ -317,10 +314,7 @@ class TestCa:
 
     def roll(self, roll_salt: bytes, mode: AuthMode) -> dict[str, object]:
         """The voter keys of every issued card, sorted so the order reveals nothing."""
-        keys = sorted(
-            voter_key_of(roll_salt, card.credential(mode).certificate)
-            for card in self.issued_cards()
-        )
+        keys = sorted(voter_key_of(roll_salt, card.credential(mode).certificate) for card in self.issued_cards())
         return {"format": ROLL_FORMAT, "mode": str(mode), "voter_keys": keys}
 
 
@@ -346,9 +340,7 @@ def issue_command(directory: Path, count: int, pin: str | None, password: str | 
     ca = TestCa(directory)
     for _ in range(count):
         card = ca.issue_card(pin=pin, password=password)
-        click.echo(
-            f"{ca.card_path(card.card_id)}  PIN {card.auth.secret}  password {card.sign.secret}"
-        )
+        click.echo(f"{ca.card_path(card.card_id)}  PIN {card.auth.secret}  password {card.sign.secret}")
 
 
 @main.command("revoke", help="Revoke a card's certificates and republish the CRLs.")

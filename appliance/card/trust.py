@@ -35,9 +35,7 @@ class TrustStore:
             raise ValueError("a trust store needs at least one issuing CA certificate")
         for anchor in self.anchors:
             if self._crl_of(anchor) is None:
-                raise ValueError(
-                    f"no CRL signed by the issuing CA {anchor.subject.rfc4514_string()}"
-                )
+                raise ValueError(f"no CRL signed by the issuing CA {anchor.subject.rfc4514_string()}")
 
     @classmethod
     def from_files(cls, anchor_paths: Iterable[str], crl_paths: Iterable[str]) -> TrustStore:

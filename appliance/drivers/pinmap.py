@@ -203,9 +203,7 @@ def _validate(pinmap: PinMap) -> None:
         for signal, gpio in gpio_signals(variant).items():
             position = header_pin(gpio)
             if gpio in used:
-                raise PinMapError(
-                    f"pn532.{kind}: GPIO{gpio} used for both {used[gpio]} and {signal}"
-                )
+                raise PinMapError(f"pn532.{kind}: GPIO{gpio} used for both {used[gpio]} and {signal}")
             if position in power_pins:
                 raise PinMapError(f"pn532.{kind}.{signal}: header pin {position} is a power pin")
             used[gpio] = signal

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
@@ -32,7 +33,25 @@ DIGEST_INFO_PREFIXES: dict[bytes, hashes.HashAlgorithm] = {
 TOKEN = b"JPKIAPICCTOKEN".ljust(32, b"\x00")
 # ATQB (PUPI, application data, protocol info) the emulated PN532 reports; arbitrary but
 # well-formed: 50 = ATQB, then 4-byte PUPI, 4 bytes application data, 3 bytes protocol info.
-ATQB = bytes.fromhex("50" "00000000" "00000000" "008171")
+ATQB = bytes.fromhex("500000000000000000008171")
+
+
+class CardWithdrawn(Exception):
+    """Raised by a card's process() to say it left the field without answering."""
+
+
+class SimulatedCard(Protocol):
+    """What the vpcd and PN532 shells need from a card."""
+
+    @property
+    def atr(self) -> bytes: ...
+
+    @property
+    def atqb(self) -> bytes: ...
+
+    def reset(self) -> None: ...
+
+    def process(self, raw: bytes) -> bytes: ...
 
 
 @dataclass
@@ -178,9 +197,7 @@ class VirtualJpkiCard:
         for prefix, algorithm in DIGEST_INFO_PREFIXES.items():
             digest = command.data[len(prefix) :]
             if command.data.startswith(prefix) and len(digest) == algorithm.digest_size:
-                signature = key.private_key.sign(
-                    digest, padding.PKCS1v15(), utils.Prehashed(algorithm)
-                )
+                signature = key.private_key.sign(digest, padding.PKCS1v15(), utils.Prehashed(algorithm))
                 return signature + _sw(apdu.SW_OK)
         return _sw(apdu.SW_WRONG_DATA)
 

@@ -1,0 +1,141 @@
+"""Full JPKI authentication through both real stacks, and every refusal a voter can meet.
+
+Stacks: pyscard -> pcscd -> vsmartcard-vpcd -> virtual card, and the adafruit PN532 driver
+(extended here) -> pty -> PN532 emulator -> virtual card.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROLL_SALT, Cards, Connect, ScriptedCard, authenticator, withdraw
+
+from appliance.card import (
+    AuthMode,
+    BadCardSignature,
+    CardLocked,
+    CardProtocolError,
+    CardRemoved,
+    CardRevoked,
+    CertificateExpired,
+    UnknownIssuer,
+    WrongPin,
+    voter_key_of,
+)
+from appliance.card.apdu import EF_AUTH_PIN, EF_SIGN_PASSWORD
+from appliance.card.authenticator import PROFILES
+from appliance.simulators.jpki_card import VirtualJpkiCard
+
+pytestmark = pytest.mark.timeout(60)
+MODES = [AuthMode.AUTH, AuthMode.SIGN]
+WRONG = {AuthMode.AUTH: "9999", AuthMode.SIGN: "WRONG999"}
+SECRET_EF = {AuthMode.AUTH: EF_AUTH_PIN, AuthMode.SIGN: EF_SIGN_PASSWORD}
+
+
+def secret_of(card, mode: AuthMode) -> str:
+    return card.credential(mode).secret
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_correct_secret_yields_the_cards_voter_key_from_the_roll(cards: Cards, connect: Connect, mode: AuthMode):
+    transport = connect(VirtualJpkiCard(cards.good))
+    flow = authenticator(cards, transport, mode)
+    assert flow.tries_left() == PROFILES[mode].max_tries
+    voter = flow.authenticate(secret_of(cards.good, mode))
+    assert voter.voter_key == voter_key_of(ROLL_SALT, cards.good.credential(mode).certificate)
+    assert voter.voter_key in cards.ca.roll(ROLL_SALT, mode)["voter_keys"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wrong_secret_reports_tries_left_and_a_right_one_restores_them(cards: Cards, connect: Connect, mode: AuthMode):
+    transport = connect(VirtualJpkiCard(cards.good))
+    flow = authenticator(cards, transport, mode)
+    limit = PROFILES[mode].max_tries
+    for expected_left in (limit - 1, limit - 2):
+        with pytest.raises(WrongPin) as refused:
+            flow.authenticate(WRONG[mode])
+        assert refused.value.tries_left == expected_left
+        assert flow.tries_left() == expected_left
+    flow.authenticate(secret_of(cards.good, mode))
+    assert flow.tries_left() == limit
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_card_locks_at_its_limit_and_a_locked_card_is_refused(cards: Cards, connect: Connect, mode: AuthMode):
+    card = VirtualJpkiCard(cards.good)
+    flow = authenticator(cards, connect(card), mode)
+    limit = PROFILES[mode].max_tries
+    for _ in range(limit - 1):
+        with pytest.raises(WrongPin):
+            flow.authenticate(WRONG[mode])
+    with pytest.raises(CardLocked):
+        flow.authenticate(WRONG[mode])
+    with pytest.raises(CardLocked):
+        flow.tries_left()
+    with pytest.raises(CardLocked):
+        flow.authenticate(secret_of(cards.good, mode))
+    assert card.secrets[SECRET_EF[mode]].tries_left == 0
+
+
+@pytest.mark.parametrize(
+    ("which", "error"),
+    [("revoked", CardRevoked), ("expired", CertificateExpired), ("foreign", UnknownIssuer)],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_untrusted_certificates_are_refused(
+    cards: Cards, connect: Connect, mode: AuthMode, which: str, error: type[Exception]
+):
+    issued = getattr(cards, which)
+    card = VirtualJpkiCard(issued)
+    flow = authenticator(cards, connect(card), mode)
+    with pytest.raises(error):
+        flow.authenticate(secret_of(issued, mode))
+    if mode is AuthMode.AUTH:  # refused before the PIN was sent: no try spent
+        assert card.secrets[EF_AUTH_PIN].tries_left == PROFILES[mode].max_tries
+        assert not card.secrets[EF_AUTH_PIN].verified
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cloned_certificate_on_a_card_with_another_key_is_refused(cards: Cards, connect: Connect, mode: AuthMode):
+    flow = authenticator(cards, connect(VirtualJpkiCard(cards.cloned)), mode)
+    with pytest.raises(BadCardSignature):
+        flow.authenticate(secret_of(cards.cloned, mode))
+
+
+def test_card_removed_while_signing_is_reported_as_removed(cards: Cards, connect: Connect):
+    card = ScriptedCard(VirtualJpkiCard(cards.good), lambda apdu: withdraw() if apdu[1] == 0x2A else None)
+    flow = authenticator(cards, connect(card), AuthMode.AUTH)
+    with pytest.raises(CardRemoved):
+        flow.authenticate(secret_of(cards.good, AuthMode.AUTH))
+
+
+def test_card_removed_before_the_flow_is_reported_as_removed(cards: Cards, connect: Connect):
+    card = ScriptedCard(VirtualJpkiCard(cards.good), lambda apdu: withdraw())
+    flow = authenticator(cards, connect(card), AuthMode.AUTH)
+    with pytest.raises(CardRemoved):
+        flow.tries_left()
+
+
+READ_BINARY, SELECT = 0xB0, 0xA4
+OVERSIZED_RESPONSE = b"\x30\x82\x06" + bytes(597) + b"\x90\x00"
+
+
+def replace_ins(ins: int, response: bytes):
+    return lambda apdu: response if apdu[1] == ins else None
+
+
+@pytest.mark.parametrize(
+    ("replace", "reason"),
+    [
+        pytest.param(replace_ins(READ_BINARY, b"\x12\x34\x56"), "invalid status word", id="garbage"),
+        pytest.param(replace_ins(READ_BINARY, b"\x90"), "too short", id="one-byte"),
+        pytest.param(replace_ins(READ_BINARY, OVERSIZED_RESPONSE), "longer than any", id="oversized"),
+        pytest.param(replace_ins(READ_BINARY, b"\x30\x82\x90\x00"), "for a", id="short-read"),
+        pytest.param(replace_ins(READ_BINARY, b"\x30\x84\x00\x00\x90\x00"), "DER length", id="bad-der"),
+        pytest.param(replace_ins(READ_BINARY, b"\x30\x82\xff\xff\x90\x00"), "more than any card", id="huge-der"),
+        pytest.param(replace_ins(SELECT, b"\x6a\x82"), "not a My Number card", id="not-jpki"),
+    ],
+)  # fmt: skip
+def test_malformed_card_responses_give_a_clear_protocol_error(cards: Cards, connect: Connect, replace, reason: str):
+    flow = authenticator(cards, connect(ScriptedCard(VirtualJpkiCard(cards.good), replace)), "auth")
+    with pytest.raises(CardProtocolError, match=reason):
+        flow.authenticate("1234")
