@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -142,6 +142,17 @@ class SealedBallot:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.body_json(), "signature": self.signature.hex()}
+
+    def with_token(self, token: Token, signer: DeviceSigner) -> SealedBallot:
+        """The ballot to cast: the same ciphertexts and proofs, now spending ``token``, re-signed.
+
+        A ballot is sealed for the voter's review without the token, so that a challenged
+        (spoiled, publicly opened) ballot never shows the token its voter later casts with.
+        """
+        if signer.device_id != self.device_id:
+            raise FormatError("a ballot is re-signed only by the device that sealed it")
+        unsigned = replace(self, token=token, signature=b"")
+        return replace(unsigned, signature=signer.sign(canonical_bytes(unsigned.body_json())))
 
     @property
     def ballot_hash(self) -> bytes:

@@ -13,6 +13,7 @@ from election.errors import ElectionError
 from election.manifest import Manifest, sample_manifest
 from election.record import DirectoryRecord, RecordWriter
 from election.simulation import ceremony, simulate, write_election_package
+from election.stations import CHAIN_FILE, STATIONS, find_tracking_code, normalise_tracking_code, parse_chain_lines
 from election.verify import CHECKS, verify_record
 
 
@@ -85,11 +86,12 @@ def ceremony_command(manifest_path: Path | None, trustees: int, quorum: int, out
 @click.option("--trustees", default=5, show_default=True)
 @click.option("--quorum", default=3, show_default=True)
 @click.option("--devices", default=3, show_default=True)
+@click.option("--stations", default=1, show_default=True)
 @click.option("--spoil-rate", default=0.05, show_default=True)
 @click.option("--seed", type=int, default=None, help="drives the voters' choices (not the cryptography)")
 def simulate_command(
     ballots: int, out: Path, manifest_path: Path | None, contests: int, selections: int, limit: int,
-    trustees: int, quorum: int, devices: int, spoil_rate: float, seed: int | None,
+    trustees: int, quorum: int, devices: int, stations: int, spoil_rate: float, seed: int | None,
 ) -> None:  # fmt: skip
     """Ceremony, BALLOTS random sealed ballots (some challenged), tally, decryption, full record."""
     if out.exists() and any(out.iterdir()):
@@ -99,7 +101,8 @@ def simulate_command(
     try:
         outcome = simulate(
             manifest, RecordWriter(out), ballots, trustee_count=trustees, quorum=quorum,
-            device_count=devices, spoil_rate=spoil_rate, seed=seed, progress=_Progress(),
+            device_count=devices,
+            station_count=stations, spoil_rate=spoil_rate, seed=seed, progress=_Progress(),
         )  # fmt: skip
     except ElectionError as exc:
         raise click.ClickException(str(exc)) from None
@@ -139,6 +142,29 @@ def verify_command(record: Path) -> None:
                    f"({report.ballots_checked} ballots, {elapsed:.1f} s)")  # fmt: skip
         sys.exit(1)
     click.echo(f"verification passed: all {len(CHECKS)} checks, {report.ballots_checked} ballots, {elapsed:.1f} s")
+
+
+@main.command("lookup")
+@click.argument("record", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("tracking_code")
+def lookup_command(record: Path, tracking_code: str) -> None:
+    """Find a voter's TRACKING_CODE in the published RECORD (exit status 1 if it is not there)."""
+    source = DirectoryRecord(record)
+    chains = (
+        (station, parse_chain_lines(source.read_bytes(f"{STATIONS}/{station}/{CHAIN_FILE}")))
+        for station in source.folders(STATIONS)
+    )
+    try:
+        match = find_tracking_code(chains, tracking_code)
+    except (ElectionError, OSError) as exc:
+        raise click.ClickException(f"the record's chains cannot be read: {exc}") from None
+    if match is None:
+        click.echo(f"{normalise_tracking_code(tracking_code)} is not in this record")
+        sys.exit(1)
+    entry = match.entry
+    counted = "counted in the tally" if entry.kind == "cast" else "challenged and spoiled: not counted"
+    click.echo(f"{entry.tracking_code}: station {match.station_id}, position {entry.position}, {counted}")
+    click.echo(f"ballot hash {entry.ballot_hash.hex()}")
 
 
 if __name__ == "__main__":

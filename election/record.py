@@ -11,6 +11,8 @@ Layout (``docs/formats.md`` describes each file)::
     tally.json                  the encrypted totals
     decryption/<trustee_id>.json  each present trustee's decryption shares and proofs
     results.json                the totals
+    stations/<station_id>/      each station's ledger chain, keys and checkpoint
+                                (``election.stations``)
 
 This module holds the layout and the file I/O shell around the pure core; the verifier reads
 through :class:`RecordSource` so it can be fed from anything that yields the same files.
@@ -47,6 +49,12 @@ class RecordSource(Protocol):
 
     def count(self, folder: str) -> int: ...
 
+    def read_bytes(self, name: str) -> bytes:
+        """One file's raw bytes (for line-oriented files such as a chain)."""
+
+    def folders(self, folder: str) -> list[str]:
+        """The sub-folders of ``folder``, sorted (empty if absent)."""
+
 
 class DirectoryRecord:
     """A record on disk."""
@@ -55,7 +63,14 @@ class DirectoryRecord:
         self.root = Path(root)
 
     def read(self, name: str) -> Any:
-        return parse_json((self.root / name).read_bytes(), max_size=MAX_FILE_SIZE)
+        return parse_json(self.read_bytes(name), max_size=MAX_FILE_SIZE)
+
+    def read_bytes(self, name: str) -> bytes:
+        return (self.root / name).read_bytes()
+
+    def folders(self, folder: str) -> list[str]:
+        directory = self.root / folder
+        return sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
 
     def names(self, folder: str) -> list[str]:
         return sorted(self.iter_names(folder))
@@ -82,8 +97,11 @@ class RecordWriter:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, document: Any) -> None:
+        self.write_bytes(name, canonical_bytes(document))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(canonical_bytes(document))
+        temporary.write_bytes(data)
         os.replace(temporary, path)

@@ -7,13 +7,16 @@ Used by ``election simulate`` and by tests. Crypto randomness always comes from 
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, seal_ballot
+from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, Token, seal_ballot
+from election.chain import ChainEntry, ChainState, Checkpoint, genesis_hash
 from election.context import ElectionContext
 from election.keyceremony import Trustee, TrusteePublic, joint_public_key, run_local_ceremony
 from election.manifest import Manifest
@@ -30,7 +33,9 @@ from election.record import (
     TRUSTEES,
     RecordWriter,
 )
+from election.stations import CHAIN_FILE, CHECKPOINT_FILE, STATION_FILE, STATIONS, StationKeys, chain_lines
 from election.tally import DecryptionShare, Results, TallyAccumulator, decrypt_totals
+from election.tokens import blind, blind_sign, finalize
 
 
 @dataclass
@@ -44,6 +49,38 @@ class Device:
         ballot, opening = seal_ballot(manifest, key, choices, self.signer, self.seq, self.prev_hash)
         self.prev_hash = ballot.ballot_hash
         return ballot, opening
+
+
+class SimulatedStation:
+    """A station's ledger and roll as far as the record sees them: chain, checkpoint, tokens."""
+
+    def __init__(self, station_id: str, base_hash: bytes) -> None:
+        self.station_id = station_id
+        self.base_hash = base_hash
+        self.ledger_key = Ed25519PrivateKey.generate()
+        self.roll_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.chain = ChainState(genesis_hash(base_hash, station_id))
+        self.entries: list[ChainEntry] = []
+
+    def issue_token(self) -> Token:
+        """Check-in: the terminal blinds a fresh message, the roll signs it blind, the terminal unblinds."""
+        message = secrets.token_bytes(32)
+        public = self.roll_key.public_key()
+        request = blind(public, message)
+        return Token(message, finalize(public, message, blind_sign(self.roll_key, request.blinded), request))
+
+    def append(self, ballot: SealedBallot, kind: str) -> None:
+        entry = self.chain.next_entry(ballot.ballot_hash, kind)
+        self.chain.append(entry)
+        self.entries.append(entry)
+
+    def write(self, out: RecordWriter) -> None:
+        folder = f"{STATIONS}/{self.station_id}"
+        keys = StationKeys(self.station_id, self.ledger_key.public_key(), self.roll_key.public_key())
+        out.write(f"{folder}/{STATION_FILE}", keys.to_json())
+        out.write_bytes(f"{folder}/{CHAIN_FILE}", chain_lines(self.entries))
+        checkpoint = Checkpoint(self.station_id, self.base_hash, self.chain.head)
+        out.write(f"{folder}/{CHECKPOINT_FILE}", checkpoint.sign(self.ledger_key))
 
 
 @dataclass
@@ -87,6 +124,7 @@ def simulate(
     trustee_count: int = 5,
     quorum: int = 3,
     device_count: int = 3,
+    station_count: int = 1,
     spoil_rate: float = 0.05,
     seed: int | None = None,
     progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
@@ -109,11 +147,14 @@ def simulate(
             ],
         },
     )
+    stations = [SimulatedStation(f"station-{i + 1}", manifest.base_hash) for i in range(station_count)]
     outcome = SimulationOutcome()
     accumulator = TallyAccumulator(manifest)
     key = context.joint_public_key
     for n in range(ballots):
-        device = devices[n % device_count]
+        device_index = n % device_count
+        device, station = devices[device_index], stations[device_index % station_count]
+        token = station.issue_token()
         choices = random_choices(manifest, rng)
         ballot, opening = device.seal(manifest, key, choices)
         if rng.random() < spoil_rate:
@@ -122,9 +163,13 @@ def simulate(
                 f"{SPOILED}/{ballot.ballot_id.hex()}.json",
                 {"version": RECORD_VERSION, "ballot": ballot.to_json(), "opening": opening.to_json(manifest)},
             )
+            station.append(ballot, "spoiled")
             outcome.spoiled += 1
             choices = random_choices(manifest, rng)
             ballot, opening = device.seal(manifest, key, choices)
+        ballot = ballot.with_token(token, device.signer)
+        device.prev_hash = ballot.ballot_hash
+        station.append(ballot, "cast")
         out.write(f"{BALLOTS}/{ballot.ballot_id.hex()}.json", ballot.to_json())
         accumulator.add(ballot)
         outcome.cast += 1
@@ -132,6 +177,8 @@ def simulate(
             for selection_id in marked:
                 outcome.expected[contest_id, selection_id] = outcome.expected.get((contest_id, selection_id), 0) + 1
         progress("sealing ballots", n + 1, ballots)
+    for station in stations:
+        station.write(out)
     tally = accumulator.result()
     out.write(TALLY, tally.to_json(manifest))
     present = rng.sample(trustees, quorum)

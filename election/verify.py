@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from election.ballot import GENESIS_HASH, BallotOpening, SealedBallot, check_device_id
+from election.chain import Checkpoint, genesis_hash, verify_chain
 from election.context import ElectionContext
 from election.encoding import hex_bytes
 from election.errors import ElectionError, FormatError
@@ -33,7 +35,9 @@ from election.record import (
     TRUSTEES,
     RecordSource,
 )
+from election.stations import CHAIN_FILE, CHECKPOINT_FILE, STATION_FILE, STATIONS, StationKeys, parse_chain_lines
 from election.tally import DecryptionShare, EncryptedTally, Results, TallyAccumulator, combined_share
+from election.tokens import verify as verify_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,9 @@ CHECKS: tuple[Check, ...] = (
     Check(13, "the encrypted tally is the sum of exactly the cast ballots"),
     Check(14, "decryption shares come from at least a quorum of trustees and verify"),
     Check(15, "the published results are what the tally decrypts to"),
+    Check(16, "every station's chain is unbroken and ends at its ledger's signed checkpoint"),
+    Check(17, "every ballot is in exactly one station chain as what it is, and every chain entry's ballot is here"),
+    Check(18, "every cast ballot spends a token its station's roll signed; spoiled ballots carry none"),
 )
 _TITLES = {check.number: check.title for check in CHECKS}
 _MAX_PROBLEMS_SHOWN = 20
@@ -98,6 +105,14 @@ T = TypeVar("T")
 
 
 @dataclass(slots=True)
+class _ChainedBallot:
+    station: str
+    kind: str
+    where: str
+    found: bool = False
+
+
+@dataclass(slots=True)
 class _DeviceLink:
     seq: int
     ballot_hash: bytes
@@ -116,6 +131,8 @@ class _Verifier:
         self.source = source
         self.report = report
         self.progress = progress or (lambda done, total: None)
+        self.chained: dict[bytes, _ChainedBallot] = {}
+        self.roll_keys: dict[str, rsa.RSAPublicKey] = {}
 
     def read(self, number: int, name: str) -> Any:
         try:
@@ -156,6 +173,7 @@ class _Verifier:
         elif not trustees:
             self.report.fail(4, "no trustee data to derive the joint public key from")
         devices = self.load_devices()
+        self.load_stations(manifest)
         accumulator = self.check_ballots(manifest, context, devices)
         tally = self.check_tally(manifest, accumulator)
         shares = self.check_shares(manifest, context, trustees, tally)
@@ -215,6 +233,62 @@ class _Verifier:
                 self.report.fail(5, f"devices[{i}]: {exc}")
         return devices
 
+    def load_stations(self, manifest: Manifest) -> None:
+        stations = self.source.folders(STATIONS)
+        if not stations:
+            self.report.fail(16, "the record holds no station chains")
+        for station_id in stations:
+            folder = f"{STATIONS}/{station_id}"
+            keys = self.load(16, f"{folder}/{STATION_FILE}", StationKeys.from_json)
+            if keys is None:
+                continue
+            if keys.station_id != station_id:
+                self.report.fail(16, f"{folder}/{STATION_FILE} describes station {keys.station_id}")
+                continue
+            self.roll_keys[station_id] = keys.roll_key
+            try:
+                entries = list(parse_chain_lines(self.source.read_bytes(f"{folder}/{CHAIN_FILE}")))
+                hashes = verify_chain(genesis_hash(manifest.base_hash, station_id), entries)
+            except (ElectionError, OSError) as exc:
+                self.report.fail(16, f"{folder}/{CHAIN_FILE}: {exc}")
+                continue
+            checkpoint = self.load(
+                16, f"{folder}/{CHECKPOINT_FILE}", lambda doc, key=keys.ledger_key: Checkpoint.from_signed(doc, key)
+            )
+            if checkpoint is not None and (
+                checkpoint.station_id != station_id
+                or checkpoint.base_hash != manifest.base_hash
+                or checkpoint.head.position != len(entries)
+                or not checkpoint.matches(genesis_hash(manifest.base_hash, station_id), hashes)
+            ):
+                self.report.fail(16, f"{folder}: the signed checkpoint is not the head of the published chain")
+            for entry in entries:
+                where = f"{folder} entry {entry.position}"
+                if entry.ballot_hash in self.chained:
+                    self.report.fail(17, f"{where}: ballot already in {self.chained[entry.ballot_hash].where}")
+                self.chained[entry.ballot_hash] = _ChainedBallot(station_id, entry.kind, where)
+
+    def check_station_membership(self, where: str, ballot: SealedBallot, kind: str) -> None:
+        """Checks 17 and 18 for one ballot: its chain entry and its token."""
+        if kind == "spoiled" and ballot.token is not None:
+            self.report.fail(18, f"{where}: a spoiled ballot must not carry the voter's token")
+        if kind == "cast" and ballot.token is None:
+            self.report.fail(18, f"{where}: a cast ballot without a token")
+        chained = self.chained.get(ballot.ballot_hash)
+        if chained is None:
+            self.report.fail(17, f"{where}: in no station's chain")
+            return
+        chained.found = True
+        if chained.kind != kind:
+            self.report.fail(17, f"{where}: recorded as {kind}, chained as {chained.kind} ({chained.where})")
+        roll_key = self.roll_keys.get(chained.station)
+        if (
+            kind == "cast"
+            and ballot.token is not None
+            and (roll_key is None or not verify_token(roll_key, ballot.token.message, ballot.token.signature))
+        ):
+            self.report.fail(18, f"{where}: the token is not signed by station {chained.station}'s roll")
+
     def iter_ballots(self, manifest: Manifest) -> Iterator[tuple[str, SealedBallot, Any]]:
         """Every sealed ballot, cast then spoiled, with its file name and (for spoiled) opening."""
         total = self.source.count(BALLOTS) + self.source.count(SPOILED)
@@ -271,6 +345,7 @@ class _Verifier:
                 seen_tokens.add(ballot.token.message)
             for failure in ballot.proof_failures(manifest, key):
                 self.report.fail(11 if failure.startswith("contest") else 10, f"{where}: {failure}")
+            self.check_station_membership(where, ballot, "cast" if opening is None else "spoiled")
             if opening is None:
                 accumulator.add(ballot)
                 continue
@@ -282,6 +357,9 @@ class _Verifier:
                 self.report.fail(12, f"{where}: {problem}")
         for device_id, device_links in links.items():
             self.check_device_chain(device_id, device_links)
+        for chained in self.chained.values():
+            if not chained.found:
+                self.report.fail(17, f"{chained.where}: its ballot is missing from the record")
         return accumulator
 
     def check_device_chain(self, device_id: str, links: list[_DeviceLink]) -> None:
