@@ -17,29 +17,34 @@ from election.errors import FormatError
 HASH_SIZE = 32
 
 
-def _check_canonical_value(value: Any, path: str) -> None:
-    if value is None or isinstance(value, bool | str):
-        return
-    if isinstance(value, int):
-        return
-    if isinstance(value, float):
-        raise FormatError(f"{path}: floats are not allowed in canonical JSON")
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check_canonical_value(item, f"{path}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise FormatError(f"{path}: object keys must be strings")
-            _check_canonical_value(item, f"{path}.{key}")
-        return
-    raise FormatError(f"{path}: {type(value).__name__} cannot be encoded")
+def _check_canonical_value(value: Any) -> None:
+    """Refuse what canonical JSON cannot carry (floats, non-string keys, other types).
+
+    Iterative and type-exact because every hashed and signed document passes through here.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key in item:
+                if type(key) is not str:
+                    raise FormatError(f"object key {key!r} is not a string")
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is float:
+            raise FormatError(f"{item!r}: floats are not allowed in canonical JSON")
+        elif kind not in _SCALARS:
+            raise FormatError(f"{kind.__name__} cannot be encoded in canonical JSON")
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def canonical_bytes(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes (the input of every hash and signature)."""
-    _check_canonical_value(value, "$")
+    _check_canonical_value(value)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
