@@ -15,7 +15,7 @@ DEBIAN_PACKAGES=(
   chromium fonts-noto-cjk                     # kiosk browser and Japanese glyphs
   postgresql                                  # central store at scale
   systemd                                     # systemd-analyze for unit checks
-  nftables                                    # nft -c checks of the appliance firewall rules
+  nftables iproute2                           # appliance firewall rules, tested in network namespaces
 )
 
 need=()

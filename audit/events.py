@@ -1,0 +1,172 @@
+"""The closed list of audit events and, for each, the only fields it may carry.
+
+The audit log must never hold who voted or how. Rather than trying to spot identity in free
+text, nothing free is allowed: every event kind names its fields, every field has a narrow
+shape (an enumerated word, an identifier, an integer, a hash or ballot id of a fixed size),
+and anything else is refused when the event is appended. Names that would announce identity
+or choices (``voter_key``, ``name``, ``certificate``, ``selections``, …) get a pointed error
+so a developer sees at once why the event was refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from audit.errors import ForbiddenEvent
+from election.ballot import BALLOT_ID_SIZE
+
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_SETTING = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+# Field names that betray an attempt to log a voter or a choice. The allow-list below already
+# refuses them; naming them gives the developer the reason instead of "unknown field".
+IDENTITY_FIELD_NAMES = frozenset(
+    {
+        "voter", "voter_key", "voter_id", "name", "name_kana", "address", "birth_date", "sex",
+        "certificate", "cert", "serial", "serial_number", "subject", "issuer", "card", "card_id",
+        "pin", "password", "token", "blinded_token", "choice", "choices", "selection",
+        "selections", "contest", "contests", "vote", "votes", "plaintext", "nonce", "nonces",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FieldShape:
+    """One allowed shape of a field value; `parse` turns command-line text into that value."""
+
+    description: str
+    pattern: re.Pattern[str] | None = None
+    words: frozenset[str] = frozenset()
+    hex_bytes: int = 0
+    integer: bool = False
+    boolean: bool = False
+
+    def check(self, value: Any, where: str) -> None:
+        if self.integer:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                raise ForbiddenEvent(f"{where}: must be {self.description}")
+            return
+        if self.boolean:
+            if not isinstance(value, bool):
+                raise ForbiddenEvent(f"{where}: must be {self.description}")
+            return
+        if not isinstance(value, str):
+            raise ForbiddenEvent(f"{where}: must be {self.description}, got {type(value).__name__}")
+        if self.words and value not in self.words:
+            raise ForbiddenEvent(f"{where}: {value!r} is not one of {sorted(self.words)}")
+        if self.hex_bytes and not re.fullmatch(f"[0-9a-f]{{{2 * self.hex_bytes}}}", value):
+            raise ForbiddenEvent(f"{where}: must be {self.description}")
+        if self.pattern is not None and not self.pattern.match(value):
+            raise ForbiddenEvent(f"{where}: must be {self.description}")
+
+    def parse(self, text: str) -> Any:
+        if self.integer:
+            try:
+                return int(text, 10)
+            except ValueError:
+                raise ForbiddenEvent(f"{text!r} is not {self.description}") from None
+        if self.boolean:
+            if text not in ("true", "false"):
+                raise ForbiddenEvent(f"{text!r} is not {self.description}")
+            return text == "true"
+        return text
+
+
+def _words(*values: str) -> FieldShape:
+    return FieldShape(f"one of {', '.join(values)}", words=frozenset(values))
+
+
+IDENTIFIER = FieldShape("an identifier (letters, digits, . _ -, at most 64)", pattern=_IDENTIFIER)
+VERSION = FieldShape("a version string (letters, digits, . _ + -, at most 64)", pattern=_VERSION)
+SETTING = FieldShape("a setting name (lowercase letters, digits, . _ -)", pattern=_SETTING)
+SHA256 = FieldShape("a SHA-256 digest as 64 lowercase hex digits", hex_bytes=32)
+PUBLIC_KEY = FieldShape("an Ed25519 public key as 64 lowercase hex digits", hex_bytes=32)
+BALLOT_ID = FieldShape(f"a ballot id as {2 * BALLOT_ID_SIZE} lowercase hex digits", hex_bytes=BALLOT_ID_SIZE)
+COUNT = FieldShape("a non-negative integer", integer=True)
+FLAG = FieldShape("true or false", boolean=True)
+
+ROLE = _words("booth", "hub", "ledger", "roll", "gateway", "forwarder", "kiosk")
+SESSION_OUTCOME = _words("cast", "abandoned", "timeout", "card_removed", "refused", "error")
+CARD_ERROR = _words(
+    "wrong_password", "card_locked", "card_invalid", "card_revoked", "certificate_expired",
+    "unknown_issuer", "bad_signature", "card_removed", "protocol_error", "reader_unavailable",
+    "not_eligible", "already_voted",
+)  # fmt: skip
+OPEN_CLOSED = _words("open", "closed")
+UP_DOWN = _words("up", "down")
+
+
+@dataclass(frozen=True)
+class EventKind:
+    name: str
+    fields: Mapping[str, FieldShape]
+    why: str
+
+
+EVENT_KINDS: dict[str, EventKind] = {
+    kind.name: kind
+    for kind in (
+        EventKind("log_created", {"log": IDENTIFIER, "public_key": PUBLIC_KEY}, "first entry of every log"),
+        EventKind(
+            "log_recovered",
+            {"discarded_bytes": COUNT, "discarded_sha256": SHA256},
+            "a torn last line (power cut mid-append) was cut off when the log was reopened",
+        ),
+        EventKind("software_started", {"role": ROLE, "version": VERSION}, "a service started"),
+        EventKind("software_stopped", {"role": ROLE, "clean": FLAG}, "a service stopped"),
+        EventKind(
+            "configuration_changed",
+            {"setting": SETTING, "sha256": SHA256},
+            "a setting or file changed; only the hash of its new content is logged",
+        ),
+        EventKind("polls_opened", {"station": IDENTIFIER}, "the station opened the polls"),
+        EventKind("polls_closed", {"station": IDENTIFIER}, "the station closed the polls"),
+        EventKind("session_started", {}, "a card was presented; nothing about it is logged"),
+        EventKind("session_ended", {"outcome": SESSION_OUTCOME}, "how a voter's session ended"),
+        EventKind("card_error", {"error": CARD_ERROR}, "a card or reader problem, by kind only"),
+        EventKind("ballot_sealed", {"ballot_id": BALLOT_ID}, "a ballot was sealed on the terminal"),
+        EventKind("ballot_challenged", {"ballot_id": BALLOT_ID}, "the voter challenged (spoiled) a ballot"),
+        EventKind(
+            "ballot_acknowledged",
+            {"ballot_id": BALLOT_ID, "position": COUNT},
+            "the hub acknowledged a ballot at a ledger position",
+        ),
+        EventKind("ballot_refused", {"ballot_id": BALLOT_ID, "reason": IDENTIFIER}, "the hub refused a ballot"),
+        EventKind("tamper", {"state": OPEN_CLOSED}, "the enclosure's tamper switch changed"),
+        EventKind("reader", {"state": UP_DOWN}, "the card reader appeared or went away"),
+        EventKind("hub_link", {"state": UP_DOWN}, "the connection to the hub (or central broker) changed"),
+        EventKind(
+            "self_test",
+            {"passed": FLAG, "failed_checks": COUNT},
+            "result of booth self-test or the production-mode checks",
+        ),
+        EventKind(
+            "production_refused",
+            {"reason": IDENTIFIER},
+            "production mode refused to start, with the reason's code",
+        ),
+    )
+}
+
+
+def check_event(kind: str, data: Mapping[str, Any]) -> None:
+    """Refuse an event that is not on the allow-list or carries a field it may not carry."""
+    event = EVENT_KINDS.get(kind)
+    if event is None:
+        raise ForbiddenEvent(f"{kind!r} is not an audit event kind (allowed: {', '.join(sorted(EVENT_KINDS))})")
+    if not isinstance(data, Mapping):
+        raise ForbiddenEvent(f"{kind}: event data must be an object")
+    for field in data:
+        if field in IDENTITY_FIELD_NAMES:
+            raise ForbiddenEvent(f"{kind}: field {field!r} could identify a voter or a choice; never log it")
+        if field not in event.fields:
+            raise ForbiddenEvent(f"{kind}: field {field!r} is not allowed (allowed: {sorted(event.fields)})")
+    missing = sorted(set(event.fields) - set(data))
+    if missing:
+        raise ForbiddenEvent(f"{kind}: missing field(s) {missing}")
+    for field, shape in event.fields.items():
+        shape.check(data[field], f"{kind}.{field}")

@@ -1,0 +1,49 @@
+"""The allow-list: what may be logged, and that identity or choices are refused at append time."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.errors import ForbiddenEvent
+from audit.events import EVENT_KINDS, check_event
+from audit.store import AuditLog
+
+VOTER_KEY = "9f" * 32  # what appliance.card.voter_key derives: 64 hex digits
+
+
+def test_every_listed_kind_documents_why_it_exists() -> None:
+    assert all(kind.why for kind in EVENT_KINDS.values())
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "reason"),
+    [
+        ("voter_checked_in", {}, "not an audit event kind"),
+        ("session_started", {"voter_key": VOTER_KEY}, "could identify a voter"),
+        ("session_started", {"name": "山田 太郎"}, "could identify a voter"),
+        ("card_error", {"error": "wrong_password", "certificate": "MII..."}, "could identify a voter"),
+        ("ballot_sealed", {"ballot_id": "00" * 16, "selections": ["candidate-1"]}, "could identify"),
+        ("session_ended", {"outcome": "cast", "note": "voter was Mr Yamada"}, "is not allowed"),
+        ("ballot_sealed", {"ballot_id": VOTER_KEY}, "ballot id"),  # a voter key does not fit a ballot id
+        ("ballot_sealed", {"ballot_id": "AB" * 16}, "ballot id"),
+        ("card_error", {"error": "the card of 山田 太郎 failed"}, "is not one of"),
+        ("polls_opened", {"station": "station 12; voter 山田"}, "identifier"),
+        ("ballot_acknowledged", {"ballot_id": "00" * 16, "position": -1}, "non-negative"),
+        ("ballot_acknowledged", {"ballot_id": "00" * 16, "position": True}, "non-negative"),
+        ("ballot_acknowledged", {"ballot_id": "00" * 16}, "missing field"),
+        ("software_started", {"role": "booth", "version": 1.5}, "version"),
+    ],
+)
+def test_refuses_events_off_the_allow_list(kind: str, data: dict, reason: str) -> None:
+    with pytest.raises(ForbiddenEvent, match=reason):
+        check_event(kind, data)
+
+
+def test_refused_event_leaves_the_log_untouched(audit_log: AuditLog) -> None:
+    before = audit_log.path.read_bytes()
+    head = audit_log.head
+    with pytest.raises(ForbiddenEvent, match="voter_key"):
+        audit_log.append("session_started", voter_key=VOTER_KEY)
+    assert audit_log.path.read_bytes() == before
+    assert audit_log.head == head
+    assert audit_log.append("session_started").seq == 1  # the chain continues without a gap

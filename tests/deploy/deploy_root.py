@@ -1,0 +1,26 @@
+"""A stand-in target root for the installer tests, and the import path of deploy/install.py."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "deploy") not in sys.path:
+    sys.path.insert(0, str(REPO / "deploy"))
+
+# What the Debian packages the installer apt-gets on the device provide and the units run.
+DEBIAN_EXECUTABLES = ("/usr/bin/cage", "/usr/bin/chromium", "/usr/sbin/mosquitto", "/usr/bin/kill")
+HOST_UNITS = Path("/lib/systemd/system")
+
+
+def make_target_root(root: Path) -> Path:
+    """A stock Raspberry Pi OS root as far as the units care: systemd's units, the Debian programs."""
+    shutil.copytree(HOST_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    for program in DEBIAN_EXECUTABLES:
+        stub = root / program.lstrip("/")
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text("#!/bin/sh\nexit 0\n")
+        stub.chmod(0o755)
+    return root
