@@ -48,6 +48,10 @@ class PkiError(Exception):
     """A CA or certificate problem, with a message a technician can act on."""
 
 
+class CertificateRevoked(PkiError):
+    """The certificate is on the CA's revocation list."""
+
+
 class Role(StrEnum):
     """What a certificate may be used for in the station."""
 
@@ -385,7 +389,7 @@ def verify_certificate(
         if not crl.is_signature_valid(ca_certificate.public_key()):  # type: ignore[arg-type]
             raise PkiError("the revocation list is not signed by the station CA")
         if crl.get_revoked_certificate_by_serial_number(certificate.serial_number) is not None:
-            raise PkiError(f"certificate {name!r} has been revoked")
+            raise CertificateRevoked(f"certificate {name!r} has been revoked")
     if role is not None and role_of(certificate) is not role:
         raise PkiError(f"certificate {name!r} is for role {role_of(certificate)}, not {role}")
 

@@ -39,6 +39,7 @@ from station_hub.errors import HubError
 from station_hub.pki import (
     CA_CERT_FILE,
     CRL_FILE,
+    CertificateRevoked,
     PkiError,
     Role,
     StationCA,
@@ -261,7 +262,7 @@ class DeviceDirectory:
             certificate = load_certificate(path)
             verify_certificate(certificate, self._ca, crl=self._crl, role=Role.TERMINAL)
         except PkiError as error:
-            return "revoked_device" if "revoked" in str(error) else f"unknown_device: {error}"
+            return "revoked_device" if isinstance(error, CertificateRevoked) else f"unknown_device: {error}"
         key = certificate.public_key()
         if not isinstance(key, ed25519.Ed25519PublicKey):
             return "unknown_device: the terminal certificate does not carry an Ed25519 key"
