@@ -1,1 +1,1 @@
-"""Central gateway."""
+"""The central office: receives every station's chain, verifies it, stores it, exports and tallies."""

@@ -110,7 +110,17 @@ def roll(directory: Path) -> None:
     serve(_open(directory))
 
 
-@main.command(help="Start Mosquitto (unless --attach) and both services; stop them on SIGTERM.")
+@main.command(help="Forward the chain to the central office (after `gateway register-station`).")
+@STATION_DIR
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the centre's confirm.")
+@click.option("--batch", default=200, show_default=True, help="Chain entries per message.")
+def forward(directory: Path, timeout: float, batch: int) -> None:
+    from station_hub.forwarder import serve
+
+    serve(_open(directory), timeout=timeout, batch_entries=batch)
+
+
+@main.command(help="Start Mosquitto (unless --attach) and the services (and the forwarder once registered).")
 @STATION_DIR
 @click.option("--attach", is_flag=True, help="Use an already running broker.")
 def run(directory: Path, attach: bool) -> None:
@@ -122,7 +132,8 @@ def run(directory: Path, attach: bool) -> None:
         signal.signal(signum, lambda *_: stop.set())
     broker = None if attach else Broker(station, directory / "broker" / "mosquitto.log")
     command = [sys.executable, "-m", "station_hub.cli"]
-    services = [subprocess.Popen([*command, name, str(directory)]) for name in ("ledger", "roll")]
+    names = ["ledger", "roll"] + (["forward"] if (directory / "central" / "link.json").exists() else [])
+    services = [subprocess.Popen([*command, name, str(directory)]) for name in names]
     click.echo(f"station {station.station_id}: broker on {station.host}:{station.port}, running")
     try:
         while not stop.wait(0.5):

@@ -11,6 +11,13 @@ Checks, in this order (the first failure is the reason sent back):
 ``polls_not_open`` → ``device_mismatch`` (ballot's device id vs. the sender's certificate) →
 ``unknown_device``/``revoked_device`` → ``bad_signature`` → ``device_chain`` (sequence and
 previous hash) → ``no_token``/``bad_token``/``token_used`` → ``bad_proof``.
+
+A *spoiled* (challenged) ballot arrives on the same topic as ``{"version": 1, "type":
+"spoiled_ballot", "ballot": sealed ballot, "opening": its opening}``. It is checked like a cast
+ballot except that its token must be null (``token_on_spoiled``: a public opening next to the
+voter's token would link the voter to their cast ballot) and its opening must reproduce every
+ciphertext (``bad_opening``); it joins the chain as kind ``spoiled`` and advances the device
+chain like any sealed ballot. The chain's ``ballot_hash`` is always the sealed ballot's hash.
 A ballot whose exact bytes are already in the chain is not checked again: it gets its original
 acknowledgement (idempotent resend), even after the polls closed.
 """
@@ -25,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from election import tokens
-from election.ballot import GENESIS_HASH, SealedBallot
+from election.ballot import GENESIS_HASH, BallotOpening, SealedBallot
 from election.chain import ChainEntry, ChainHead, ChainState, tracking_code
 from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import FormatError
@@ -34,6 +41,7 @@ from election.manifest import Manifest
 from station_hub.messages import MESSAGE_VERSION
 
 MAX_BALLOT_BYTES = 256 * 1024
+SPOILED_TYPE = "spoiled_ballot"
 POLLS_STATES = ("pending", "open", "closed")
 
 DeviceLookup = Callable[[str], Ed25519PublicKey | str]
@@ -138,35 +146,43 @@ class LedgerCore:
         """Judge one payload from terminal ``sender``; an acceptance updates the mirror."""
         payload_hash = sha256(payload)
         try:
-            ballot = self._parse(payload)
-            known = self.state.entries_by_ballot.get(payload_hash)
+            ballot, opening = self._parse(payload)
+            ballot_hash = ballot.ballot_hash
+            known = self.state.entries_by_ballot.get(ballot_hash)
             if known:
                 return Duplicate(*known)
-            self._check(ballot, sender)
+            self._check(ballot, sender, opening)
         except _Refusal as refusal:
             return Refused(refusal.reason, refusal.detail, payload_hash)
-        entry = self.chain.next_entry(payload_hash)
+        entry = self.chain.next_entry(ballot_hash, "cast" if opening is None else "spoiled")
         entry_hash = self.chain.append(entry)
         state = self.state
         state.head = self.chain.head
-        state.device_heads[ballot.device_id] = (ballot.device_seq, payload_hash)
-        state.used_tokens.add(ballot.token.message)  # type: ignore[union-attr]
-        state.entries_by_ballot[payload_hash] = (entry, entry_hash)
+        state.device_heads[ballot.device_id] = (ballot.device_seq, ballot_hash)
+        if ballot.token is not None:
+            state.used_tokens.add(ballot.token.message)
+        state.entries_by_ballot[ballot_hash] = (entry, entry_hash)
         state.per_device[ballot.device_id] = state.per_device.get(ballot.device_id, 0) + 1
         return Accepted(entry, entry_hash, ballot, payload)
 
-    def _parse(self, payload: bytes) -> SealedBallot:
+    def _parse(self, payload: bytes) -> tuple[SealedBallot, BallotOpening | None]:
+        """A cast ballot (opening None) or a spoiled ballot with its opening."""
         if len(payload) > MAX_BALLOT_BYTES:
             raise _Refusal("too_large", f"{len(payload)} bytes, the limit is {MAX_BALLOT_BYTES}")
         try:
             data = parse_json(payload)
             if canonical_bytes(data) != payload:
                 raise FormatError("the payload is not in canonical JSON form")
-            return SealedBallot.from_json(data, self.manifest)
+            if not (isinstance(data, dict) and data.get("type") == SPOILED_TYPE):
+                return SealedBallot.from_json(data, self.manifest), None
+            if set(data) != {"version", "type", "ballot", "opening"} or data["version"] != MESSAGE_VERSION:
+                raise FormatError("spoiled ballot: expected version 1 with type, ballot and opening")
+            ballot = SealedBallot.from_json(data["ballot"], self.manifest)
+            return ballot, BallotOpening.from_json(data["opening"], self.manifest)
         except FormatError as error:
             raise _Refusal("malformed", str(error)) from None
 
-    def _check(self, ballot: SealedBallot, sender: str) -> None:
+    def _check(self, ballot: SealedBallot, sender: str, opening: BallotOpening | None) -> None:
         if ballot.base_hash != self.manifest.base_hash:
             raise _Refusal("wrong_election", "the ballot is for another election (base hash)")
         if self.state.polls != "open":
@@ -186,12 +202,26 @@ class LedgerCore:
                 f"expected sequence {last_seq + 1} after the device's last ballot, "
                 f"got {ballot.device_seq} (or a different previous hash)",
             )
+        if opening is not None:
+            self._check_spoiled(ballot, opening)
+            return
         if ballot.token is None:
             raise _Refusal("no_token", "a cast ballot needs a roll-signed token")
         if not tokens.verify(self.token_key, ballot.token.message, ballot.token.signature):
             raise _Refusal("bad_token", "the token is not signed by this station's roll")
         if ballot.token.message in self.state.used_tokens:
             raise _Refusal("token_used", "this token was already used for another ballot")
+        self._check_proofs(ballot)
+
+    def _check_spoiled(self, ballot: SealedBallot, opening: BallotOpening) -> None:
+        if ballot.token is not None:
+            raise _Refusal("token_on_spoiled", "a spoiled ballot must not carry the voter's token")
+        self._check_proofs(ballot)
+        failures = opening.opening_failures(ballot, self.manifest, self.joint_key)
+        if failures:
+            raise _Refusal("bad_opening", "the opening does not reproduce the ballot: " + ", ".join(failures))
+
+    def _check_proofs(self, ballot: SealedBallot) -> None:
         if self.check_proofs:
             failures = ballot.proof_failures(self.manifest, self.joint_key)
             if failures:

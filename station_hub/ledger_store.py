@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS entries (
     entry_hash BLOB NOT NULL,
     device_id TEXT NOT NULL,
     device_seq INTEGER NOT NULL,
-    token_message BLOB NOT NULL UNIQUE,
+    token_message BLOB UNIQUE,  -- NULL for a spoiled ballot
     ballot BLOB NOT NULL,
     UNIQUE (device_id, device_seq)
 );
@@ -50,12 +50,13 @@ class LedgerStore:
                 raise HubError(f"{self.path}: the chain is broken at position {entry.position}")
             state.head = ChainHead(entry.position, entry_hash)
             state.device_heads[device_id] = (device_seq, entry.ballot_hash)
-            state.used_tokens.add(token)
+            if token is not None:
+                state.used_tokens.add(token)
             state.entries_by_ballot[entry.ballot_hash] = (entry, entry_hash)
             state.per_device[device_id] = state.per_device.get(device_id, 0) + 1
         return state
 
-    def _rows(self) -> Iterator[tuple[ChainEntry, bytes, str, int, bytes]]:
+    def _rows(self) -> Iterator[tuple[ChainEntry, bytes, str, int, bytes | None]]:
         query = (
             "SELECT position, prev_hash, ballot_hash, kind, entry_hash, device_id, device_seq,"
             " token_message FROM entries ORDER BY position"
@@ -74,7 +75,7 @@ class LedgerStore:
                 a.entry_hash,
                 a.ballot.device_id,
                 a.ballot.device_seq,
-                a.ballot.token.message,  # type: ignore[union-attr]
+                a.ballot.token.message if a.ballot.token else None,
                 a.payload,
             )
             for a in accepted
@@ -93,7 +94,8 @@ class LedgerStore:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('polls', ?)", (state,))
 
     def ballots(self) -> Iterator[tuple[ChainEntry, bytes]]:
-        """Every entry with the sealed ballot's bytes, in chain order (for export and sync)."""
+        """Every entry with the payload the terminal sent (a sealed ballot, or for a spoiled entry the
+        spoiled-ballot message with its opening), in chain order (for export and sync)."""
         query = "SELECT position, prev_hash, ballot_hash, kind, ballot FROM entries ORDER BY position"
         for position, prev, ballot_hash, kind, ballot in self._db.execute(query):
             yield ChainEntry(position, prev, ballot_hash, kind), ballot

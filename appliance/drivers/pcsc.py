@@ -16,6 +16,8 @@ from appliance.card.errors import CardProtocolError, CardRemoved, ReaderUnavaila
 
 log = logging.getLogger(__name__)
 
+_STATUS_PRESENT = 0x0004
+"""pcsc-lite's SCARD_PRESENT bit of SCardStatus' state (pyscard does not export it)."""
 _CARD_GONE = {
     scard.SCARD_W_REMOVED_CARD,
     scard.SCARD_E_NO_SMARTCARD,
@@ -120,7 +122,7 @@ class PcscTransport:
         if self._card is None:
             return False
         code, _reader, state, _protocol, _atr = scard.SCardStatus(self._card)
-        return code == scard.SCARD_S_SUCCESS and bool(state & scard.SCARD_PRESENT)
+        return code == scard.SCARD_S_SUCCESS and bool(state & _STATUS_PRESENT)
 
     def _removal_settles(self) -> bool:
         """After a failed exchange, wait briefly for pcscd to report whether the card left."""

@@ -7,8 +7,8 @@ import logging
 from dataclasses import fields
 
 import pytest
+from card_fixtures import ROLL_SALT, Cards, authenticator
 from click.testing import CliRunner
-from conftest import ROLL_SALT, Cards, authenticator
 
 from appliance.card import (
     AuthenticatedVoter,

@@ -7,7 +7,7 @@ import time
 import tty
 
 import pytest
-from conftest import PN532_TEST_SETTINGS, Cards, ScriptedCard, authenticator
+from card_fixtures import PN532_TEST_SETTINGS, Cards, ScriptedCard, authenticator
 
 from appliance.card import AuthMode, CardProtocolError, ReaderUnavailable
 from appliance.drivers.pn532.uart import Pn532Uart

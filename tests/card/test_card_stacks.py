@@ -7,7 +7,7 @@ Stacks: pyscard -> pcscd -> vsmartcard-vpcd -> virtual card, and the adafruit PN
 from __future__ import annotations
 
 import pytest
-from conftest import ROLL_SALT, Cards, Connect, ScriptedCard, authenticator, withdraw
+from card_fixtures import ROLL_SALT, Cards, Connect, ScriptedCard, authenticator, withdraw
 
 from appliance.card import (
     AuthMode,
@@ -139,3 +139,17 @@ def test_malformed_card_responses_give_a_clear_protocol_error(cards: Cards, conn
     flow = authenticator(cards, connect(ScriptedCard(VirtualJpkiCard(cards.good), replace)), "auth")
     with pytest.raises(CardProtocolError, match=reason):
         flow.authenticate("1234")
+
+
+def test_pcsc_reports_the_card_present_until_it_is_pulled(cards: Cards, pcscd, card_slot) -> None:
+    from appliance.drivers.pcsc import PcscTransport
+
+    transport = PcscTransport(pcscd.reader)
+    try:
+        link = card_slot.insert(VirtualJpkiCard(cards.good))
+        assert transport.wait_for_card(5)
+        assert transport.card_present()
+        card_slot.remove(link)
+        assert not transport.card_present()
+    finally:
+        transport.close()

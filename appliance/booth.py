@@ -1,0 +1,374 @@
+"""The booth shell: wires the voter session to the card reader, keypad, sealing, outbox and hub.
+
+One worker thread owns the session: it takes events from a queue (page taps, keypad keys,
+acks from the hub), polls the card reader between events, runs every effect the session
+returns and feeds the result straight back. Running effects on that one thread keeps the
+order simple: a card removal noticed during sealing is handled right after the seal returns.
+
+What only the shell holds, and drops at the end of each session: the voter key (for the
+check-in), the token, the ballot sealed for review and its opening.
+
+``BOOTH_FAILPOINT=after-seal|after-commit`` stops the process (SIGSTOP) at that point after
+printing ``FAILPOINT <name>`` to stderr, so fault tests can kill -9 it exactly there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from appliance.card import (
+    BadCardSignature,
+    CardError,
+    CardLocked,
+    CardRemoved,
+    CardRevoked,
+    CertificateExpired,
+    InvalidPinFormat,
+    JpkiAuthenticator,
+    ReaderUnavailable,
+    UnknownIssuer,
+    WrongPin,
+)
+from appliance.outbox import Outbox, StoredCheckin
+from appliance.publisher import Ack, HubLink, HubUnreachable
+from appliance.sealing import cast_payload, spoiled_payload, with_token
+from appliance.session import Session, Timeouts
+from appliance.session import events as ev
+from election import tokens
+from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token, seal_ballot
+from election.encoding import canonical_bytes
+from election.group import Point
+from election.manifest import Manifest
+from station_hub.messages import MESSAGE_VERSION
+
+log = logging.getLogger("appliance.booth")
+CHECKIN_TIMEOUT = 8.0
+TICK_INTERVAL = 0.05
+REFUSALS = {
+    "not_eligible": ev.Refusal.NOT_ELIGIBLE,
+    "already_voted": ev.Refusal.ALREADY_VOTED,
+    "polls_not_open": ev.Refusal.POLLS_CLOSED,
+}
+
+
+class CardReader(Protocol):
+    """PcscTransport and the PN532 drivers both fit this."""
+
+    def wait_for_card(self, timeout: float) -> bool: ...
+    def card_present(self) -> bool: ...
+    def transmit(self, apdu: bytes) -> bytes: ...
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Election:
+    manifest: Manifest
+    joint_key: Point
+    token_key: rsa.RSAPublicKey
+
+
+def card_problem(error: CardError) -> ev.AuthenticationFailed:
+    if isinstance(error, WrongPin):
+        return ev.AuthenticationFailed(ev.CardProblem.WRONG_PIN, error.tries_left)
+    if isinstance(error, InvalidPinFormat):
+        return ev.AuthenticationFailed(ev.CardProblem.BAD_FORMAT)
+    if isinstance(error, CardLocked):
+        return ev.AuthenticationFailed(ev.CardProblem.LOCKED, 0)
+    if isinstance(error, CardRemoved):
+        return ev.AuthenticationFailed(ev.CardProblem.REMOVED)
+    if isinstance(error, CardRevoked | CertificateExpired | UnknownIssuer | BadCardSignature):
+        log.info("card not valid: %s", error)
+    else:
+        log.warning("card could not be read: %s", error)
+    return ev.AuthenticationFailed(ev.CardProblem.INVALID)
+
+
+def _failpoint(name: str) -> None:
+    if os.environ.get("BOOTH_FAILPOINT") == name:
+        print(f"FAILPOINT {name}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+class Booth:
+    def __init__(
+        self,
+        election: Election,
+        signer: DeviceSigner,
+        outbox: Outbox,
+        link: HubLink,
+        reader: CardReader,
+        authenticator: Callable[[CardReader], JpkiAuthenticator],
+        *,
+        timeouts: Timeouts | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.election = election
+        self.signer = signer
+        self.outbox = outbox
+        self.link = link
+        self.reader = reader
+        self.authenticator = authenticator
+        self.clock = clock
+        self.session = Session(election.manifest, timeouts or Timeouts())
+        self.session.ballots_cast = outbox.ballots_cast()
+        link.on_ack = self._on_ack
+        link.on_link = lambda online: self.submit(ev.HubLink(online))
+        self._events: queue.Queue[ev.Event] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._view_lock = threading.Condition()
+        self._view: dict[str, Any] = {}
+        self._version = 0
+        self._card_connected = False
+        self._problems: dict[str, str] = {}
+        self.ack_listeners: list[Callable[[Ack], None]] = []
+        self._forget()
+        self._publish_view()
+
+    # --- the voter's secrets, held only for one session -----------------------------------
+
+    def _forget(self) -> None:
+        self._voter_key: str | None = None
+        self._token: Token | None = None
+        self._sealed: tuple[SealedBallot, BallotOpening] | None = None
+
+    # --- public API (any thread) ----------------------------------------------------------
+
+    def submit(self, event: ev.Event) -> None:
+        self._events.put(event)
+
+    def view(self) -> tuple[int, dict[str, Any]]:
+        with self._view_lock:
+            return self._version, self._view
+
+    def wait_view(self, after: int, timeout: float) -> tuple[int, dict[str, Any]]:
+        """The view once its version is past ``after`` (or the current one at the timeout)."""
+        with self._view_lock:
+            self._view_lock.wait_for(lambda: self._version > after, timeout)
+            return self._version, self._view
+
+    def set_problem(self, source: str, problem: str | None) -> None:
+        """Tamper, reader trouble: while any problem is set the booth serves no voter."""
+        self.submit(_ProblemChanged(source, problem))
+
+    def start(self) -> Booth:
+        self._thread = threading.Thread(target=self._run, name="booth", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    # --- worker ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception:  # the booth keeps serving; the failure is in the log
+                log.exception("booth worker step failed")
+
+    def _step(self) -> None:
+        try:
+            event = self._events.get(timeout=TICK_INTERVAL)
+        except queue.Empty:
+            event = None
+        if isinstance(event, _ProblemChanged):
+            event = self._problem_changed(event)
+        if event is not None:
+            self._dispatch(event)
+        card_event = self._poll_reader()
+        if card_event is not None:
+            self._dispatch(card_event)
+        self._dispatch(ev.Tick())
+        self.link.resend_if_due(time.monotonic())
+
+    def _dispatch(self, event: ev.Event) -> None:
+        pending = [event]
+        changed = not isinstance(event, ev.Tick)
+        before = self.session.view()
+        while pending:
+            effects = self.session.handle(pending.pop(0), self.clock())
+            for effect in effects:
+                log.debug("effect %r", effect)
+                result = self._run_effect(effect)
+                if result is not None:
+                    pending.append(result)
+        if changed or self.session.view() != before:
+            self._publish_view()
+
+    def _publish_view(self) -> None:
+        with self._view_lock:
+            self._version += 1
+            self._view = self.session.view()
+            self._view_lock.notify_all()
+
+    def _problem_changed(self, change: _ProblemChanged) -> ev.Event | None:
+        was_available = not self._problems
+        if change.problem is None:
+            self._problems.pop(change.source, None)
+        else:
+            self._problems[change.source] = change.problem
+        available = not self._problems
+        if available == was_available and available:
+            return None
+        return ev.ServiceChanged(available, "; ".join(self._problems.values()))
+
+    def _poll_reader(self) -> ev.Event | None:
+        try:
+            if not self._card_connected:
+                if self.reader.wait_for_card(0):
+                    self._card_connected = True
+                    self._reader_ok()
+                    return ev.CardInserted()
+                self._reader_ok()
+                return None
+            if not self._card_gone():
+                return None
+            self.reader.release()
+            self._card_connected = False
+            return ev.CardTaken()
+        except CardRemoved:
+            self._card_connected = False
+            return ev.CardTaken()
+        except CardError as error:
+            if "reader" not in self._problems:
+                log.error("card reader: %s", error)
+                self.link.publish_status(reader="unavailable")
+                self._events.put(_ProblemChanged("reader", "card reader unavailable"))
+            self._card_connected = False
+            return None
+
+    def _card_gone(self) -> bool:
+        """PC/SC asks pcscd for the reader's state; a PN532 asks the card (Diagnose)."""
+        wait_for_removal = getattr(self.reader, "wait_for_removal", None)
+        if wait_for_removal is not None:
+            return bool(wait_for_removal(0))
+        return not self.reader.card_present()
+
+    def _reader_ok(self) -> None:
+        if self.link.status.get("reader") != "ok":
+            self.link.publish_status(reader="ok")
+        if "reader" in self._problems:
+            self._events.put(_ProblemChanged("reader", None))
+
+    def _on_ack(self, ack: Ack) -> None:
+        self.submit(ev.Acknowledged(ack.ballot_hash.hex(), ack.tracking_code, ack.position))
+        for listener in self.ack_listeners:
+            listener(ack)
+
+    # --- effects --------------------------------------------------------------------------
+
+    def _run_effect(self, effect: ev.Effect) -> ev.Event | None:
+        match effect:
+            case ev.Authenticate(secret=secret):
+                return self._authenticate(secret)
+            case ev.CheckIn():
+                return self._check_in()
+            case ev.Seal(choices=choices):
+                return self._seal(choices)
+            case ev.Challenge():
+                return self._challenge()
+            case ev.CastBallot():
+                return self._cast()
+            case ev.EndSession():
+                self._forget()
+        return None
+
+    def _authenticate(self, secret: str) -> ev.Event:
+        try:
+            voter = self.authenticator(self.reader).authenticate(secret)
+        except ReaderUnavailable as error:
+            log.error("reader failed during authentication: %s", error)
+            return ev.AuthenticationFailed(ev.CardProblem.INVALID)
+        except CardError as error:
+            return card_problem(error)
+        self._voter_key = voter.voter_key
+        return ev.Authenticated()
+
+    def _check_in(self) -> ev.Event:
+        voter_key = self._voter_key
+        assert voter_key is not None, "check-in without an authenticated voter"
+        stored = self.outbox.stored_checkin(voter_key)
+        if stored is None:
+            message = secrets.token_bytes(32)
+            request = tokens.blind(self.election.token_key, message)
+            stored = StoredCheckin(message, request.blinded, request.inverse)
+            self.outbox.store_checkin(voter_key, stored)  # before sending: a retry sends the same
+        payload = canonical_bytes(
+            {"version": MESSAGE_VERSION, "type": "checkin", "voter_key": voter_key, "blinded": stored.blinded.hex()}
+        )
+        try:
+            reply = self.link.request_checkin(payload, CHECKIN_TIMEOUT)
+        except HubUnreachable as error:
+            log.warning("check-in failed: %s", error)
+            return ev.CheckInFailed(ev.Refusal.HUB_UNREACHABLE)
+        if reply.get("result") != "granted":
+            reason = reply.get("reason")
+            log.info("check-in refused: %s", reason)
+            return ev.CheckInFailed(REFUSALS.get(str(reason), ev.Refusal.HUB_UNREACHABLE))
+        try:
+            signature = tokens.finalize(
+                self.election.token_key,
+                stored.message,
+                bytes.fromhex(str(reply.get("blind_signature"))),
+                tokens.BlindedRequest(stored.blinded, stored.inverse),
+            )
+        except (ValueError, tokens.TokenError) as error:
+            log.error("the roll's blind signature is unusable: %s", error)
+            return ev.CheckInFailed(ev.Refusal.HUB_UNREACHABLE)
+        self._token = Token(stored.message, signature)
+        return ev.CheckedIn()
+
+    def _seal(self, choices: dict[str, tuple[str, ...]]) -> ev.Event:
+        seq, prev_hash = self.outbox.chain_head()
+        election = self.election
+        ballot, opening = seal_ballot(
+            election.manifest,
+            election.joint_key,
+            {contest: set(marks) for contest, marks in choices.items()},
+            self.signer,
+            seq + 1,
+            prev_hash,
+            None,
+        )
+        self._sealed = (ballot, opening)
+        _failpoint("after-seal")
+        return ev.Sealed(ballot.ballot_hash.hex())
+
+    def _challenge(self) -> ev.Event:
+        assert self._sealed is not None, "challenge without a sealed ballot"
+        ballot, opening = self._sealed
+        item = self.outbox.add("spoiled", ballot, spoiled_payload(ballot, opening, self.election.manifest))
+        self.link.send(item)
+        self._sealed = None
+        opened = {contest: tuple(sorted(marks)) for contest, marks in opening.choices().items()}
+        return ev.Spoiled(ballot.ballot_hash.hex(), opened)
+
+    def _cast(self) -> ev.Event:
+        assert self._sealed is not None and self._token is not None, "cast without a sealed ballot and token"
+        ballot = with_token(self._sealed[0], self._token, self.signer)
+        item = self.outbox.add("cast", ballot, cast_payload(ballot), voter_key=self._voter_key)
+        _failpoint("after-commit")
+        self.link.send(item)
+        return ev.Cast(ballot.ballot_hash.hex())
+
+
+@dataclass(frozen=True, slots=True)
+class _ProblemChanged:
+    source: str
+    problem: str | None

@@ -1,0 +1,114 @@
+"""The booth's configuration: the provisioned terminal's ``config.json`` (appliance/provision.py)
+plus the booth's own keys, every path relative to the data directory that holds the file.
+
+    {"schema": "polling-station/terminal-config/1", "station": "st-1", "terminal": "t1",
+     "broker": "127.0.0.1:8883", "companion_port": "/dev/ttyACM0" | null,
+     "election": {"path": "election", "sha256": "…"},
+     "reader": {"kind": "pcsc", "name": null} | {"kind": "pn532-uart", "port": "/dev/ttyS0"},
+     "ui_port": 8080,
+     "card": {"mode": "auth", "trust_anchors": ["card/auth-ca.pem"], "crls": ["card/auth-crl.pem"],
+              "roll_salt": "hex, >= 16 bytes"},
+     "token_key": "device/token.pem",
+     "outbox": "outbox/outbox.db",
+     "timeouts": {"voting": 120, "result": 30}}
+
+Device identity: ``device/device.key``, ``device/device.pem``, ``device/ca.pem`` (station CA).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.provision import CONFIG_SCHEMA, TerminalFiles
+from appliance.session import Timeouts
+
+READER_KINDS = ("pcsc", "pn532-uart")
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, malformed or names something that is not there."""
+
+
+@dataclass(frozen=True)
+class BoothConfig:
+    files: TerminalFiles
+    station_id: str
+    terminal_id: str
+    broker_host: str
+    broker_port: int
+    companion_port: str | None
+    election_dir: Path
+    reader_kind: str
+    reader_name: str | None
+    ui_port: int
+    card_mode: str
+    trust_anchors: tuple[Path, ...]
+    crls: tuple[Path, ...]
+    roll_salt: bytes
+    token_key: Path
+    outbox: Path
+    timeouts: Timeouts
+
+
+def _field(data: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{where}{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: Path) -> BoothConfig:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from error
+    except ValueError as error:
+        raise ConfigError(f"{path} is not JSON: {error}") from error
+    if not isinstance(data, dict) or data.get("schema") != CONFIG_SCHEMA:
+        raise ConfigError(f"{path} is not a terminal configuration ({CONFIG_SCHEMA})")
+    root = path.parent
+    host, _, port = _field(data, "broker", str).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"broker: expected host:port, got {data['broker']!r}")
+    reader = data.get("reader", {"kind": "pcsc"})
+    if not isinstance(reader, dict) or reader.get("kind") not in READER_KINDS:
+        raise ConfigError(f"reader.kind: one of {READER_KINDS}")
+    reader_name = reader.get("name") if reader["kind"] == "pcsc" else reader.get("port")
+    if reader["kind"] == "pn532-uart" and not isinstance(reader_name, str):
+        raise ConfigError("reader.port: the PN532's serial port is required")
+    card = _field(data, "card", dict)
+    try:
+        roll_salt = bytes.fromhex(_field(card, "roll_salt", str, "card."))
+    except ValueError:
+        raise ConfigError("card.roll_salt: expected hex") from None
+    timeouts = data.get("timeouts", {})
+    ui_port = data.get("ui_port", 8080)
+    if type(ui_port) is not int or not 0 < ui_port < 65536:
+        raise ConfigError("ui_port: expected a port number")
+    config = BoothConfig(
+        files=TerminalFiles(root),
+        station_id=_field(data, "station", str),
+        terminal_id=_field(data, "terminal", str),
+        broker_host=host,
+        broker_port=int(port),
+        companion_port=data.get("companion_port"),
+        election_dir=root / _field(_field(data, "election", dict), "path", str, "election."),
+        reader_kind=reader["kind"],
+        reader_name=reader_name,
+        ui_port=ui_port,
+        card_mode=card.get("mode", "auth"),
+        trust_anchors=tuple(root / p for p in _field(card, "trust_anchors", list, "card.")),
+        crls=tuple(root / p for p in _field(card, "crls", list, "card.")),
+        roll_salt=roll_salt,
+        token_key=root / data.get("token_key", "device/token.pem"),
+        outbox=root / data.get("outbox", "outbox/outbox.db"),
+        timeouts=Timeouts(float(timeouts.get("voting", 120)), float(timeouts.get("result", 30))),
+    )
+    missing = [p for p in (*config.trust_anchors, *config.crls, config.token_key) if not p.is_file()]
+    if missing:
+        raise ConfigError(f"missing files: {', '.join(map(str, missing))}")
+    return config

@@ -1,0 +1,238 @@
+"""The terminal's MQTT link to the station hub (paho-mqtt, MQTT v5, mutual TLS, QoS 1).
+
+- Ballots: every outbox item is published on connect (after a restart or a reconnect) and
+  whenever a new one is committed; the ledger's application-level ack removes it from the
+  outbox. A resend of a ballot already in the chain gets the same ack, so resending is safe.
+- Check-in: MQTT v5 request/response with the roll (response topic + correlation data).
+- Status: retained ``terminal_status`` with a last will saying ``online: false``.
+
+Every message received is validated; a malformed one is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from appliance.outbox import Outbox, OutboxItem
+from election.encoding import canonical_bytes, parse_json
+from election.errors import FormatError
+from station_hub.messages import MESSAGE_VERSION, offline_status
+from station_hub.mqtt import publish_last_words
+from station_hub.topics import Topics
+
+log = logging.getLogger("appliance.publisher")
+MAX_REPLY_BYTES = 8192
+RESEND_AFTER = 3.0
+
+
+class HubUnreachable(Exception):
+    """The broker cannot be reached, or the roll did not answer in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubAddress:
+    host: str
+    port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    ballot_hash: bytes
+    position: int
+    entry_hash: bytes
+    tracking_code: str
+
+
+def parse_ack(payload: bytes) -> Ack | tuple[bytes, str]:
+    """An accepted ack, or (payload hash, reason) of a refusal; FormatError otherwise."""
+    data = parse_json(payload, max_size=MAX_REPLY_BYTES)
+    if not isinstance(data, dict) or data.get("type") != "ack" or data.get("version") != MESSAGE_VERSION:
+        raise FormatError("ack: expected a version 1 ack")
+    try:
+        ballot_hash = bytes.fromhex(data["ballot_hash"])
+        if data["result"] == "refused":
+            return ballot_hash, str(data["reason"])
+        if data["result"] != "accepted" or type(data["position"]) is not int or len(ballot_hash) != 32:
+            raise FormatError("ack: unknown result or bad position")
+        entry_hash = bytes.fromhex(data["entry_hash"])
+        code = data["tracking_code"]
+        if len(entry_hash) != 32 or not isinstance(code, str) or len(code) > 64:
+            raise FormatError("ack: bad entry hash or tracking code")
+        return Ack(ballot_hash, data["position"], entry_hash, code)
+    except (KeyError, TypeError, ValueError) as error:
+        raise FormatError(f"ack: {error}") from error
+
+
+class HubLink:
+    """Connects in the background and keeps reconnecting; never blocks the voter's flow."""
+
+    def __init__(
+        self,
+        address: HubAddress,
+        station_id: str,
+        terminal_id: str,
+        outbox: Outbox,
+        *,
+        on_ack: Callable[[Ack], None] = lambda ack: None,
+        on_link: Callable[[bool], None] = lambda online: None,
+    ) -> None:
+        self.address = address
+        self.topics = Topics(station_id)
+        self.terminal_id = terminal_id
+        self.outbox = outbox
+        self.on_ack = on_ack
+        self.on_link = on_link
+        self.status = {"reader": "unknown", "tamper": False}
+        self._connected = threading.Event()
+        self._last_send = time.monotonic()
+        self._lock = threading.Lock()
+        self._replies: dict[bytes, tuple[threading.Event, list[bytes]]] = {}
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=terminal_id, protocol=mqtt.MQTTv5)
+        self._client.tls_set(ca_certs=str(address.ca_file), certfile=str(address.cert_file),
+                             keyfile=str(address.key_file))  # fmt: skip
+        self._client.reconnect_delay_set(0.2, 2)
+        self._client.will_set(self.topics.terminal_status(terminal_id), offline_status("terminal_status"), 1, True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> HubLink:
+        self._client.connect_async(self.address.host, self.address.port, keepalive=10, clean_start=True)
+        self._client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        if self._connected.is_set():
+            publish_last_words(self._client, self.topics.terminal_status(self.terminal_id), "terminal_status")
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def online(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_online(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # --- network thread -------------------------------------------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the terminal: %s", reason)
+            return
+        client.subscribe([(self.topics.ack(self.terminal_id), 1), (self.topics.checkin_reply(self.terminal_id), 1)])
+        self._connected.set()
+        self.publish_status()
+        for item in self.outbox.unacknowledged():
+            self._publish_item(item)
+        self.on_link(True)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self._connected.is_set():
+            log.warning("lost the broker: %s", reason)
+        self._connected.clear()
+        self.on_link(False)
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        payload = bytes(message.payload)
+        if message.topic == self.topics.checkin_reply(self.terminal_id):
+            correlation = getattr(message.properties, "CorrelationData", None)
+            with self._lock:
+                waiter = self._replies.get(correlation) if correlation else None
+            if waiter is None:
+                log.warning("dropped a check-in reply nobody waits for")
+                return
+            waiter[1].append(payload)
+            waiter[0].set()
+            return
+        try:
+            ack = parse_ack(payload)
+        except FormatError as error:
+            log.warning("dropped a malformed ack: %s", error)
+            return
+        if isinstance(ack, Ack):
+            if self.outbox.acknowledge(ack.ballot_hash):
+                self.publish_status()
+            self.on_ack(ack)
+        else:
+            payload_hash, reason = ack
+            if self.outbox.mark_refused(payload_hash, reason):
+                log.error("the ledger REFUSED ballot %s: %s", payload_hash.hex()[:16], reason)
+
+    # --- sending --------------------------------------------------------------------------
+
+    def _publish_item(self, item: OutboxItem) -> None:
+        self._last_send = time.monotonic()
+        self._client.publish(self.topics.ballot(self.terminal_id), item.payload, qos=1)
+
+    def resend_if_due(self, now: float) -> None:
+        """Publish the outbox again when acks are overdue (e.g. the ledger was not subscribed yet
+        when the broker came back and dropped our resend); the ledger answers duplicates alike."""
+        if not self._connected.is_set() or now - self._last_send < RESEND_AFTER:
+            return
+        self._last_send = now
+        for item in self.outbox.unacknowledged():
+            self._publish_item(item)
+
+    def send(self, item: OutboxItem) -> None:
+        """Publish a just-committed ballot now if connected (else it goes out on reconnect)."""
+        if self._connected.is_set():
+            self._publish_item(item)
+        self.publish_status()
+
+    def publish_status(self, **changes: Any) -> None:
+        self.status.update(changes)
+        if not self._connected.is_set():
+            return
+        status = {
+            "version": MESSAGE_VERSION,
+            "type": "terminal_status",
+            "online": True,
+            "reader": self.status["reader"],
+            "tamper": self.status["tamper"],
+            "ballots_cast": self.outbox.ballots_cast(),
+            "outbox_depth": self.outbox.depth(),
+        }
+        self._client.publish(self.topics.terminal_status(self.terminal_id), canonical_bytes(status), 1, True)
+
+    def request_checkin(self, payload: bytes, timeout: float) -> dict[str, Any]:
+        """Send a check-in request to the roll and wait for its reply (HubUnreachable if none)."""
+        if not self._connected.is_set():
+            raise HubUnreachable("not connected to the station hub")
+        correlation = uuid.uuid4().bytes
+        event, answers = threading.Event(), []
+        with self._lock:
+            self._replies[correlation] = (event, answers)
+        try:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ResponseTopic = self.topics.checkin_reply(self.terminal_id)
+            properties.CorrelationData = correlation
+            info = self._client.publish(self.topics.checkin(self.terminal_id), payload, 1, properties=properties)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS or not event.wait(timeout):
+                raise HubUnreachable(f"the roll did not answer within {timeout} s")
+        finally:
+            with self._lock:
+                self._replies.pop(correlation, None)
+        try:
+            reply = parse_json(answers[0], max_size=MAX_REPLY_BYTES)
+        except FormatError as error:
+            raise HubUnreachable(f"the roll's reply is malformed: {error}") from error
+        if not isinstance(reply, dict) or reply.get("type") != "checkin_reply":
+            raise HubUnreachable("the roll's reply is not a check-in reply")
+        return reply

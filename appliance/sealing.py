@@ -1,0 +1,40 @@
+"""The two forms a reviewed ballot can leave the terminal in: cast (with the token) or spoiled.
+
+The ballot is sealed for review without the token. Casting keeps the very ciphertexts and
+proofs the voter saw sealed, sets the token and signs again (same device_seq and prev_hash);
+challenging publishes it as it was sealed — token null — with its opening.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token
+from election.encoding import canonical_bytes
+from election.manifest import Manifest
+from station_hub.ledger import SPOILED_TYPE
+from station_hub.messages import MESSAGE_VERSION
+
+
+def with_token(ballot: SealedBallot, token: Token, signer: DeviceSigner) -> SealedBallot:
+    """The cast form of a reviewed ballot: same ciphertexts and proofs, token set, re-signed."""
+    unsigned = replace(ballot, token=token, signature=b"")
+    return replace(unsigned, signature=signer.sign(canonical_bytes(unsigned.body_json())))
+
+
+def cast_payload(ballot: SealedBallot) -> bytes:
+    return canonical_bytes(ballot.to_json())
+
+
+def spoiled_payload(ballot: SealedBallot, opening: BallotOpening, manifest: Manifest) -> bytes:
+    """The challenged ballot with its opening (docs/ledger.md, "Spoiled ballot")."""
+    if ballot.token is not None:
+        raise ValueError("a spoiled ballot must not carry the voter's token")
+    return canonical_bytes(
+        {
+            "version": MESSAGE_VERSION,
+            "type": SPOILED_TYPE,
+            "ballot": ballot.to_json(),
+            "opening": opening.to_json(manifest),
+        }
+    )

@@ -1,0 +1,95 @@
+"""The voter session's states and which events may move it where, as data (like h11's _state).
+
+Keeping the table apart from the code that reacts to events makes the whole flow reviewable
+on one screen and lets the tests check that no transition exists that this table does not
+name.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    PIN = "pin"  # card present, waiting for the PIN / password
+    AUTHENTICATING = "authenticating"
+    WRONG_PIN = "wrong_pin"  # PIN screen again, with the tries left
+    CHECKING_IN = "checking_in"
+    BALLOT = "ballot"
+    REVIEW = "review"  # the voter's choices in clear, before anything is encrypted
+    SEALING = "sealing"
+    SEALED = "sealed"  # encrypted; cast it or challenge it
+    SPOILING = "spoiling"
+    SPOILED = "spoiled"  # challenged: the opened choices are shown, vote again
+    CASTING = "casting"
+    RECEIPT = "receipt"
+    # Errors a voter can hit, each with its own screen.
+    CARD_LOCKED = "card_locked"
+    CARD_INVALID = "card_invalid"
+    NOT_ELIGIBLE = "not_eligible"
+    ALREADY_VOTED = "already_voted"
+    POLLS_CLOSED = "polls_closed"
+    HUB_UNREACHABLE = "hub_unreachable"
+    CARD_REMOVED = "card_removed"
+    OUT_OF_SERVICE = "out_of_service"  # enclosure open or reader gone: no new session
+
+
+BUSY_STATES = frozenset({State.AUTHENTICATING, State.CHECKING_IN, State.SEALING, State.SPOILING, State.CASTING})
+"""The shell is doing I/O for the session; the voter sees a "please wait" screen."""
+
+ERROR_STATES = frozenset(
+    {
+        State.CARD_LOCKED,
+        State.CARD_INVALID,
+        State.NOT_ELIGIBLE,
+        State.ALREADY_VOTED,
+        State.POLLS_CLOSED,
+        State.CARD_REMOVED,
+    }
+)
+"""Screens that end the session: the voter takes the card (or taps OK) and the booth is idle."""
+
+VOTING_STATES = frozenset({State.BALLOT, State.REVIEW, State.SEALED, State.SPOILED, State.SEALING, State.SPOILING})
+"""A card removal here cancels the session: nothing was cast, every choice is dropped."""
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.IDLE: frozenset({State.PIN, State.OUT_OF_SERVICE}),
+    State.PIN: frozenset({State.AUTHENTICATING}),
+    State.WRONG_PIN: frozenset({State.AUTHENTICATING}),
+    State.AUTHENTICATING: frozenset(
+        {State.CHECKING_IN, State.WRONG_PIN, State.CARD_LOCKED, State.CARD_INVALID, State.CARD_REMOVED}
+    ),
+    State.CHECKING_IN: frozenset(
+        {State.BALLOT, State.NOT_ELIGIBLE, State.ALREADY_VOTED, State.POLLS_CLOSED, State.HUB_UNREACHABLE}
+    ),
+    State.HUB_UNREACHABLE: frozenset({State.CHECKING_IN}),
+    State.BALLOT: frozenset({State.REVIEW}),
+    State.REVIEW: frozenset({State.BALLOT, State.SEALING}),
+    State.SEALING: frozenset({State.SEALED}),
+    State.SEALED: frozenset({State.CASTING, State.SPOILING}),
+    State.SPOILING: frozenset({State.SPOILED}),
+    State.SPOILED: frozenset({State.BALLOT}),
+    State.CASTING: frozenset({State.RECEIPT}),
+    State.RECEIPT: frozenset(),
+    State.OUT_OF_SERVICE: frozenset(),
+    **{state: frozenset() for state in ERROR_STATES},
+}
+"""Forward moves. Besides these, every state may go to IDLE (timeout, done, card taken after
+the end) and to OUT_OF_SERVICE (tamper, reader lost); VOTING_STATES and the PIN screens go to
+CARD_REMOVED when the card leaves; ERROR_STATES and OUT_OF_SERVICE go to PIN when a card is
+put in once the cause is gone."""
+
+ALWAYS_REACHABLE = frozenset({State.IDLE, State.OUT_OF_SERVICE})
+
+
+def allowed(source: State, target: State) -> bool:
+    if target in ALWAYS_REACHABLE or target in TRANSITIONS[source]:
+        return True
+    if target is State.CARD_REMOVED:
+        return source in VOTING_STATES or source in {State.PIN, State.WRONG_PIN, State.HUB_UNREACHABLE}
+    return target is State.PIN and source in ERROR_STATES
+
+
+class IllegalTransition(RuntimeError):
+    """A bug in the session logic: it tried a move the table does not allow."""

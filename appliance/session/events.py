@@ -1,0 +1,208 @@
+"""What can happen to a voter session (events in) and what the shell must do (effects out).
+
+Events come from the voter (through the page or the companion keypad), from the card reader,
+and back from the shell as the results of the effects it ran. None of them carries a key,
+token or nonce: the session never holds a secret, so its view can go to the page as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# --- from the hardware ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CardInserted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CardTaken:
+    """The reader is empty again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceChanged:
+    """The booth can (no longer) serve voters: enclosure opened/closed, reader lost/back."""
+
+    available: bool
+    reason: str = ""
+
+
+class Key(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    SELECT = "select"
+    BACK = "back"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPress:
+    """A keypad key (companion board) or the page's arrow/Enter/Escape keys."""
+
+    key: Key
+
+
+# --- from the voter (touch) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PinEntered:
+    secret: str
+
+    def __repr__(self) -> str:  # never print a PIN in a log line
+        return "PinEntered(secret=***)"
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    """A touch on one of the screen's targets (the same names the view lists)."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Language:
+    code: str  # "ja" or "en"
+
+
+# --- results of effects -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    pass
+
+
+class CardProblem(StrEnum):
+    WRONG_PIN = "wrong_pin"
+    BAD_FORMAT = "bad_format"
+    LOCKED = "locked"
+    INVALID = "invalid"  # revoked, expired, unknown issuer, cloned, protocol error
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticationFailed:
+    problem: CardProblem
+    tries_left: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedIn:
+    pass
+
+
+class Refusal(StrEnum):
+    NOT_ELIGIBLE = "not_eligible"
+    ALREADY_VOTED = "already_voted"
+    POLLS_CLOSED = "polls_not_open"
+    HUB_UNREACHABLE = "hub_unreachable"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckInFailed:
+    refusal: Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    ballot_hash: str  # hex, of the ballot as sealed for review (public once cast or spoiled)
+
+
+@dataclass(frozen=True, slots=True)
+class Spoiled:
+    """The challenged ballot is in the outbox with its opening; these are the choices it encrypted."""
+
+    ballot_hash: str
+    opened_choices: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    """The final ballot is committed to the outbox: it is cast."""
+
+    ballot_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """The hub put a ballot of this terminal in its chain."""
+
+    ballot_hash: str
+    tracking_code: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class HubLink:
+    """The connection to the station's broker came up or went down."""
+
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passes (drives the idle timeout)."""
+
+
+Event = (
+    CardInserted
+    | CardTaken
+    | ServiceChanged
+    | KeyPress
+    | PinEntered
+    | Tap
+    | Language
+    | Authenticated
+    | AuthenticationFailed
+    | CheckedIn
+    | CheckInFailed
+    | Sealed
+    | Spoiled
+    | Cast
+    | Acknowledged
+    | HubLink
+    | Tick
+)
+
+
+# --- effects for the shell ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    secret: str
+
+    def __repr__(self) -> str:
+        return "Authenticate(secret=***)"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIn:
+    """Ask the roll for a token for the authenticated voter (the shell holds the voter key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    choices: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Spoil the sealed ballot: publish it (token null) with its opening."""
+
+
+@dataclass(frozen=True, slots=True)
+class CastBallot:
+    """Commit the sealed ballot, with the token, to the outbox."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndSession:
+    """Forget everything of this voter: voter key, token, sealed ballot, opening, choices."""
+
+
+Effect = Authenticate | CheckIn | Seal | Challenge | CastBallot | EndSession

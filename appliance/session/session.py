@@ -1,0 +1,352 @@
+"""The voter session: a state machine that takes events and returns effects, with no I/O.
+
+The shell (appliance.booth) feeds it events from the reader, keypad, page and hub, runs the
+effects it returns (authenticate, check in, seal, challenge, cast, forget) and feeds their
+results back. Time is passed in (``now``, seconds on any monotonic clock), so the idle
+timeout is tested without sleeping. The session holds only what the screen shows: the
+screen, the focus and the voter's choices — never a key, token or nonce — and when a session
+ends (done, cancel, card removed, timeout) the choices go with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.session._state import BUSY_STATES, ERROR_STATES, VOTING_STATES, IllegalTransition, State, allowed
+from appliance.session.events import (
+    Acknowledged,
+    Authenticate,
+    Authenticated,
+    AuthenticationFailed,
+    CardInserted,
+    CardProblem,
+    CardTaken,
+    Cast,
+    CastBallot,
+    Challenge,
+    CheckedIn,
+    CheckIn,
+    CheckInFailed,
+    Effect,
+    EndSession,
+    Event,
+    HubLink,
+    Key,
+    KeyPress,
+    Language,
+    PinEntered,
+    Refusal,
+    Seal,
+    Sealed,
+    ServiceChanged,
+    Spoiled,
+    Tap,
+    Tick,
+)
+from election.manifest import Manifest
+
+LANGUAGES = ("ja", "en")
+
+REFUSAL_STATES = {
+    Refusal.NOT_ELIGIBLE: State.NOT_ELIGIBLE,
+    Refusal.ALREADY_VOTED: State.ALREADY_VOTED,
+    Refusal.POLLS_CLOSED: State.POLLS_CLOSED,
+    Refusal.HUB_UNREACHABLE: State.HUB_UNREACHABLE,
+}
+CARD_PROBLEM_STATES = {
+    CardProblem.LOCKED: State.CARD_LOCKED,
+    CardProblem.INVALID: State.CARD_INVALID,
+    CardProblem.REMOVED: State.CARD_REMOVED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds without a voter's touch before the session is cleared."""
+
+    voting: float = 120.0  # PIN, ballot, review, sealed, spoiled
+    result: float = 30.0  # receipt and error screens
+
+
+class Session:
+    def __init__(self, manifest: Manifest, timeouts: Timeouts = Timeouts(), language: str = "ja") -> None:
+        self.manifest = manifest
+        self.timeouts = timeouts
+        self.default_language = language
+        self.state = State.IDLE
+        self.card_present = False
+        self.service_problem: str | None = None
+        self.hub_online = False
+        self.ballots_cast = 0
+        self._reset_voter(0.0)
+
+    # --- the voter's data (cleared at the end of every session) ---------------------------
+
+    def _reset_voter(self, now: float) -> None:
+        self.language = self.default_language
+        self.focus = 0
+        self.contest_index = 0
+        self.choices: dict[str, list[str]] = {contest.id: [] for contest in self.manifest.contests}
+        self.tries_left: int | None = None
+        self.pin_format_error = False
+        self.sealed_hash: str | None = None
+        self.opened_choices: dict[str, tuple[str, ...]] | None = None
+        self.cast_hash: str | None = None
+        self.tracking_code: str | None = None
+        self.position: int | None = None
+        self.last_activity = now
+
+    # --- entry point ----------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        """Apply one event at time ``now``; returns what the shell must do, in order."""
+        if not isinstance(event, Tick | Acknowledged | HubLink):
+            self.last_activity = now
+        effects = self._apply(event, now)
+        if self.state in VOTING_STATES and self.state not in BUSY_STATES and not self.card_present:
+            # The card left while the shell was busy for this voter: cancel now.
+            effects += self._end(now, State.CARD_REMOVED)
+        return effects
+
+    def _apply(self, event: Event, now: float) -> list[Effect]:
+        match event:
+            case Tick():
+                return self._tick(now)
+            case ServiceChanged(available=available, reason=reason):
+                return self._service(available, reason, now)
+            case HubLink(online=online):
+                self.hub_online = online
+                return []
+            case CardInserted():
+                self.card_present = True
+                return self._card_inserted(now)
+            case CardTaken():
+                self.card_present = False
+                return self._card_taken(now)
+            case Language(code=code):
+                if code in LANGUAGES:
+                    self.language = code
+                return []
+            case KeyPress(key=key):
+                return self._key(key, now)
+            case Tap(target=target):
+                return self._tap(target, now)
+            case PinEntered(secret=secret) if self.state in (State.PIN, State.WRONG_PIN):
+                self._move(State.AUTHENTICATING)
+                return [Authenticate(secret)]
+            case Authenticated() if self.state is State.AUTHENTICATING:
+                self._move(State.CHECKING_IN)
+                return [CheckIn()]
+            case AuthenticationFailed(problem=problem, tries_left=tries) if self.state is State.AUTHENTICATING:
+                return self._authentication_failed(problem, tries, now)
+            case CheckedIn() if self.state is State.CHECKING_IN:
+                self._move(State.BALLOT)
+                self.contest_index, self.focus = 0, 0
+                return []
+            case CheckInFailed(refusal=refusal) if self.state is State.CHECKING_IN:
+                self._move(REFUSAL_STATES[refusal])
+                self.focus = 0
+                return [] if refusal is Refusal.HUB_UNREACHABLE else [EndSession()]
+            case Sealed(ballot_hash=ballot_hash) if self.state is State.SEALING:
+                self.sealed_hash = ballot_hash
+                self._move(State.SEALED)
+                self.focus = 0
+                return []
+            case Spoiled(opened_choices=opened) if self.state is State.SPOILING:
+                self.opened_choices = opened
+                self.sealed_hash = None
+                self._move(State.SPOILED)
+                self.focus = 0
+                return []
+            case Cast(ballot_hash=ballot_hash) if self.state is State.CASTING:
+                self.cast_hash = ballot_hash
+                self.ballots_cast += 1
+                self.choices = {contest: [] for contest in self.choices}
+                self._move(State.RECEIPT)
+                self.focus = 0
+                return [EndSession()]
+            case Acknowledged(ballot_hash=ballot_hash, tracking_code=code, position=position):
+                if self.state is State.RECEIPT and ballot_hash == self.cast_hash:
+                    self.tracking_code, self.position = code, position
+                return []
+        return []
+
+    # --- handlers -------------------------------------------------------------------------
+
+    def _move(self, target: State) -> None:
+        if not allowed(self.state, target):
+            raise IllegalTransition(f"{self.state} → {target}")
+        self.state = target
+
+    def _end(self, now: float, target: State = State.IDLE) -> list[Effect]:
+        """Close the session: forget the voter's data, tell the shell to forget the rest."""
+        was_active = self.state is not State.IDLE
+        self._move(target)
+        self._reset_voter(now)
+        return [EndSession()] if was_active else []
+
+    def _tick(self, now: float) -> list[Effect]:
+        if self.state in (State.IDLE, State.OUT_OF_SERVICE) or self.state in BUSY_STATES:
+            return []
+        limit = self.timeouts.result if self._is_result_screen() else self.timeouts.voting
+        if now - self.last_activity >= limit:
+            return self._end(now)
+        return []
+
+    def _is_result_screen(self) -> bool:
+        return self.state in ERROR_STATES or self.state in (State.RECEIPT, State.HUB_UNREACHABLE)
+
+    def _service(self, available: bool, reason: str, now: float) -> list[Effect]:
+        if available:
+            self.service_problem = None
+            return self._end(now) if self.state is State.OUT_OF_SERVICE else []
+        self.service_problem = reason or "out of service"
+        if self.state in BUSY_STATES:
+            return []  # the running step finishes; the next event finds the booth out of service
+        return self._end(now, State.OUT_OF_SERVICE)
+
+    def _card_inserted(self, now: float) -> list[Effect]:
+        if self.service_problem is not None:
+            if self.state is not State.OUT_OF_SERVICE:
+                return self._end(now, State.OUT_OF_SERVICE)
+            return []
+        if self.state is State.IDLE or self.state in ERROR_STATES:
+            effects = self._end(now) if self.state is not State.IDLE else []
+            self._move(State.PIN)
+            return effects
+        return []
+
+    def _card_taken(self, now: float) -> list[Effect]:
+        if self.state in VOTING_STATES or self.state in (State.PIN, State.WRONG_PIN, State.HUB_UNREACHABLE):
+            return self._end(now, State.CARD_REMOVED)
+        if self.state in ERROR_STATES and self.state is not State.CARD_REMOVED:
+            return self._end(now)
+        return []  # receipt stays until done/timeout; busy steps report their own outcome
+
+    def _authentication_failed(self, problem: CardProblem, tries: int | None, now: float) -> list[Effect]:
+        if problem in (CardProblem.WRONG_PIN, CardProblem.BAD_FORMAT):
+            self._move(State.WRONG_PIN)
+            self.pin_format_error = problem is CardProblem.BAD_FORMAT
+            if tries is not None:
+                self.tries_left = tries
+            self.focus = 0
+            return []
+        target = CARD_PROBLEM_STATES[problem]
+        effects = self._end(now, target)
+        return effects
+
+    # --- touch targets and keypad --------------------------------------------------------
+
+    def targets(self) -> list[str]:
+        """The screen's actionable targets, in focus order (the keypad walks this list)."""
+        state = self.state
+        if state is State.BALLOT:
+            contest = self.manifest.contests[self.contest_index]
+            last = self.contest_index == len(self.manifest.contests) - 1
+            targets = [f"select:{contest.id}:{s.id}" for s in contest.selections]
+            targets.append("review" if last else "next")
+            if self.contest_index > 0:
+                targets.append("previous")
+            return targets
+        return {
+            State.PIN: ["cancel"],
+            State.WRONG_PIN: ["cancel"],
+            State.REVIEW: ["seal", "change"],
+            State.SEALED: ["cast", "challenge"],
+            State.SPOILED: ["vote_again"],
+            State.RECEIPT: ["done"],
+            State.HUB_UNREACHABLE: ["retry", "cancel"],
+        }.get(state, ["done"] if state in ERROR_STATES else [])
+
+    def _key(self, key: Key, now: float) -> list[Effect]:
+        targets = self.targets()
+        if key is Key.BACK:
+            back = {State.BALLOT: "previous", State.REVIEW: "change", State.PIN: "cancel", State.WRONG_PIN: "cancel"}
+            target = back.get(self.state)
+            return self._tap(target, now) if target else []
+        if not targets:
+            return []
+        if key is Key.UP:
+            self.focus = (self.focus - 1) % len(targets)
+        elif key is Key.DOWN:
+            self.focus = (self.focus + 1) % len(targets)
+        elif key is Key.SELECT:
+            return self._tap(targets[min(self.focus, len(targets) - 1)], now)
+        return []
+
+    def _tap(self, target: str, now: float) -> list[Effect]:
+        state = self.state
+        if target not in self.targets():
+            return []
+        if target in ("cancel", "done"):
+            return self._end(now)
+        if target.startswith("select:"):
+            _, contest_id, selection_id = target.split(":", 2)
+            self._toggle(contest_id, selection_id)
+            self.focus = self.targets().index(target)
+            return []
+        if target in ("next", "previous"):
+            self.contest_index += 1 if target == "next" else -1
+            self.focus = 0
+            return []
+        if state is State.BALLOT and target == "review":
+            self._move(State.REVIEW)
+            self.focus = 0
+            return []
+        if state is State.REVIEW and target == "change":
+            self._move(State.BALLOT)
+            self.contest_index, self.focus = 0, 0
+            return []
+        if state is State.REVIEW and target == "seal":
+            self._move(State.SEALING)
+            return [Seal({contest: tuple(marks) for contest, marks in self.choices.items()})]
+        if state is State.SEALED and target == "cast":
+            self._move(State.CASTING)
+            return [CastBallot()]
+        if state is State.SEALED and target == "challenge":
+            self._move(State.SPOILING)
+            return [Challenge()]
+        if state is State.SPOILED and target == "vote_again":
+            self.opened_choices = None
+            self._move(State.BALLOT)
+            self.contest_index, self.focus = 0, 0
+            return []
+        if state is State.HUB_UNREACHABLE and target == "retry":
+            self._move(State.CHECKING_IN)
+            return [CheckIn()]
+        return []
+
+    def _toggle(self, contest_id: str, selection_id: str) -> None:
+        marks = self.choices[contest_id]
+        limit = self.manifest.contest(contest_id).limit
+        if selection_id in marks:
+            marks.remove(selection_id)
+        elif len(marks) < limit:
+            marks.append(selection_id)
+        elif limit == 1:
+            marks[:] = [selection_id]
+
+    # --- what the page shows -------------------------------------------------------------
+
+    def view(self) -> dict[str, Any]:
+        """Everything the page needs to draw the current screen (no secret in it)."""
+        targets = self.targets()
+        return {
+            "screen": self.state.value,
+            "busy": self.state in BUSY_STATES,
+            "language": self.language,
+            "targets": targets,
+            "focus": targets[min(self.focus, len(targets) - 1)] if targets else None,
+            "contest_index": self.contest_index,
+            "choices": {contest: list(marks) for contest, marks in self.choices.items()},
+            "tries_left": self.tries_left,
+            "pin_format_error": self.pin_format_error,
+            "opened_choices": {c: list(m) for c, m in self.opened_choices.items()} if self.opened_choices else None,
+            "ballot_hash": self.cast_hash,
+            "tracking_code": self.tracking_code,
+            "position": self.position,
+            "hub_online": self.hub_online,
+            "card_present": self.card_present,
+            "service_problem": self.service_problem,
+        }

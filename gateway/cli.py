@@ -1,0 +1,177 @@
+"""``gateway``: the central office — set up, register stations, ingest, export, tally, look up."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from election.cli import _Progress
+from gateway.central import Central, init_central, register_station, worker_name
+from gateway.errors import GatewayError
+from station_hub.errors import HubError
+
+CENTRAL_DIR = click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+
+
+def _open(directory: Path) -> Central:
+    try:
+        return Central.open(directory)
+    except GatewayError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@click.group(help="Central office: receives every station's chain, verifies, stores, exports, tallies.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every batch.")
+def main(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(name)s %(levelname)s %(message)s",
+    )
+
+
+@main.command(help="Create the central office in DIRECTORY: CA, broker config, election package, store.")
+@CENTRAL_DIR
+@click.option("--election", "election_dir", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8884, show_default=True)
+@click.option("--database", default="", help="PostgreSQL URL (default: SQLite DIRECTORY/gateway.db).")
+@click.option("--workers", default=2, show_default=True, help="Worker identities to certify.")
+def init(directory: Path, election_dir: Path, host: str, port: int, database: str, workers: int) -> None:
+    try:
+        init_central(directory, election_dir, host=host, port=port, database=database, workers=workers)
+    except (GatewayError, HubError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"central office created in {directory}")
+
+
+@main.command("register-station", help="Register the station in STATION_DIR and give it forwarding credentials.")
+@CENTRAL_DIR
+@click.argument("station_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+def register(directory: Path, station_dir: Path) -> None:
+    try:
+        station_id, added, problems = register_station(_open(directory), station_dir)
+    except GatewayError as error:
+        raise click.ClickException(str(error)) from error
+    for problem in problems:
+        click.echo(f"warning: {problem} (not registered)", err=True)
+    click.echo(f"station {station_id} registered; terminals added: {', '.join(added) or 'none'}")
+
+
+@main.command(help="Run the central Mosquitto broker (until SIGTERM).")
+@CENTRAL_DIR
+@click.option("--workers", default=2, show_default=True)
+def broker(directory: Path, workers: int) -> None:
+    from station_hub.broker import Broker
+
+    central = _open(directory)
+    central.write_broker_files(workers)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with Broker(central, directory / "broker" / "mosquitto.log"):  # type: ignore[arg-type]
+        click.echo(f"central broker on {central.host}:{central.port}")
+        stop.wait()
+
+
+@main.command(help="Run one ingest worker (run several: they share the load).")
+@CENTRAL_DIR
+@click.option("--name", default=worker_name(1), show_default=True, help="Worker identity (certificate CN).")
+@click.option("--database", default=None, help="Override the store (PostgreSQL URL or SQLite path).")
+def run(directory: Path, name: str, database: str | None) -> None:
+    from gateway.worker import serve
+
+    central = _open(directory)
+    if not central.cert_file(name).exists():
+        raise click.ClickException(f"no certificate for worker {name}; run `gateway broker --workers N` first")
+    serve(central, name, database)
+
+
+@main.command(help="Every station's chain head, completeness and the incidents flagged.")
+@CENTRAL_DIR
+@click.option("--database", default=None)
+def status(directory: Path, database: str | None) -> None:
+    store = _open(directory).store(database)
+    try:
+        for station_id in store.station_ids():
+            state = store.station_state(station_id)
+            assert state is not None
+            done = "complete" if state.complete else "incomplete"
+            click.echo(f"{station_id}: position {state.head.position}, {state.state}, {done}")
+        incidents = store.incidents()
+    finally:
+        store.close()
+    for incident in incidents:
+        click.echo(f"  ! {incident.describe()}")
+    if any(not incident.resolved for incident in incidents):
+        sys.exit(1)
+
+
+@main.command(help="Write the election record to RECORD (then `gateway tally RECORD` and `election verify RECORD`).")
+@CENTRAL_DIR
+@click.argument("record", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--database", default=None)
+def export(directory: Path, record: Path, database: str | None) -> None:
+    from gateway.export import export_record
+
+    if record.exists() and any(record.iterdir()):
+        raise click.ClickException(f"{record} is not empty; choose a new record folder")
+    central = _open(directory)
+    store = central.store(database)
+    try:
+        summary = export_record(central, store, record, _Progress())
+    finally:
+        store.close()
+    stations = ", ".join(f"{s} ({n} entries)" for s, n in summary.stations.items())
+    click.echo(f"record written to {record}: {summary.cast} cast, {summary.spoiled} spoiled; stations {stations}")
+    for problem in summary.problems:
+        click.echo(f"  ! {problem}")
+
+
+@main.command(help="Tally RECORD, decrypt the totals with the trustees' key files, write the results.")
+@click.argument("record", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="A present trustee's key file (repeat for each; any quorum of them).",
+)
+def tally(record: Path, keys: tuple[Path, ...]) -> None:
+    from gateway.results import NIST_RESULTS_FILE, tally_and_decrypt
+
+    try:
+        results = tally_and_decrypt(record, list(keys), _Progress())
+    except GatewayError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{results.ballot_count} ballots; trustees present: {', '.join(results.trustees_present)}")
+    for (contest, selection), total in results.totals.items():
+        click.echo(f"  {contest:<16} {selection:<16} {total:>7}")
+    click.echo(f"results: {record / 'results.json'}, {record / NIST_RESULTS_FILE}")
+
+
+@main.command(help="Find a voter's TRACKING_CODE in the central store.")
+@CENTRAL_DIR
+@click.argument("tracking_code")
+@click.option("--database", default=None)
+def lookup(directory: Path, tracking_code: str, database: str | None) -> None:
+    store = _open(directory).store(database)
+    try:
+        found = store.find_tracking_code(tracking_code)
+    finally:
+        store.close()
+    if found is None:
+        click.echo(f"{tracking_code} is not (yet) at the central office")
+        sys.exit(1)
+    station_id, entry = found
+    counted = "counted in the tally" if entry.kind == "cast" else "challenged and spoiled: not counted"
+    click.echo(f"{entry.tracking_code}: station {station_id}, position {entry.position}, {counted}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Fixtures: one election and one template per station per session; a central office per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gateway_fixtures import STATIONS, make_election, make_station_template, postgres_server
+
+from gateway.central import Central, init_central
+from station_hub.broker import free_port
+
+
+@pytest.fixture(scope="session")
+def election_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    return make_election(tmp_path_factory.mktemp("election"))
+
+
+@pytest.fixture(scope="session")
+def station_templates(
+    tmp_path_factory: pytest.TempPathFactory, election_files: tuple[Path, list[Path]]
+) -> dict[str, tuple[Path, list[str]]]:
+    root = tmp_path_factory.mktemp("stations")
+    return {station_id: make_station_template(root, station_id, election_files[0]) for station_id in STATIONS}
+
+
+@pytest.fixture
+def central(tmp_path: Path, election_files: tuple[Path, list[Path]]) -> Central:
+    return init_central(tmp_path / "central", election_files[0], port=free_port())
+
+
+@pytest.fixture(scope="session")
+def postgres_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with postgres_server(Path("/tmp") / f"gw-pg-{tmp_path_factory.mktemp('pg').name}") as url:
+        yield url
