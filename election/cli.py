@@ -13,7 +13,7 @@ from election.errors import ElectionError
 from election.manifest import Manifest, sample_manifest
 from election.record import DirectoryRecord, RecordWriter
 from election.simulation import ceremony, simulate, write_election_package
-from election.stations import CHAIN_FILE, STATIONS, find_tracking_code, normalise_tracking_code, parse_chain_lines
+from election.stations import lookup_tracking_code, normalise_tracking_code
 from election.verify import CHECKS, verify_record
 
 
@@ -149,13 +149,8 @@ def verify_command(record: Path) -> None:
 @click.argument("tracking_code")
 def lookup_command(record: Path, tracking_code: str) -> None:
     """Find a voter's TRACKING_CODE in the published RECORD (exit status 1 if it is not there)."""
-    source = DirectoryRecord(record)
-    chains = (
-        (station, parse_chain_lines(source.read_bytes(f"{STATIONS}/{station}/{CHAIN_FILE}")))
-        for station in source.folders(STATIONS)
-    )
     try:
-        match = find_tracking_code(chains, tracking_code)
+        match = lookup_tracking_code(DirectoryRecord(record), tracking_code)
     except (ElectionError, OSError) as exc:
         raise click.ClickException(f"the record's chains cannot be read: {exc}") from None
     if match is None:

@@ -114,3 +114,12 @@ def find_tracking_code(chains: Iterator[tuple[str, Iterator[ChainEntry]]], code:
             if entry.tracking_code == wanted:
                 return TrackingMatch(station_id, entry)
     return None
+
+
+def lookup_tracking_code(source: Any, code: str) -> TrackingMatch | None:
+    """Find a tracking code in a record (a ``RecordSource``) by walking its station chains."""
+    chains = (
+        (station, parse_chain_lines(source.read_bytes(f"{STATIONS}/{station}/{CHAIN_FILE}")))
+        for station in source.folders(STATIONS)
+    )
+    return find_tracking_code(chains, code)

@@ -120,6 +120,22 @@ class LedgerState:
     used_tokens: set[bytes] = field(default_factory=set)
     entries_by_ballot: dict[bytes, tuple[ChainEntry, bytes]] = field(default_factory=dict)
     per_device: dict[str, int] = field(default_factory=dict)
+    """Cast ballots per terminal (what the closing report sets against the roll's check-ins)."""
+    spoiled: int = 0
+
+    def record(
+        self, entry: ChainEntry, entry_hash: bytes, device_id: str, device_seq: int, token: bytes | None
+    ) -> None:
+        """Remember one chained entry (on acceptance, and when the store replays the chain)."""
+        self.head = ChainHead(entry.position, entry_hash)
+        self.device_heads[device_id] = (device_seq, entry.ballot_hash)
+        if token is not None:
+            self.used_tokens.add(token)
+        self.entries_by_ballot[entry.ballot_hash] = (entry, entry_hash)
+        if entry.kind == "cast":
+            self.per_device[device_id] = self.per_device.get(device_id, 0) + 1
+        else:
+            self.spoiled += 1
 
 
 class LedgerCore:
@@ -156,13 +172,8 @@ class LedgerCore:
             return Refused(refusal.reason, refusal.detail, payload_hash)
         entry = self.chain.next_entry(ballot_hash, "cast" if opening is None else "spoiled")
         entry_hash = self.chain.append(entry)
-        state = self.state
-        state.head = self.chain.head
-        state.device_heads[ballot.device_id] = (ballot.device_seq, ballot_hash)
-        if ballot.token is not None:
-            state.used_tokens.add(ballot.token.message)
-        state.entries_by_ballot[ballot_hash] = (entry, entry_hash)
-        state.per_device[ballot.device_id] = state.per_device.get(ballot.device_id, 0) + 1
+        token = None if ballot.token is None else ballot.token.message
+        self.state.record(entry, entry_hash, ballot.device_id, ballot.device_seq, token)
         return Accepted(entry, entry_hash, ballot, payload)
 
     def _parse(self, payload: bytes) -> tuple[SealedBallot, BallotOpening | None]:

@@ -232,6 +232,7 @@ class LedgerService:
                 self.core.state.head,
                 terminals=counts,
                 ballots=sum(counts.values()),
+                spoiled=self.core.state.spoiled,
                 check_ins=self.check_ins,
             )
             self._publish(self.topics.closing_report, report, retain=True)

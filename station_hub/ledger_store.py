@@ -48,12 +48,7 @@ class LedgerStore:
         for entry, entry_hash, device_id, device_seq, token in self._rows():
             if entry.prev_hash != state.head.entry_hash or entry.entry_hash != entry_hash:
                 raise HubError(f"{self.path}: the chain is broken at position {entry.position}")
-            state.head = ChainHead(entry.position, entry_hash)
-            state.device_heads[device_id] = (device_seq, entry.ballot_hash)
-            if token is not None:
-                state.used_tokens.add(token)
-            state.entries_by_ballot[entry.ballot_hash] = (entry, entry_hash)
-            state.per_device[device_id] = state.per_device.get(device_id, 0) + 1
+            state.record(entry, entry_hash, device_id, device_seq, token)
         return state
 
     def _rows(self) -> Iterator[tuple[ChainEntry, bytes, str, int, bytes | None]]:

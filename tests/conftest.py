@@ -1,4 +1,4 @@
-"""Fixtures shared by several test folders.
+"""Fixtures shared by several test folders: the session's private pcscd and its card slot.
 
 pcscd has one control socket per machine (/run/pcscd/pcscd.comm), so the session starts one
 instance with its own reader config (vpcd on free ports) and refuses to run beside a pcscd it
@@ -8,105 +8,26 @@ Card tests (tests/card) and booth tests (tests/booth) share it.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from appliance.card import ReaderUnavailable
 from appliance.drivers.pcsc import PcscTransport
 from appliance.simulators.jpki_card import SimulatedCard
-from appliance.simulators.vpcd import READER_NAME, VpcdCardLink, free_vpcd_port, write_vpcd_reader_config
-
-PCSCD_PID_FILE = Path("/run/pcscd/pcscd.pid")
-OUR_PCSCD_MARKER = Path(tempfile.gettempdir()) / "polling-station-card-tests-pcscd.pid"
-
-
-def _pcscd_pid() -> int | None:
-    try:
-        pid = int(PCSCD_PID_FILE.read_text().strip())
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except (OSError, ValueError):
-        return None
-    return pid if comm == "pcscd" else None
-
-
-def _stop_our_stale_pcscd() -> None:
-    try:
-        stale = int(OUR_PCSCD_MARKER.read_text())
-    except (OSError, ValueError):
-        return
-    if stale == _pcscd_pid():
-        os.kill(stale, signal.SIGTERM)
-        _wait_until(lambda: _pcscd_pid() is None, 5, "stale pcscd did not stop")
-    OUR_PCSCD_MARKER.unlink(missing_ok=True)
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, failure: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(failure)
-        time.sleep(0.05)
-
-
-@dataclass(frozen=True)
-class Pcscd:
-    port: int
-    reader: str = READER_NAME
-
-
-def _readers_listed() -> bool:
-    try:
-        transport = PcscTransport()
-    except ReaderUnavailable:
-        return False
-    try:
-        return READER_NAME in transport.readers()
-    except ReaderUnavailable:
-        return False
-    finally:
-        transport.close()
+from appliance.simulators.pcscd import PcscdUnavailable, PrivatePcscd
+from appliance.simulators.vpcd import VpcdCardLink
 
 
 @pytest.fixture(scope="session")
-def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
-    _stop_our_stale_pcscd()
-    foreign = _pcscd_pid()
-    if foreign is not None:
-        pytest.fail(
-            f"a pcscd (pid {foreign}) not started by these tests is running; stop it "
-            "(e.g. systemctl stop pcscd.socket pcscd) so the tests can run their own"
-        )
-    port = free_vpcd_port()
-    config = tmp_path_factory.mktemp("pcscd-conf")
-    write_vpcd_reader_config(config, port)
-    log = (config.parent / "pcscd.log").open("wb")
-    process = subprocess.Popen(
-        ["pcscd", "--foreground", "--config", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    OUR_PCSCD_MARKER.write_text(str(process.pid))
+def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePcscd]:
     try:
-        _wait_until(_readers_listed, 10, "pcscd did not list the vpcd readers")
-        yield Pcscd(port)
+        running = PrivatePcscd(tmp_path_factory.mktemp("pcscd")).start()
+    except PcscdUnavailable as error:
+        pytest.fail(str(error))
+    try:
+        yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
-        OUR_PCSCD_MARKER.unlink(missing_ok=True)
+        running.stop()
 
 
 class CardSlot:
@@ -118,7 +39,7 @@ class CardSlot:
     one test's card can never block the next test's reader.
     """
 
-    def __init__(self, pcscd: Pcscd) -> None:
+    def __init__(self, pcscd: PrivatePcscd) -> None:
         self.pcscd = pcscd
         self.links: list[VpcdCardLink] = []
 
@@ -148,7 +69,7 @@ class CardSlot:
 
 
 @pytest.fixture
-def card_slot(pcscd: Pcscd) -> Iterator[CardSlot]:
+def card_slot(pcscd: PrivatePcscd) -> Iterator[CardSlot]:
     slot = CardSlot(pcscd)
     try:
         yield slot

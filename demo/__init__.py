@@ -1,0 +1,1 @@
+"""Whole-election demonstration on one machine (the README's main command)."""

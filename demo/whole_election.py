@@ -1,0 +1,390 @@
+"""A whole election on one machine, through the real parts, then its independent verification.
+
+Central broker and gateway workers, a station hub (its Mosquitto with mutual TLS, ledger,
+roll, forwarder), three booth terminals provisioned the technicians' way, voters with virtual
+My Number cards on a PC/SC reader (pcscd + vpcd) and on PN532 readers (the adafruit driver
+over a pseudo-terminal to the PN532 emulator), scripted voters going through the booths' real
+session and UI API — some challenge their ballot first —, polls opened and closed by the
+operator, forwarding, tally, decryption by 3 of 5 trustees, and ``election verify``.
+
+    polling-station-demo [--voters-per-booth N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from appliance.card import AuthMode
+from appliance.card.testca import CardFile, TestCa
+from appliance.config import load_config
+from appliance.provision import ProvisionRequest, provision
+from appliance.runner import BoothRunner
+from appliance.simulators.jpki_card import VirtualJpkiCard
+from appliance.simulators.pcscd import PrivatePcscd
+from appliance.simulators.pn532_emulator import Pn532Emulator, PtyPn532
+from appliance.simulators.scripted_voter import ScriptedVoter
+from appliance.simulators.vpcd import VpcdCardLink
+from election.encoding import canonical_bytes
+from election.manifest import Manifest
+from election.record import DirectoryRecord, RecordWriter
+from election.simulation import ceremony, write_election_package
+from election.stations import lookup_tracking_code
+from election.verify import CHECKS, verify_record
+from gateway.central import init_central, register_station
+from gateway.harness import CentralOffice, export_and_tally, wait_until_complete
+from station_hub.broker import free_port
+from station_hub.mqtt import HubClient
+from station_hub.operator import change_polls
+from station_hub.roll import RollStore, read_voter_keys
+from station_hub.station import Station, init_station
+
+STATION_ID = "station-1"
+OPERATOR = "op1"
+TRUSTEES, QUORUM = 5, 3
+PIN = "1234"
+
+
+class Stage:
+    """Prints each step with the elapsed time, so the run shows its progress."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        click.echo(f"[{time.monotonic() - self.started:6.1f} s] {text}")
+
+
+def demo_manifest() -> Manifest:
+    def name(en: str, ja: str) -> dict[str, str]:
+        return {"en": en, "ja": ja}
+
+    return Manifest.from_json(
+        {
+            "version": 1,
+            "election_id": "demo-2026",
+            "name": name("Demonstration election 2026", "2026年 模擬選挙"),
+            "contests": [
+                {
+                    "id": "governor",
+                    "name": name("Governor", "知事"),
+                    "limit": 1,
+                    "selections": [
+                        {"id": "sato", "name": name("Sato Hanako", "佐藤 花子")},
+                        {"id": "suzuki", "name": name("Suzuki Ichiro", "鈴木 一郎")},
+                        {"id": "takahashi", "name": name("Takahashi Ken", "高橋 健")},
+                    ],
+                },
+                {
+                    "id": "assembly",
+                    "name": name("Assembly (choose up to 2)", "議会（2名まで）"),
+                    "limit": 2,
+                    "selections": [
+                        {"id": "tanaka", "name": name("Tanaka Yui", "田中 結衣")},
+                        {"id": "watanabe", "name": name("Watanabe Sho", "渡辺 翔")},
+                        {"id": "ito", "name": name("Ito Mei", "伊藤 芽衣")},
+                        {"id": "yamamoto", "name": name("Yamamoto Ren", "山本 蓮")},
+                    ],
+                },
+            ],
+        }
+    )
+
+
+@dataclass
+class Booth:
+    """One terminal: its reader (PC/SC or PN532 emulator), its runner and its voters."""
+
+    terminal: str
+    runner: BoothRunner
+    insert: Callable[[CardFile], Callable[[], None]]
+    voters: list[CardFile]
+    cast: list[dict[str, list[str]]] = field(default_factory=list)
+    tracking_codes: list[str] = field(default_factory=list)
+    challenges: int = 0
+
+
+def provision_terminal(station: Station, terminal: str, data_dir: Path, reader: dict, cards: TestCa,
+                       roll_salt: bytes) -> Path:  # fmt: skip
+    """What flash.sh does for a terminal, then the booth's own settings (reader, card trust, UI)."""
+    provision(
+        ProvisionRequest(
+            terminal_id=terminal,
+            ca_dir=station.directory / "ca",
+            election=station.directory / "election",
+            data_dir=data_dir,
+            board_port=None,
+            broker=f"{station.host}:{station.port}",
+            dry_run=False,
+        )
+    )
+    (data_dir / "card").mkdir(exist_ok=True)
+    shutil.copyfile(cards.directory / "auth-ca.pem", data_dir / "card" / "auth-ca.pem")
+    shutil.copyfile(cards.crl_path(AuthMode.AUTH), data_dir / "card" / "auth-crl.pem")
+    shutil.copyfile(station.token_public_file, data_dir / "device" / "token.pem")
+    # The technician hands the new device certificate to the hub, which from now on knows the
+    # terminal by the key that was created on it (not the one made at `station-hub init`).
+    shutil.copyfile(data_dir / "device" / "device.pem", station.cert_file(terminal))
+    station.key_file(terminal).unlink(missing_ok=True)
+    config_file = data_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config |= {
+        "reader": reader,
+        "ui_port": free_port(),
+        "card": {
+            "mode": "auth",
+            "trust_anchors": ["card/auth-ca.pem"],
+            "crls": ["card/auth-crl.pem"],
+            "roll_salt": roll_salt.hex(),
+        },
+        "token_key": "device/token.pem",
+    }
+    config_file.write_text(json.dumps(config, indent=2))
+    return config_file
+
+
+@contextmanager
+def hub_process(station_dir: Path, log: Path) -> Iterator[subprocess.Popen]:
+    """``station-hub run``: Mosquitto, ledger, roll and (once registered) the forwarder."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "station_hub.cli", "run", str(station_dir)], stdout=out, stderr=out
+        )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def polls(station: Station, command: str) -> dict:
+    with HubClient(station, OPERATOR) as operator:
+        operator.connect()
+        return change_polls(operator, command, timeout=30)
+
+
+def random_choices(manifest: Manifest, rng: random.Random) -> dict[str, list[str]]:
+    return {c.id: sorted(rng.sample(c.selection_ids(), rng.randint(0, c.limit))) for c in manifest.contests}
+
+
+def run_voters(booth: Booth, manifest: Manifest, rng: random.Random, challenge_every: int, say: Stage) -> None:
+    """Each voter taps the card, types the PIN, votes (maybe challenges first), casts, leaves."""
+    assert booth.runner.ui is not None
+    voter = ScriptedVoter(booth.runner.ui.url, timeout=60)
+    for number, card in enumerate(booth.voters, start=1):
+        voter.wait_screen("idle", card_present=False)
+        remove = booth.insert(card)
+        try:
+            voter.wait_screen("pin")
+            voter.pin(PIN)
+            voter.wait_screen("ballot")
+            if challenge_every and number % challenge_every == 0:
+                voter.vote(random_choices(manifest, rng))
+                voter.seal()
+                voter.challenge()  # Benaloh: the ballot is opened, spoiled, never counted
+                booth.challenges += 1
+                voter.tap("vote_again")
+            choices = random_choices(manifest, rng)
+            voter.vote(choices)
+            voter.seal()
+            receipt = voter.cast(wait_for_code=True)
+            if receipt["tracking_code"] is None:
+                raise RuntimeError(f"{booth.terminal}: no acknowledgement from the hub for voter {number}")
+            booth.cast.append(choices)
+            booth.tracking_codes.append(receipt["tracking_code"])
+            voter.tap("done")
+        finally:
+            remove()
+        say(f"{booth.terminal}: voter {number}/{len(booth.voters)} cast, tracking code {receipt['tracking_code']}")
+
+
+def run(
+    out: Path, voters_per_booth: int, challenge_every: int, seed: int | None, pcscd: PrivatePcscd | None = None
+) -> bool:
+    """The whole election; True when it verified. ``pcscd``: an already running private one."""
+    say = Stage()
+    rng = random.Random(seed)
+    manifest = demo_manifest()
+    out.mkdir(parents=True, exist_ok=False)
+    logs = out / "logs"
+    logs.mkdir()
+
+    say(f"key ceremony: {TRUSTEES} trustees, any {QUORUM} can decrypt")
+    trustees, publics, context = ceremony(manifest, TRUSTEES, QUORUM)
+    package = out / "election-package"
+    write_election_package(RecordWriter(package), manifest, context, publics)
+    key_files = []
+    for trustee in trustees:
+        path = out / "trustee-keys" / f"{trustee.trustee_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(canonical_bytes(trustee.secret_json()))
+        path.chmod(0o600)
+        key_files.append(path)
+
+    terminals = ["T01", "T02", "T03"]
+    say(f"voter cards: {3 * voters_per_booth} virtual My Number cards from the test CA, and the roll")
+    cards = TestCa.create(out / "test-ca")
+    voters = [cards.issue_card(pin=PIN) for _ in range(3 * voters_per_booth)]
+    roll_salt = rng.randbytes(32)
+    roll = json.dumps(cards.roll(roll_salt, AuthMode.AUTH)).encode()
+
+    say(f"station hub {STATION_ID}: CA, certificates, Mosquitto config (mutual TLS, per-client ACL), roll")
+    station = init_station(out / "station", STATION_ID, package, terminals, [OPERATOR], port=free_port())
+    store = RollStore(station.roll_db, (station.token_public_key().key_size + 7) // 8)
+    store.import_voters(read_voter_keys(roll))
+    store.close()
+
+    say("terminals T01-T03 provisioned the technicians' way (device key made on the device, certificate)")
+    readers = {"T01": {"kind": "pcsc", "name": PrivatePcscd.reader}}
+    pn532s = [PtyPn532(Pn532Emulator(None)) for _ in range(2)]
+    readers |= {t: {"kind": "pn532-uart", "port": pty.port} for t, pty in zip(terminals[1:], pn532s, strict=True)}
+    configs = {
+        t: provision_terminal(station, t, out / "terminals" / t, readers[t], cards, roll_salt) for t in terminals
+    }
+
+    say("central office: its CA and broker; the station registered with its terminals' keys")
+    central = init_central(out / "central", package, port=free_port(), workers=2)
+    register_station(central, station.directory)
+
+    with ExitStack() as stack:
+        say("central broker and 2 gateway workers (shared subscription)")
+        stack.enter_context(CentralOffice(central, workers=2, log_dir=logs / "central"))
+        say("station hub: Mosquitto, ledger, roll, forwarder")
+        stack.enter_context(hub_process(station.directory, logs / "station-hub.log"))
+        for pty in pn532s:
+            stack.callback(pty.close)
+        if pcscd is None:
+            pcscd = stack.enter_context(PrivatePcscd(out / "pcscd"))
+
+        def vpcd_insert(card: CardFile) -> Callable[[], None]:
+            link = VpcdCardLink(VirtualJpkiCard(card), port=pcscd.port)
+            return link.close
+
+        def pn532_insert(pty: PtyPn532) -> Callable[[CardFile], Callable[[], None]]:
+            def insert(card: CardFile) -> Callable[[], None]:
+                with pty.lock:
+                    pty.emulator.insert(VirtualJpkiCard(card))
+
+                def remove() -> None:
+                    with pty.lock:
+                        pty.emulator.remove()
+
+                return remove
+
+            return insert
+
+        inserts = [
+            (vpcd_insert, "PC/SC (pcscd + vpcd)"),
+            (pn532_insert(pn532s[0]), "PN532 over UART"),
+            (pn532_insert(pn532s[1]), "PN532 over UART"),
+        ]
+        booths = []
+        for index, (terminal, (insert, label)) in enumerate(zip(terminals, inserts, strict=True)):
+            runner = stack.enter_context(BoothRunner(load_config(configs[terminal])))
+            say(f"booth {terminal} running, reader: {label}")
+            mine = voters[index * voters_per_booth : (index + 1) * voters_per_booth]
+            booths.append(Booth(terminal, runner, insert, mine))
+        for booth in booths:
+            assert booth.runner.booth is not None
+            if not booth.runner.booth.link.wait_online(20):
+                raise RuntimeError(f"booth {booth.terminal} did not reach the hub")
+
+        report = polls(station, "open")
+        say(f"polls opened by {OPERATOR}; signed zero report at chain position {report.get('position')}")
+
+        failures: list[BaseException] = []
+
+        def vote(booth: Booth) -> None:
+            try:
+                run_voters(booth, manifest, random.Random(rng.random()), challenge_every, say)
+            except BaseException as error:  # reported after the threads join
+                failures.append(error)
+
+        threads = [threading.Thread(target=vote, args=(b,), name=b.terminal) for b in booths]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+
+        report = polls(station, "close")
+        say(f"polls closed; signed closing report: {report.get('ballots')} ballots, "
+            f"{report.get('check_ins')} check-ins, final head position {report.get('position')}")  # fmt: skip
+
+        say("waiting for the central office to hold the station's whole chain")
+        wait_until_complete(central, [STATION_ID], timeout=120)
+        record = out / "record"
+        say(f"export of the election record, tally, decryption by {QUORUM} of {TRUSTEES} trustees")
+        summary, results = export_and_tally(central, record, rng.sample(key_files, QUORUM))
+
+    expected: dict[tuple[str, str], int] = {}
+    for booth in booths:
+        for choices in booth.cast:
+            for contest, marked in choices.items():
+                for selection in marked:
+                    expected[contest, selection] = expected.get((contest, selection), 0) + 1
+    click.echo("")
+    click.echo(f"RESULTS ({results.ballot_count} ballots cast, {sum(b.challenges for b in booths)} challenged "
+               f"and spoiled; trustees present: {', '.join(results.trustees_present)})")  # fmt: skip
+    for contest in manifest.contests:
+        click.echo(f"  {contest.name['en']} / {contest.name['ja']}")
+        for selection in contest.selections:
+            total = results.totals[contest.id, selection.id]
+            click.echo(f"    {selection.name['en']:<18} {selection.name['ja']:<8} {total:>4}")
+    totals_match = all(results.totals[p] == expected.get(p, 0) for p in results.totals)
+    click.echo(f"  decrypted totals {'EQUAL' if totals_match else 'DIFFER FROM'} what the scripted voters chose")
+
+    click.echo("")
+    click.echo(f"INDEPENDENT VERIFICATION of {record}")
+    verification = verify_record(DirectoryRecord(record))
+    for check in CHECKS:
+        outcome = verification.outcomes[check.number]
+        click.echo(f"  [{'PASS' if outcome.passed else 'FAIL'}] {check.number:>2}. {check.title}")
+        for problem in outcome.problems[:3]:
+            click.echo(f"         - {problem}")
+    code = booths[0].tracking_codes[0]
+    found = lookup_tracking_code(DirectoryRecord(record), code)
+    where = f"found at {found.station_id} position {found.entry.position}" if found else "NOT FOUND"
+    click.echo(f"  voter's tracking code {code}: {where}")
+    for problem in summary.problems:
+        click.echo(f"  export problem: {problem}")
+    ok = verification.passed and totals_match and found is not None and not summary.problems
+    passed = len(CHECKS) - len(verification.failed_checks())
+    verdict = "election verified" if ok else "PROBLEMS"
+    say(f"{verdict}: {verification.ballots_checked} ballots, {passed}/{len(CHECKS)} checks passed; record in {record}")
+    return ok
+
+
+@click.command()
+@click.option("--voters-per-booth", default=4, show_default=True)
+@click.option("--challenge-every", default=3, show_default=True, help="every Nth voter challenges once (0: none)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="working folder (default out/election-<time>)")  # fmt: skip
+@click.option("--seed", type=int, default=None, help="drives the voters' choices")
+def main(voters_per_booth: int, challenge_every: int, out: Path | None, seed: int | None) -> None:
+    """Run a whole election on this machine through the real parts and verify it."""
+    out = out or Path("out") / f"election-{datetime.now():%Y%m%d-%H%M%S}"
+    if not run(out, voters_per_booth, challenge_every, seed):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
