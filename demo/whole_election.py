@@ -38,10 +38,9 @@ from appliance.simulators.pcscd import PrivatePcscd
 from appliance.simulators.pn532_emulator import Pn532Emulator, PtyPn532
 from appliance.simulators.scripted_voter import ScriptedVoter
 from appliance.simulators.vpcd import VpcdCardLink
-from election.encoding import canonical_bytes
 from election.manifest import Manifest
-from election.record import DirectoryRecord, RecordWriter
-from election.simulation import ceremony, write_election_package
+from election.record import DirectoryRecord
+from election.simulation import ceremony_to_files
 from election.stations import lookup_tracking_code
 from election.verify import CHECKS, verify_record
 from gateway.central import init_central, register_station
@@ -227,16 +226,8 @@ def run(
     logs.mkdir()
 
     say(f"key ceremony: {TRUSTEES} trustees, any {QUORUM} can decrypt")
-    trustees, publics, context = ceremony(manifest, TRUSTEES, QUORUM)
     package = out / "election-package"
-    write_election_package(RecordWriter(package), manifest, context, publics)
-    key_files = []
-    for trustee in trustees:
-        path = out / "trustee-keys" / f"{trustee.trustee_id}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(canonical_bytes(trustee.secret_json()))
-        path.chmod(0o600)
-        key_files.append(path)
+    _context, key_files = ceremony_to_files(manifest, TRUSTEES, QUORUM, package, out / "trustee-keys")
 
     terminals = ["T01", "T02", "T03"]
     say(f"voter cards: {3 * voters_per_booth} virtual My Number cards from the test CA, and the roll")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from election.encoding import canonical_bytes, parse_json
+from election.encoding import parse_json
 from election.errors import ElectionError
 from election.manifest import Manifest, sample_manifest
 from election.record import DirectoryRecord, RecordWriter
-from election.simulation import ceremony, simulate, write_election_package
+from election.simulation import ceremony_to_files, simulate
 from election.stations import lookup_tracking_code, normalise_tracking_code
 from election.verify import CHECKS, verify_record
 
@@ -60,17 +60,11 @@ def main() -> None:
 def ceremony_command(manifest_path: Path | None, trustees: int, quorum: int, out: Path) -> None:
     """Run a key ceremony in one room: writes OUT/package (public) and OUT/secrets (one key file per trustee)."""
     manifest = _load_manifest(manifest_path, 2, 3, 1)
+    secrets_dir = out / "secrets"
     try:
-        secret_holders, publics, context = ceremony(manifest, trustees, quorum)
+        context, _ = ceremony_to_files(manifest, trustees, quorum, out / "package", secrets_dir)
     except ElectionError as exc:
         raise click.ClickException(str(exc)) from None
-    write_election_package(RecordWriter(out / "package"), manifest, context, publics)
-    secrets_dir = out / "secrets"
-    secrets_dir.mkdir(parents=True, exist_ok=True)
-    for trustee in secret_holders:
-        path = secrets_dir / f"{trustee.trustee_id}.json"
-        path.write_bytes(canonical_bytes(trustee.secret_json()))
-        path.chmod(0o600)
     click.echo(f"election package: {out / 'package'}  (base hash {manifest.base_hash.hex()})")
     click.echo(f"joint public key: {context.joint_public_key.hex()}")
     click.echo(f"trustee key files ({trustees}, any {quorum} decrypt): {secrets_dir}")

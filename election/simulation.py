@@ -10,6 +10,7 @@ import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, Token, seal_ballot
 from election.chain import ChainEntry, ChainState, Checkpoint, genesis_hash
 from election.context import ElectionContext
+from election.encoding import canonical_bytes
 from election.keyceremony import Trustee, TrusteePublic, joint_public_key, run_local_ceremony
 from election.manifest import Manifest
 from election.record import (
@@ -114,6 +116,23 @@ def ceremony(
     trustees, publics = run_local_ceremony(ids, quorum, manifest.base_hash)
     context = ElectionContext(manifest.base_hash, tuple(ids), quorum, joint_public_key(publics))
     return trustees, publics, context
+
+
+def ceremony_to_files(
+    manifest: Manifest, trustee_count: int, quorum: int, package_dir: Path, secrets_dir: Path
+) -> tuple[ElectionContext, list[Path]]:
+    """A one-room ceremony written out: the public election package and one private key file
+    per trustee (mode 0600, to be handed to that trustee)."""
+    trustees, publics, context = ceremony(manifest, trustee_count, quorum)
+    write_election_package(RecordWriter(package_dir), manifest, context, publics)
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    key_files = []
+    for trustee in trustees:
+        path = secrets_dir / f"{trustee.trustee_id}.json"
+        path.write_bytes(canonical_bytes(trustee.secret_json()))
+        path.chmod(0o600)
+        key_files.append(path)
+    return context, key_files
 
 
 def simulate(

@@ -38,8 +38,15 @@ from gateway.errors import GatewayError
 from gateway.protocol import TOPIC_ROOT
 from gateway.store import Store
 from station_hub.errors import HubError
-from station_hub.pki import CA_CERT_FILE, CRL_FILE, PkiError, Role, StationCA, write_certificate
-from station_hub.station import BROKER_NAME, DeviceDirectory, Station, _private_pem, _write_private
+from station_hub.pki import PkiError, Role, StationCA, write_certificate
+from station_hub.station import (
+    BROKER_NAME,
+    CertificateDirectory,
+    DeviceDirectory,
+    Station,
+    _private_pem,
+    _write_private,
+)
 
 CENTRAL_VERSION = 1
 CENTRAL_CA_NAME = "central"
@@ -85,25 +92,11 @@ def load_election_package(directory: Path) -> CentralElection:
 
 
 @dataclass(frozen=True)
-class Central:
+class Central(CertificateDirectory):
     directory: Path
     host: str
     port: int
     database: str
-
-    @property
-    def ca_file(self) -> Path:
-        return self.directory / "ca" / CA_CERT_FILE
-
-    @property
-    def crl_file(self) -> Path:
-        return self.directory / "ca" / CRL_FILE
-
-    def cert_file(self, name: str) -> Path:
-        return self.directory / "certs" / f"{name}.pem"
-
-    def key_file(self, name: str) -> Path:
-        return self.directory / "keys" / f"{name}.key"
 
     @property
     def broker_config(self) -> Path:

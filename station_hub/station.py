@@ -96,16 +96,10 @@ class Election:
         return cls(manifest, context)
 
 
-@dataclass(frozen=True)
-class Station:
-    directory: Path
-    station_id: str
-    host: str
-    port: int
-    terminals: tuple[str, ...]
-    operators: tuple[str, ...]
+class CertificateDirectory:
+    """Where a site that runs a broker keeps its CA, certificates and keys (station or centre)."""
 
-    # --- paths ---------------------------------------------------------------------------
+    directory: Path
 
     @property
     def ca_file(self) -> Path:
@@ -120,6 +114,18 @@ class Station:
 
     def key_file(self, name: str) -> Path:
         return self.directory / "keys" / f"{name}.key"
+
+
+@dataclass(frozen=True)
+class Station(CertificateDirectory):
+    directory: Path
+    station_id: str
+    host: str
+    port: int
+    terminals: tuple[str, ...]
+    operators: tuple[str, ...]
+
+    # --- paths ---------------------------------------------------------------------------
 
     @property
     def ledger_db(self) -> Path:

@@ -24,8 +24,7 @@ from hub_fixtures import Hub, copy_station
 
 from election.encoding import canonical_bytes, parse_json
 from election.manifest import sample_manifest
-from election.record import RecordWriter
-from election.simulation import ceremony, write_election_package
+from election.simulation import ceremony_to_files
 from gateway.central import Central, CentralLink
 from gateway.protocol import Confirm, DownMessage, down_topic, parse_down, up_topic
 from station_hub.broker import Broker, free_port
@@ -43,15 +42,8 @@ PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/us
 def make_election(root: Path) -> tuple[Path, list[Path]]:
     """An election package (2 contests × 3 candidates, 3 trustees, any 2 decrypt) and key files."""
     manifest = sample_manifest(contests=2, selections=3, limit=1)
-    trustees, publics, context = ceremony(manifest, 3, 2)
     package = root / "package"
-    write_election_package(RecordWriter(package), manifest, context, publics)
-    keys = []
-    for trustee in trustees:
-        path = root / "secrets" / f"{trustee.trustee_id}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(canonical_bytes(trustee.secret_json()))
-        keys.append(path)
+    _context, keys = ceremony_to_files(manifest, 3, 2, package, root / "secrets")
     return package, keys
 
 
