@@ -8,6 +8,10 @@ order simple: a card removal noticed during sealing is handled right after the s
 What only the shell holds, and drops at the end of each session: the voter key (for the
 check-in), the token, the ballot sealed for review and its opening.
 
+The audit log (docs/audit-log.md) gets what happened, never who or how: session started and
+ended (by outcome), card errors by kind, ballots sealed, challenged, cast and acknowledged
+by ballot id, tamper, reader and hub-link changes.
+
 ``BOOTH_FAILPOINT=after-seal|after-commit`` stops the process (SIGSTOP) at that point after
 printing ``FAILPOINT <name>`` to stderr, so fault tests can kill -9 it exactly there.
 """
@@ -44,13 +48,15 @@ from appliance.card import (
 from appliance.outbox import Outbox, StoredCheckin
 from appliance.publisher import Ack, HubLink, HubUnreachable
 from appliance.sealing import cast_payload, spoiled_payload, with_token
-from appliance.session import Session, Timeouts
+from appliance.session import Session, State, Timeouts
 from appliance.session import events as ev
+from audit.service import ServiceAudit
 from election import tokens
 from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token, seal_ballot
-from election.encoding import canonical_bytes
+from election.encoding import canonical_bytes, parse_json
 from election.group import Point
 from election.manifest import Manifest
+from station_hub.ledger import SPOILED_TYPE
 from station_hub.messages import MESSAGE_VERSION
 
 log = logging.getLogger("appliance.booth")
@@ -61,6 +67,38 @@ REFUSALS = {
     "already_voted": ev.Refusal.ALREADY_VOTED,
     "polls_not_open": ev.Refusal.POLLS_CLOSED,
 }
+AUDITED_REFUSALS = frozenset({ev.Refusal.NOT_ELIGIBLE, ev.Refusal.ALREADY_VOTED})
+"""Check-in refusals that are about the card (audit ``card_error``); the others are not."""
+CARD_ERROR_WORDS: tuple[tuple[type[CardError], str], ...] = (
+    (WrongPin, "wrong_password"),
+    (InvalidPinFormat, "wrong_password"),
+    (CardLocked, "card_locked"),
+    (CardRemoved, "card_removed"),
+    (CardRevoked, "card_revoked"),
+    (CertificateExpired, "certificate_expired"),
+    (UnknownIssuer, "unknown_issuer"),
+    (BadCardSignature, "bad_signature"),
+    (ReaderUnavailable, "reader_unavailable"),
+)
+SESSION_STATES = frozenset(
+    {
+        State.PIN, State.WRONG_PIN, State.AUTHENTICATING, State.CHECKING_IN, State.HUB_UNREACHABLE,
+        State.BALLOT, State.REVIEW, State.SEALING, State.SEALED, State.SPOILING, State.SPOILED, State.CASTING,
+    }
+)  # fmt: skip
+"""States in which a voter's session is under way (from the card until cast or refused)."""
+SESSION_OUTCOMES = {
+    State.RECEIPT: "cast",
+    State.CARD_REMOVED: "card_removed",
+    State.OUT_OF_SERVICE: "error",
+    State.CARD_LOCKED: "refused",
+    State.CARD_INVALID: "refused",
+    State.NOT_ELIGIBLE: "refused",
+    State.ALREADY_VOTED: "refused",
+    State.POLLS_CLOSED: "refused",
+}
+PROBLEM_STATES = {"tamper": ("tamper", "open", "closed"), "reader": ("reader", "down", "up")}
+"""Problem source → (audit kind, state when set, state when cleared)."""
 
 
 class CardReader(Protocol):
@@ -95,6 +133,27 @@ def card_problem(error: CardError) -> ev.AuthenticationFailed:
     return ev.AuthenticationFailed(ev.CardProblem.INVALID)
 
 
+def card_error_word(error: CardError) -> str:
+    """The audit log's word for a card error (its kind only, never its message)."""
+    return next((word for kind, word in CARD_ERROR_WORDS if isinstance(error, kind)), "protocol_error")
+
+
+def session_change(before: State, after: State, event: ev.Event) -> tuple[str, dict[str, str]] | None:
+    """The ``session_started``/``session_ended`` audit event a state change makes, if any."""
+    if before not in SESSION_STATES and after in SESSION_STATES:
+        return "session_started", {}
+    if before in SESSION_STATES and after not in SESSION_STATES:
+        outcome = SESSION_OUTCOMES.get(after) or ("timeout" if isinstance(event, ev.Tick) else "abandoned")
+        return "session_ended", {"outcome": outcome}
+    return None
+
+
+def ballot_id_of(payload: bytes) -> str:
+    """The ballot id (hex) in one of our own outbox payloads, cast or spoiled."""
+    data = parse_json(payload)
+    return str((data["ballot"] if data.get("type") == SPOILED_TYPE else data)["ballot_id"])
+
+
 def _failpoint(name: str) -> None:
     if os.environ.get("BOOTH_FAILPOINT") == name:
         print(f"FAILPOINT {name}", file=sys.stderr, flush=True)
@@ -111,6 +170,7 @@ class Booth:
         reader: CardReader,
         authenticator: Callable[[CardReader], JpkiAuthenticator],
         *,
+        audit: ServiceAudit,
         timeouts: Timeouts | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -120,11 +180,15 @@ class Booth:
         self.link = link
         self.reader = reader
         self.authenticator = authenticator
+        self.audit = audit
         self.clock = clock
         self.session = Session(election.manifest, timeouts or Timeouts())
         self.session.ballots_cast = outbox.ballots_cast()
         link.on_ack = self._on_ack
-        link.on_link = lambda online: self.submit(ev.HubLink(online))
+        link.on_link = self._on_link
+        self._link_up = False
+        # Ballot hash → ballot id of what awaits the ledger's ack (the ack names only the hash).
+        self._awaiting_ack = {item.ballot_hash: ballot_id_of(item.payload) for item in outbox.unacknowledged()}
         self._events: queue.Queue[ev.Event] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -202,7 +266,11 @@ class Booth:
         changed = not isinstance(event, ev.Tick)
         before = self.session.view()
         while pending:
-            effects = self.session.handle(pending.pop(0), self.clock())
+            next_event, state = pending.pop(0), self.session.state
+            effects = self.session.handle(next_event, self.clock())
+            change = session_change(state, self.session.state, next_event)
+            if change is not None:
+                self.audit.record(change[0], **change[1])
             for effect in effects:
                 log.debug("effect %r", effect)
                 result = self._run_effect(effect)
@@ -219,10 +287,14 @@ class Booth:
 
     def _problem_changed(self, change: _ProblemChanged) -> ev.Event | None:
         was_available = not self._problems
+        was_set = change.source in self._problems
         if change.problem is None:
             self._problems.pop(change.source, None)
         else:
             self._problems[change.source] = change.problem
+        if was_set != (change.problem is not None) and change.source in PROBLEM_STATES:
+            kind, set_state, cleared_state = PROBLEM_STATES[change.source]
+            self.audit.record(kind, state=cleared_state if was_set else set_state)
         available = not self._problems
         if available == was_available and available:
             return None
@@ -266,7 +338,16 @@ class Booth:
         if "reader" in self._problems:
             self._events.put(_ProblemChanged("reader", None))
 
+    def _on_link(self, online: bool) -> None:
+        if online != self._link_up:
+            self._link_up = online
+            self.audit.record("hub_link", state="up" if online else "down")
+        self.submit(ev.HubLink(online))
+
     def _on_ack(self, ack: Ack) -> None:
+        ballot_id = self._awaiting_ack.pop(ack.ballot_hash, None)
+        if ballot_id is not None:  # the first ack of this ballot (resends get the same one)
+            self.audit.record("ballot_acknowledged", ballot_id=ballot_id, position=ack.position)
         self.submit(ev.Acknowledged(ack.ballot_hash.hex(), ack.tracking_code, ack.position))
         for listener in self.ack_listeners:
             listener(ack)
@@ -292,10 +373,11 @@ class Booth:
     def _authenticate(self, secret: str) -> ev.Event:
         try:
             voter = self.authenticator(self.reader).authenticate(secret)
-        except ReaderUnavailable as error:
-            log.error("reader failed during authentication: %s", error)
-            return ev.AuthenticationFailed(ev.CardProblem.INVALID)
         except CardError as error:
+            self.audit.record("card_error", error=card_error_word(error))
+            if isinstance(error, ReaderUnavailable):
+                log.error("reader failed during authentication: %s", error)
+                return ev.AuthenticationFailed(ev.CardProblem.INVALID)
             return card_problem(error)
         self._voter_key = voter.voter_key
         return ev.Authenticated()
@@ -320,7 +402,10 @@ class Booth:
         if reply.get("result") != "granted":
             reason = reply.get("reason")
             log.info("check-in refused: %s", reason)
-            return ev.CheckInFailed(REFUSALS.get(str(reason), ev.Refusal.HUB_UNREACHABLE))
+            refusal = REFUSALS.get(str(reason), ev.Refusal.HUB_UNREACHABLE)
+            if refusal in AUDITED_REFUSALS:
+                self.audit.record("card_error", error=refusal.value)
+            return ev.CheckInFailed(refusal)
         try:
             signature = tokens.finalize(
                 self.election.token_key,
@@ -347,13 +432,16 @@ class Booth:
             None,
         )
         self._sealed = (ballot, opening)
+        self.audit.record("ballot_sealed", ballot_id=ballot.ballot_id.hex())
         _failpoint("after-seal")
         return ev.Sealed(ballot.ballot_hash.hex())
 
     def _challenge(self) -> ev.Event:
         assert self._sealed is not None, "challenge without a sealed ballot"
         ballot, opening = self._sealed
+        self._awaiting_ack[ballot.ballot_hash] = ballot.ballot_id.hex()
         item = self.outbox.add("spoiled", ballot, spoiled_payload(ballot, opening, self.election.manifest))
+        self.audit.record("ballot_challenged", ballot_id=ballot.ballot_id.hex())
         self.link.send(item)
         self._sealed = None
         opened = {contest: tuple(sorted(marks)) for contest, marks in opening.choices().items()}
@@ -362,7 +450,9 @@ class Booth:
     def _cast(self) -> ev.Event:
         assert self._sealed is not None and self._token is not None, "cast without a sealed ballot and token"
         ballot = with_token(self._sealed[0], self._token, self.signer)
+        self._awaiting_ack[ballot.ballot_hash] = ballot.ballot_id.hex()
         item = self.outbox.add("cast", ballot, cast_payload(ballot), voter_key=self._voter_key)
+        self.audit.record("ballot_cast", ballot_id=ballot.ballot_id.hex())
         _failpoint("after-commit")
         self.link.send(item)
         return ev.Cast(ballot.ballot_hash.hex())

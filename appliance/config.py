@@ -10,9 +10,11 @@ plus the booth's own keys, every path relative to the data directory that holds 
               "roll_salt": "hex, >= 16 bytes"},
      "token_key": "device/token.pem",
      "outbox": "outbox/outbox.db",
+     "audit_log": "audit/booth.log", "audit_key": "audit/audit.key",
      "timeouts": {"voting": 120, "result": 30}}
 
 Device identity: ``device/device.key``, ``device/device.pem``, ``device/ca.pem`` (station CA).
+The audit log's own signing key (``audit_key``) is created on first start (docs/audit-log.md §6).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class BoothConfig:
     roll_salt: bytes
     token_key: Path
     outbox: Path
+    audit_log: Path
+    audit_key: Path
     timeouts: Timeouts
 
 
@@ -58,6 +62,13 @@ def _field(data: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ConfigError(f"{where}{key}: expected {kind.__name__}, got {value!r}")
     return value
+
+
+def _relative_path(root: Path, data: dict[str, Any], key: str, default: str) -> Path:
+    value = data.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a path relative to {root}, got {value!r}")
+    return root / value
 
 
 def load_config(path: Path) -> BoothConfig:
@@ -104,8 +115,10 @@ def load_config(path: Path) -> BoothConfig:
         trust_anchors=tuple(root / p for p in _field(card, "trust_anchors", list, "card.")),
         crls=tuple(root / p for p in _field(card, "crls", list, "card.")),
         roll_salt=roll_salt,
-        token_key=root / data.get("token_key", "device/token.pem"),
-        outbox=root / data.get("outbox", "outbox/outbox.db"),
+        token_key=_relative_path(root, data, "token_key", "device/token.pem"),
+        outbox=_relative_path(root, data, "outbox", "outbox/outbox.db"),
+        audit_log=_relative_path(root, data, "audit_log", "audit/booth.log"),
+        audit_key=_relative_path(root, data, "audit_key", "audit/audit.key"),
         timeouts=Timeouts(float(timeouts.get("voting", 120)), float(timeouts.get("result", 30))),
     )
     missing = [p for p in (*config.trust_anchors, *config.crls, config.token_key) if not p.is_file()]

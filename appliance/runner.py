@@ -24,6 +24,8 @@ from appliance.outbox import Outbox
 from appliance.publisher import HubAddress, HubLink
 from appliance.session import events as ev
 from appliance.ui.server import UiServer
+from audit.errors import AuditError
+from audit.service import ServiceAudit
 from election.ballot import DeviceSigner
 from election.errors import FormatError
 from station_hub.errors import HubError
@@ -53,6 +55,14 @@ def load_election(config: BoothConfig) -> Election:
     return Election(package.manifest, package.context.joint_public_key, token_key)
 
 
+def start_audit(config: BoothConfig) -> ServiceAudit:
+    """The booth's audit log, signed with its own key (not the device key: docs/audit-log.md §6)."""
+    try:
+        return ServiceAudit.start(config.audit_log, config.audit_key, f"{config.terminal_id}.booth", "booth")
+    except AuditError as error:
+        raise ConfigError(f"audit log: {error}") from error
+
+
 def load_signer(config: BoothConfig) -> DeviceSigner:
     try:
         key = serialization.load_pem_private_key(config.files.device_key.read_bytes(), None)
@@ -78,6 +88,8 @@ class BoothRunner:
         try:
             election = load_election(config)
             signer = load_signer(config)
+            audit = start_audit(config)
+            self._closers.append(audit.stop)
             mode = AuthMode(config.card_mode)
             trust = TrustStore.from_files(map(str, config.trust_anchors), map(str, config.crls))
             outbox = Outbox(config.outbox)
@@ -96,6 +108,7 @@ class BoothRunner:
                 link,
                 reader,
                 lambda transport: JpkiAuthenticator(transport, mode, trust, config.roll_salt),
+                audit=audit,
                 timeouts=config.timeouts,
             )
             self.booth = booth
@@ -118,7 +131,7 @@ class BoothRunner:
         assert booth is not None
         if isinstance(event, KeyPressed) and event.key.value in ev.Key.__members__.values():
             booth.submit(ev.KeyPress(ev.Key(event.key.value)))
-        elif isinstance(event, TamperChanged):
+        elif isinstance(event, TamperChanged):  # the booth's worker records it in the audit log
             booth.link.publish_status(tamper=event.opened)
             booth.set_problem("tamper", "enclosure open" if event.opened else None)
         elif isinstance(event, LinkLost):

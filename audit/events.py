@@ -97,6 +97,7 @@ CARD_ERROR = _words(
     "not_eligible", "already_voted",
 )  # fmt: skip
 OPEN_CLOSED = _words("open", "closed")
+REPORT = _words("zero_report", "closing_report")
 UP_DOWN = _words("up", "down")
 
 
@@ -136,6 +137,34 @@ EVENT_KINDS: dict[str, EventKind] = {
             "the hub acknowledged a ballot at a ledger position",
         ),
         EventKind("ballot_refused", {"ballot_id": BALLOT_ID, "reason": IDENTIFIER}, "the hub refused a ballot"),
+        EventKind(
+            "ballot_cast",
+            {"ballot_id": BALLOT_ID},
+            "the terminal committed the ballot, with the voter's token, to its outbox: it is cast",
+        ),
+        EventKind(
+            "payload_refused",
+            {"payload_sha256": SHA256, "reason": IDENTIFIER},
+            "the ledger refused a message on a ballot topic; a malformed one has no ballot id, so "
+            "it is named by the SHA-256 of its bytes (what the refusal ack names too)",
+        ),
+        EventKind(
+            "report_signed",
+            {"report": REPORT, "position": COUNT, "head_hash": SHA256},
+            "the ledger signed its zero or closing report at this chain head",
+        ),
+        EventKind(
+            "check_ins_counted",
+            {
+                "checked_in": COUNT,
+                "not_eligible": COUNT,
+                "already_voted": COUNT,
+                "polls_not_open": COUNT,
+                "malformed": COUNT,
+            },
+            "the roll's check-ins as totals only (voters marked; refusals by reason since the "
+            "service started), so nothing orders a check-in against the ledger's ballots",
+        ),
         EventKind("tamper", {"state": OPEN_CLOSED}, "the enclosure's tamper switch changed"),
         EventKind("reader", {"state": UP_DOWN}, "the card reader appeared or went away"),
         EventKind("hub_link", {"state": UP_DOWN}, "the connection to the hub (or central broker) changed"),

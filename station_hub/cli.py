@@ -11,12 +11,16 @@ from pathlib import Path
 
 import click
 
-from election.encoding import canonical_bytes
+from audit.errors import AuditError, AuditLogBusy
+from audit.keys import load_or_create_signing_key
+from audit.store import AuditLog
+from election.encoding import canonical_bytes, sha256
 from station_hub.errors import HubError
 from station_hub.mqtt import HubClient
 from station_hub.operator import change_polls
 from station_hub.pki import PkiError, StationCA, load_certificate
 from station_hub.roll import RollStore, read_voter_keys
+from station_hub.roll_service import roll_audit_paths, roll_log_id
 from station_hub.station import Station, init_station
 
 STATION_DIR = click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
@@ -58,14 +62,31 @@ def init(directory: Path, station_id: str, election_dir: Path, terminals: tuple[
     click.echo(f"station {station_id} created in {directory}")
 
 
-def _import(station: Station, voters: Path) -> None:
-    keys = read_voter_keys(voters.read_bytes())
-    modulus = (station.token_public_key().key_size + 7) // 8
-    store = RollStore(station.roll_db, modulus)
+def _open_roll_audit(station: Station) -> AuditLog:
+    log_path, key_path = roll_audit_paths(station)
     try:
-        added = store.import_voters(keys)
-    finally:
-        store.close()
+        return AuditLog.open(log_path, load_or_create_signing_key(key_path), roll_log_id(station))
+    except AuditLogBusy:
+        raise HubError(
+            "the roll service is running and writes the roll's audit log; stop it to import voters"
+        ) from None
+    except AuditError as error:
+        raise HubError(f"the roll's audit log: {error}") from error
+
+
+def _import(station: Station, voters: Path) -> None:
+    """Add voters; the roll's audit log records the change (the file's hash, never a key)."""
+    content = voters.read_bytes()
+    keys = read_voter_keys(content)
+    modulus = (station.token_public_key().key_size + 7) // 8
+    with _open_roll_audit(station) as audit:
+        store = RollStore(station.roll_db, modulus)
+        try:
+            added = store.import_voters(keys)
+        finally:
+            store.close()
+        if added:
+            audit.append("configuration_changed", setting="roll.voters", sha256=sha256(content).hex())
     click.echo(f"{added} voters added ({len(keys) - added} already on the roll)")
 
 

@@ -44,6 +44,7 @@ from gateway.protocol import (
     parse_down,
     up_topic,
 )
+from station_hub.forward_progress import FORWARD_DB, confirmed_position
 from station_hub.mqtt import connect, make_client
 from station_hub.station import Station
 
@@ -275,16 +276,13 @@ class ForwardState:
 
 def forward_lag(station: Station) -> int | None:
     """Chain entries the centre has not confirmed yet (None if the hub never forwarded)."""
-    path = station.directory / "forward" / "forward.db"
-    if not path.exists():
+    confirmed = confirmed_position(station.directory)
+    if confirmed is None:
         return None
-    state = ForwardState(path)
     reader = LedgerReader(station.ledger_db)
     try:
-        confirmed = state.confirmed()
-        return None if confirmed is None else max(0, reader.head() - confirmed.position)
+        return max(0, reader.head() - confirmed)
     finally:
-        state.close()
         reader.close()
 
 
@@ -299,7 +297,7 @@ class Forwarder:
         self.link = CentralLink.open(station.directory)
         self.poll_interval = poll_interval
         self.reader = LedgerReader(station.ledger_db)
-        self.state = ForwardState(station.directory / "forward" / "forward.db")
+        self.state = ForwardState(station.directory / FORWARD_DB)
         ledger_key = station.certificate("ledger").public_key()
         assert isinstance(ledger_key, Ed25519PublicKey)
         self.ledger_key = ledger_key

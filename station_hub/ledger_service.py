@@ -8,6 +8,11 @@ a crash after it makes the resend a duplicate, which gets the same acknowledgeme
 
 ``STATION_HUB_FAILPOINT=ledger-before-commit|ledger-after-commit`` stops the process (SIGSTOP)
 at that point after printing ``FAILPOINT <name>`` to stderr, so fault tests can kill it there.
+
+Audit log (docs/audit-log.md): ``ledger/audit/ledger.log``, signed with ``ledger/audit/audit.key``
+— the ledger's own storage, never shared with the roll. It records polls changes with the
+signed report's chain head, each ballot accepted (ballot id, position) or refused (payload
+hash, reason), and the CRL in force (at start and whenever a revocation changes it).
 """
 
 from __future__ import annotations
@@ -19,15 +24,18 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from audit.service import ServiceAudit
 from election.chain import ChainHead, Checkpoint, sign_document
-from election.encoding import canonical_bytes, parse_json
+from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import FormatError
+from station_hub.forward_progress import confirmed_position
 from station_hub.ledger import (
     MESSAGE_VERSION,
     Accepted,
@@ -43,6 +51,12 @@ from station_hub.station import DeviceDirectory, Station
 log = logging.getLogger("station_hub.ledger")
 BATCH_LIMIT = 512
 SESSION_EXPIRY = 24 * 3600
+
+
+def ledger_audit_paths(station: Station) -> tuple[Path, Path]:
+    """(log, signing key) of the ledger's audit log, inside the ledger's own directory."""
+    directory = station.ledger_db.parent / "audit"
+    return directory / "ledger.log", directory / "audit.key"
 
 
 class LedgerService:
@@ -76,6 +90,8 @@ class LedgerService:
         self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
         self._checkpointed = -1
+        self._crl_digest: str | None = None
+        self.audit: ServiceAudit | None = None
         self.client = make_client(station, "ledger", clean_start=False)
         set_will(self.client, self.topics.ledger_status, offline_status("ledger_status"))
         self.client.on_connect = self._on_connect
@@ -102,7 +118,14 @@ class LedgerService:
         self._stop.set()
 
     def run(self) -> None:
-        connect(self.client, self.station, session_expiry=SESSION_EXPIRY)
+        log_path, key_path = ledger_audit_paths(self.station)
+        self.audit = ServiceAudit.start(log_path, key_path, f"{self.station.station_id}.ledger", "ledger")
+        self._audit_crl()
+        try:
+            connect(self.client, self.station, session_expiry=SESSION_EXPIRY)
+        except BaseException:
+            self.audit.stop()
+            raise
         self._announce_polls()
         next_tick = time.monotonic()
         try:
@@ -122,12 +145,29 @@ class LedgerService:
                 if time.monotonic() >= next_tick:
                     self._publish_checkpoint()
                     self._publish_status()
+                    self._audit_crl()
                     next_tick = time.monotonic() + self.checkpoint_interval
         finally:
             publish_last_words(self.client, self.topics.ledger_status, "ledger_status")
             self.client.disconnect()
             self.client.loop_stop()
             self.store.close()
+            self.audit.stop()  # type: ignore[union-attr]
+
+    def _record(self, kind: str, **data: Any) -> None:
+        assert self.audit is not None, "the audit log is opened when the service runs"
+        self.audit.record(kind, **data)
+
+    def _audit_crl(self) -> None:
+        """Record the revocation list in force when it first is read and whenever it changes."""
+        try:
+            digest = sha256(self.station.crl_file.read_bytes()).hex()
+        except OSError as error:
+            log.error("cannot read the CRL %s: %s", self.station.crl_file, error.strerror)
+            return
+        if digest != self._crl_digest:
+            self._crl_digest = digest
+            self._record("configuration_changed", setting="station.crl", sha256=digest)
 
     def _handle(self, batch: list[mqtt.MQTTMessage]) -> None:
         pending: list[tuple[mqtt.MQTTMessage, str, Decision]] = []
@@ -149,10 +189,14 @@ class LedgerService:
             self.store.append(accepted)
             self._fail_here("ledger-after-commit")
         for message, sender, decision in pending:
-            if isinstance(decision, Refused):
+            if isinstance(decision, Accepted):
+                self._record("ballot_acknowledged", ballot_id=decision.ballot.ballot_id.hex(),
+                             position=decision.entry.position)  # fmt: skip
+            elif isinstance(decision, Refused):
                 self.refused += 1
                 log.warning("refused a ballot from %s: %s (%s)", sender, decision.reason,
                             decision.detail)  # fmt: skip
+                self._record("payload_refused", payload_sha256=decision.payload_hash.hex(), reason=decision.reason)
             props = getattr(message, "properties", None)
             correlation = getattr(props, "CorrelationData", None)
             properties = None
@@ -191,9 +235,14 @@ class LedgerService:
         if command == "open" and state.polls == "pending":
             self.store.set_polls("open")
             state.polls = "open"
+            self._record("polls_opened", station=self.station.station_id)
+            self._record("report_signed", report="zero_report", position=0, head_hash=self.genesis.hex())
         elif command == "close" and state.polls == "open":
             self.store.set_polls("closed")
             state.polls = "closed"
+            self._record("polls_closed", station=self.station.station_id)
+            self._record("report_signed", report="closing_report", position=state.head.position,
+                         head_hash=state.head.entry_hash.hex())  # fmt: skip
         elif (command, state.polls) not in (("open", "open"), ("close", "closed")):
             log.warning("polls command %s ignored: the polls are %s", command, state.polls)
         self._announce_polls()
@@ -255,7 +304,7 @@ class LedgerService:
             "position": state.head.position,
             "head_hash": state.head.entry_hash.hex(),
             "refused": self.refused,
-            "forward_lag": None,
+            "forward_lag": _forward_lag(state.head.position, confirmed_position(self.station.directory)),
         }
         self._publish(self.topics.ledger_status, canonical_bytes(status), retain=True)
 
@@ -269,3 +318,8 @@ def serve(station: Station, **options: Any) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: service.stop())
     service.run()
+
+
+def _forward_lag(head: int, confirmed: int | None) -> int | None:
+    """Entries accepted here and not yet confirmed by the centre (None: never forwarded)."""
+    return None if confirmed is None else max(0, head - confirmed)

@@ -4,6 +4,11 @@ Each request is handled to the end in the network thread: decide, mark durably, 
 response topic with the request's correlation data, then release the broker's PUBACK. A
 crash before the mark loses nothing (the terminal retries and the voter is not marked); a
 crash after it is healed by the identical retry, which gets the identical answer.
+
+Audit log (docs/audit-log.md, "The roll's audit log"): ``roll/audit/roll.log``, signed with
+``roll/audit/audit.key``. No check-in is logged on its own: an entry per check-in, ordered and
+timed, could be set beside the ledger's ballot entries. Only totals are logged
+(``check_ins_counted``), when the polls change and when the service stops.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from audit.service import ServiceAudit
 from election.encoding import canonical_bytes
 from election.errors import FormatError
 from station_hub.messages import MESSAGE_VERSION, offline_status, parse_polls_command
@@ -25,6 +32,17 @@ from station_hub.roll import RollCore, RollStore, parse_checkin, refused
 from station_hub.station import Station
 
 log = logging.getLogger("station_hub.roll")
+REFUSAL_REASONS = ("not_eligible", "already_voted", "polls_not_open", "malformed")
+
+
+def roll_audit_paths(station: Station) -> tuple[Path, Path]:
+    """(log, signing key) of the roll's audit log, inside the roll's own directory."""
+    directory = station.roll_db.parent / "audit"
+    return directory / "roll.log", directory / "audit.key"
+
+
+def roll_log_id(station: Station) -> str:
+    return f"{station.station_id}.roll"
 
 
 class RollService:
@@ -34,6 +52,9 @@ class RollService:
         self.core = RollCore(station.token_private_key())
         self.store = RollStore(station.roll_db, self.core.modulus_length)
         self._stop = threading.Event()
+        self.refusals = dict.fromkeys(REFUSAL_REASONS, 0)
+        """Check-ins refused since the service started, by reason (totals only: see the module doc)."""
+        self.audit: ServiceAudit | None = None
         self.client = make_client(station, "roll", clean_start=False)
         set_will(self.client, self.topics.roll_status, offline_status("roll_status"))
         self.client.on_connect = self._on_connect
@@ -70,6 +91,7 @@ class RollService:
             reply = decision.reply
         if reply["result"] == "refused":
             log.info("check-in refused at %s: %s", terminal, reply["reason"])
+            self.refusals[reply["reason"]] = self.refusals.get(reply["reason"], 0) + 1
         properties = Properties(PacketTypes.PUBLISH)
         correlation = getattr(message.properties, "CorrelationData", None)
         if correlation:
@@ -84,9 +106,20 @@ class RollService:
         polls = self.store.polls()
         if command == "open" and polls == "pending":
             self.store.set_polls("open")
+            self._record_counts()
+            self._record("polls_opened", station=self.station.station_id)
         elif command == "close" and polls == "open":
             self.store.set_polls("closed")
+            self._record_counts()
+            self._record("polls_closed", station=self.station.station_id)
         self._publish_status()
+
+    def _record(self, kind: str, **data: Any) -> None:
+        assert self.audit is not None, "the audit log is opened when the service runs"
+        self.audit.record(kind, **data)
+
+    def _record_counts(self) -> None:
+        self._record("check_ins_counted", checked_in=self.store.checked_in(), **self.refusals)
 
     def _publish_status(self) -> None:
         polls = self.store.polls()
@@ -112,14 +145,22 @@ class RollService:
         self._stop.set()
 
     def run(self) -> None:
-        connect(self.client, self.station, session_expiry=3600)
+        log_path, key_path = roll_audit_paths(self.station)
+        self.audit = ServiceAudit.start(log_path, key_path, roll_log_id(self.station), "roll")
+        try:
+            connect(self.client, self.station, session_expiry=3600)
+        except BaseException:
+            self.audit.stop()
+            raise
         try:
             self._stop.wait()
         finally:
             publish_last_words(self.client, self.topics.roll_status, "roll_status")
             self.client.disconnect()
             self.client.loop_stop()
+            self._record_counts()
             self.store.close()
+            self.audit.stop()
 
 
 def serve(station: Station) -> None:

@@ -1,24 +1,126 @@
-"""The README's main command: a whole election through the real parts verifies end to end."""
+"""The README's main command: a whole election through the real parts verifies end to end,
+and every device's audit log verifies, tells what happened and holds no voter or choice."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from demo.whole_election import run
+from appliance.card import AuthMode
+from appliance.card.testca import TestCa
+from appliance.card.voter_key import voter_key_of
+from audit.chain import AuditEntry
+from audit.cli import main as audit_log
+from audit.privacy import find_forbidden
+from demo.whole_election import PIN, demo_manifest, run
 from election.record import DirectoryRecord
 from election.verify import verify_record
 
+VOTERS_PER_BOOTH, CHALLENGE_EVERY = 2, 2
+TERMINALS = ("T01", "T02", "T03")
+
 
 def test_whole_election_on_one_machine_verifies(tmp_path: Path, pcscd, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(tmp_path / "election", voters_per_booth=2, challenge_every=2, seed=5, pcscd=pcscd)
+    out = tmp_path / "election"
+    assert run(out, voters_per_booth=VOTERS_PER_BOOTH, challenge_every=CHALLENGE_EVERY, seed=5, pcscd=pcscd)
     printed = capsys.readouterr().out
     assert "decrypted totals EQUAL what the scripted voters chose" in printed
     assert "[PASS] 18." in printed and "found at station-1" in printed
     # The record stands on its own: a fresh verifier run over the files passes, and it holds
     # every ballot cast (2 per booth) plus the challenged ones, each chained at the station.
-    report = verify_record(DirectoryRecord(tmp_path / "election" / "record"))
+    report = verify_record(DirectoryRecord(out / "record"))
     assert report.passed
-    assert len(list((tmp_path / "election" / "record" / "ballots").iterdir())) == 6
-    assert len(list((tmp_path / "election" / "record" / "spoiled").iterdir())) == 3
+    assert len(list((out / "record" / "ballots").iterdir())) == 6
+    assert len(list((out / "record" / "spoiled").iterdir())) == 3
+    check_audit_logs(out)
+
+
+def audit_logs(out: Path) -> dict[str, tuple[Path, Path]]:
+    """Every audit log of the election and its public key, where each service keeps them."""
+    logs = {t: (out / "terminals" / t / "audit" / "booth.log", out / "terminals" / t / "audit" / "audit.key.pub")
+            for t in TERMINALS}  # fmt: skip
+    for service in ("ledger", "roll"):
+        directory = out / "station" / service / "audit"
+        logs[service] = (directory / f"{service}.log", directory / "audit.key.pub")
+    return logs
+
+
+def entries(log: Path) -> list[AuditEntry]:
+    return [AuditEntry.parse(line) for line in log.read_bytes().splitlines()]
+
+
+def kinds(log: Path) -> Counter[str]:
+    return Counter(entry.kind for entry in entries(log))
+
+
+def forbidden_strings(out: Path) -> set[str]:
+    """What must never be in an audit log: voters, their cards, the PIN, the choices."""
+    with sqlite3.connect(out / "station" / "roll" / "roll.db") as roll:
+        on_roll = {key.hex() for (key,) in roll.execute("SELECT voter_key FROM voters")}
+    cards = TestCa(out / "test-ca").issued_cards()
+    roll_salt = bytes.fromhex(json.loads((out / "terminals" / "T01" / "config.json").read_text())["card"]["roll_salt"])
+    assert on_roll == {voter_key_of(roll_salt, card.auth.certificate) for card in cards}
+    forbidden = set(on_roll)
+    for card in cards:
+        forbidden.add(card.card_id)
+        for mode in AuthMode:
+            certificate = card.credential(mode).certificate
+            forbidden |= {attribute.value for attribute in certificate.subject if isinstance(attribute.value, str)
+                          and len(attribute.value) >= 3}  # fmt: skip
+            forbidden |= {str(certificate.serial_number), f"{certificate.serial_number:x}"}
+    forbidden |= {"試験 太郎", "東京都千代田区霞が関二丁目1番2号"}  # the test cards' holder name and address
+    # The PIN is four digits, which occur by chance inside hex hashes and signatures; what must
+    # not occur is the PIN as a value: a JSON string or number.
+    forbidden |= {f'"{PIN}"', f":{PIN},", f":{PIN}}}"}
+    for contest in demo_manifest().contests:
+        forbidden.add(contest.id)
+        for selection in contest.selections:
+            forbidden |= {selection.id, *selection.name.values()}
+    return forbidden
+
+
+def check_audit_logs(out: Path) -> None:
+    logs = audit_logs(out)
+    for name, (log, public_key) in logs.items():
+        result = CliRunner().invoke(audit_log, ["verify", str(log), "--key", str(public_key)])
+        assert result.exit_code == 0, f"{name}: {result.output}"
+        assert kinds(log)["software_started"] == 1 and kinds(log)["software_stopped"] == 1, name
+
+    forbidden = forbidden_strings(out)
+    for name, (log, _) in logs.items():
+        assert find_forbidden(log, forbidden) == [], name
+
+    booth_acks: dict[str, int] = {}
+    for terminal in TERMINALS:
+        log = logs[terminal][0]
+        counted = kinds(log)
+        assert counted["ballot_cast"] == VOTERS_PER_BOOTH, terminal
+        assert counted["ballot_challenged"] == VOTERS_PER_BOOTH // CHALLENGE_EVERY, terminal
+        assert counted["ballot_sealed"] == counted["ballot_cast"] + counted["ballot_challenged"], terminal
+        assert counted["session_started"] == counted["session_ended"] == VOTERS_PER_BOOTH, terminal
+        outcomes = {entry.data["outcome"] for entry in entries(log) if entry.kind == "session_ended"}
+        assert outcomes == {"cast"}, terminal
+        booth_acks |= {e.data["ballot_id"]: e.data["position"] for e in entries(log) if e.kind == "ballot_acknowledged"}
+    assert len(booth_acks) == 9  # 6 cast, 3 challenged: each acknowledged to its booth once
+
+    ledger = entries(logs["ledger"][0])
+    ledger_acks = {e.data["ballot_id"]: e.data["position"] for e in ledger if e.kind == "ballot_acknowledged"}
+    assert ledger_acks == booth_acks  # the booths' and the ledger's logs tell the same story
+    order = [e.kind for e in ledger if e.kind in ("polls_opened", "polls_closed", "ballot_acknowledged")]
+    assert order == ["polls_opened", *["ballot_acknowledged"] * 9, "polls_closed"]
+    reports = {e.data["report"]: e.data["position"] for e in ledger if e.kind == "report_signed"}
+    assert reports == {"zero_report": 0, "closing_report": 9}
+    assert any(e.kind == "configuration_changed" and e.data["setting"] == "station.crl" for e in ledger)
+
+    # Nothing per check-in, only totals (docs/audit-log.md, "The roll's audit log").
+    roll = entries(logs["roll"][0])
+    assert {e.kind for e in roll} == {
+        "log_created", "software_started", "check_ins_counted", "polls_opened", "polls_closed", "software_stopped",
+    }  # fmt: skip
+    counts = [e.data for e in roll if e.kind == "check_ins_counted"]
+    assert counts[-1]["checked_in"] == 3 * VOTERS_PER_BOOTH
