@@ -13,8 +13,9 @@ from pathlib import Path
 import click
 
 from appliance.config import BoothConfig, ConfigError, load_config
+from appliance.production import ProductionCheckError, observe, production_refusals
 from appliance.runner import BoothRunner, load_election, open_reader
-from appliance.selftest import DEFAULT_CHECKS, CheckResult, SelfTestContext, run_selftest
+from appliance.selftest import DEFAULT_CHECKS, CheckResult, SelfTestContext, SelfTestReport, run_selftest
 
 BROKER_TIMEOUT = 3.0
 
@@ -87,6 +88,22 @@ def check_broker(config: BoothConfig) -> CheckResult:
     return CheckResult(name, True, f"{config.broker_host}:{config.broker_port} accepts connections")
 
 
+def check_production(config: BoothConfig) -> list[CheckResult]:
+    """In production mode, one failed line per simulator, test credential or open door found."""
+    name = "production mode"
+    if config.mode != "production":
+        return [CheckResult(name, True, "training mode: simulators and test credentials are allowed")]
+    if config.site_file is None:
+        return [CheckResult(name, False, "production mode is configured in the site booth.toml; start from it")]
+    try:
+        refusals = production_refusals(observe(config.site_file))
+    except ProductionCheckError as error:
+        return [CheckResult(name, False, f"cannot check: {error}")]
+    if not refusals:
+        return [CheckResult(name, True, "no simulator, virtual reader, demo key, test certificate or SSH found")]
+    return [CheckResult(f"{name}: {refusal.code}", False, refusal.reason) for refusal in refusals]
+
+
 def check_election_valid(config: BoothConfig) -> CheckResult:
     name = "election package valid"
     try:
@@ -109,6 +126,7 @@ def selftest_command(config_path: Path) -> None:
     ]
     context = SelfTestContext(config.files, config.companion_port, dt.datetime.now(dt.UTC))
     report = run_selftest(context, checks)
+    report = SelfTestReport((*report.results, *check_production(config)))
     click.echo(report.text())
     sys.exit(0 if report.ok else 1)
 

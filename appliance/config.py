@@ -13,6 +13,12 @@ plus the booth's own keys, every path relative to the data directory that holds 
      "audit_log": "audit/booth.log", "audit_key": "audit/audit.key",
      "timeouts": {"voting": 120, "result": 30}}
 
+On an installed booth the unit passes the site file ``/etc/polling-station/booth.toml``
+(deploy/install.py) instead: its ``data_dir`` names where the provisioned ``config.json``
+lives, and its ``mode``, ``[reader]``, ``[hub]`` and ``[ui]`` settings override that file's
+``reader``, ``broker`` and ``ui_port`` (the identity, election and card trust stay as
+provisioned). ``mode = "production"`` makes ``booth self-test`` apply the production checks.
+
 Device identity: ``device/device.key``, ``device/device.pem``, ``device/ca.pem`` (station CA).
 The audit log's own signing key (``audit_key``) is created on first start (docs/audit-log.md §6).
 """
@@ -20,6 +26,7 @@ The audit log's own signing key (``audit_key``) is created on first start (docs/
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +62,10 @@ class BoothConfig:
     audit_log: Path
     audit_key: Path
     timeouts: Timeouts
+    mode: str = "training"
+    """``production`` on a deployed booth (simulators and test credentials refused)."""
+    site_file: Path | None = None
+    """The booth.toml the configuration came from, if any (read by the production checks)."""
 
 
 def _field(data: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
@@ -71,8 +82,7 @@ def _relative_path(root: Path, data: dict[str, Any], key: str, default: str) -> 
     return root / value
 
 
-def load_config(path: Path) -> BoothConfig:
-    path = Path(path)
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -81,7 +91,50 @@ def load_config(path: Path) -> BoothConfig:
         raise ConfigError(f"{path} is not JSON: {error}") from error
     if not isinstance(data, dict) or data.get("schema") != CONFIG_SCHEMA:
         raise ConfigError(f"{path} is not a terminal configuration ({CONFIG_SCHEMA})")
-    root = path.parent
+    return data
+
+
+def _site_overrides(site: dict[str, Any], path: Path) -> tuple[Path, dict[str, Any]]:
+    """The provisioned data directory a booth.toml names, and what it overrides there."""
+    data_dir = site.get("data_dir")
+    if not isinstance(data_dir, str) or not data_dir:
+        raise ConfigError(f"{path}: data_dir must name the terminal's data directory")
+    overrides: dict[str, Any] = {}
+    if "mode" in site:
+        overrides["mode"] = site["mode"]
+    reader = site.get("reader")
+    if isinstance(reader, dict):
+        overrides["reader"] = dict(reader)
+    hub = site.get("hub")
+    if isinstance(hub, dict) and "host" in hub and "port" in hub:
+        overrides["broker"] = f"{hub['host']}:{hub['port']}"
+    ui = site.get("ui")
+    if isinstance(ui, dict) and "port" in ui:
+        overrides["ui_port"] = ui["port"]
+    return Path(data_dir), overrides
+
+
+def load_config(path: Path) -> BoothConfig:
+    """Load ``config.json`` from a provisioned data directory, or a site ``booth.toml``."""
+    path = Path(path)
+    site_file = None
+    if path.suffix == ".toml":
+        try:
+            with path.open("rb") as handle:
+                site = tomllib.load(handle)
+        except OSError as error:
+            raise ConfigError(f"cannot read {path}: {error.strerror}") from error
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from error
+        root, overrides = _site_overrides(site, path)
+        data = _read_json(root / "config.json") | overrides
+        site_file = path
+    else:
+        data = _read_json(path)
+        root = path.parent
+    mode = data.get("mode", "training")
+    if mode not in ("production", "training"):
+        raise ConfigError(f"mode: 'production' or 'training', got {mode!r}")
     host, _, port = _field(data, "broker", str).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"broker: expected host:port, got {data['broker']!r}")
@@ -120,6 +173,8 @@ def load_config(path: Path) -> BoothConfig:
         audit_log=_relative_path(root, data, "audit_log", "audit/booth.log"),
         audit_key=_relative_path(root, data, "audit_key", "audit/audit.key"),
         timeouts=Timeouts(float(timeouts.get("voting", 120)), float(timeouts.get("result", 30))),
+        mode=mode,
+        site_file=site_file,
     )
     missing = [p for p in (*config.trust_anchors, *config.crls, config.token_key) if not p.is_file()]
     if missing:

@@ -372,7 +372,7 @@ def run(
 @click.option("--seed", type=int, default=None, help="drives the voters' choices")
 def main(voters_per_booth: int, challenge_every: int, out: Path | None, seed: int | None) -> None:
     """Run a whole election on this machine through the real parts and verify it."""
-    out = out or Path("out") / f"election-{datetime.now():%Y%m%d-%H%M%S}"
+    out = (out or Path("out") / f"election-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     if not run(out, voters_per_booth, challenge_every, seed):
         sys.exit(1)
 

@@ -76,7 +76,7 @@ class PrivatePcscd:
     reader = READER_NAME
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # pcscd refuses a relative --config
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 

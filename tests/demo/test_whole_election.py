@@ -124,3 +124,11 @@ def check_audit_logs(out: Path) -> None:
     }  # fmt: skip
     counts = [e.data for e in roll if e.kind == "check_ins_counted"]
     assert counts[-1]["checked_in"] == 3 * VOTERS_PER_BOOTH
+
+
+def test_private_pcscd_works_from_a_relative_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pcscd refuses a relative --config, and ./demo.sh's default folder is relative (out/…)."""
+    from appliance.simulators.pcscd import PrivatePcscd
+
+    monkeypatch.chdir(tmp_path)
+    assert PrivatePcscd(Path("out/pcscd")).workdir == tmp_path / "out" / "pcscd"
