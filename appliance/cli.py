@@ -16,6 +16,7 @@ from appliance.config import BoothConfig, ConfigError, load_config
 from appliance.production import ProductionCheckError, observe, production_refusals
 from appliance.runner import BoothRunner, load_election, open_reader
 from appliance.selftest import DEFAULT_CHECKS, CheckResult, SelfTestContext, SelfTestReport, run_selftest
+from station_hub.logs import configure_logging
 
 BROKER_TIMEOUT = 3.0
 
@@ -37,7 +38,7 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True, help="DATA/config.json")
 @click.option("-v", "--verbose", is_flag=True)
 def run_command(config_path: Path, verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
     config = _load(config_path)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

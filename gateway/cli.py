@@ -14,6 +14,7 @@ from election.cli import _Progress
 from gateway.central import Central, init_central, register_station, worker_name
 from gateway.errors import GatewayError
 from station_hub.errors import HubError
+from station_hub.logs import configure_logging
 
 CENTRAL_DIR = click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 
@@ -28,10 +29,7 @@ def _open(directory: Path) -> Central:
 @click.group(help="Central office: receives every station's chain, verifies, stores, exports, tallies.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every batch.")
 def main(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(name)s %(levelname)s %(message)s",
-    )
+    configure_logging(logging.INFO if verbose else logging.WARNING)
 
 
 @main.command(help="Create the central office in DIRECTORY: CA, broker config, election package, store.")

@@ -16,6 +16,7 @@ from audit.keys import load_or_create_signing_key
 from audit.store import AuditLog
 from election.encoding import canonical_bytes, sha256
 from station_hub.errors import HubError
+from station_hub.logs import configure_logging
 from station_hub.mqtt import HubClient
 from station_hub.operator import change_polls
 from station_hub.pki import PkiError, StationCA, load_certificate
@@ -36,10 +37,7 @@ def _open(directory: Path) -> Station:
 @click.group(help="Polling-station hub: ledger, roll, broker and monitoring.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every decision.")
 def main(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(name)s %(levelname)s %(message)s",
-    )
+    configure_logging(logging.INFO if verbose else logging.WARNING)
 
 
 @main.command(help="Create a station in DIRECTORY: CA, certificates, broker config, election.")
