@@ -47,7 +47,7 @@ from appliance.card import (
 )
 from appliance.outbox import Outbox, StoredCheckin
 from appliance.publisher import Ack, HubLink, HubUnreachable
-from appliance.sealing import cast_payload, spoiled_payload, with_token
+from appliance.sealing import cast_payload, spoiled_payload
 from appliance.session import Session, State, Timeouts
 from appliance.session import events as ev
 from audit.service import ServiceAudit
@@ -449,7 +449,7 @@ class Booth:
 
     def _cast(self) -> ev.Event:
         assert self._sealed is not None and self._token is not None, "cast without a sealed ballot and token"
-        ballot = with_token(self._sealed[0], self._token, self.signer)
+        ballot = self._sealed[0].with_token(self._token, self.signer)
         self._awaiting_ack[ballot.ballot_hash] = ballot.ballot_id.hex()
         item = self.outbox.add("cast", ballot, cast_payload(ballot), voter_key=self._voter_key)
         self.audit.record("ballot_cast", ballot_id=ballot.ballot_id.hex())

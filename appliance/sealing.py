@@ -1,25 +1,17 @@
 """The two forms a reviewed ballot can leave the terminal in: cast (with the token) or spoiled.
 
 The ballot is sealed for review without the token. Casting keeps the very ciphertexts and
-proofs the voter saw sealed, sets the token and signs again (same device_seq and prev_hash);
+proofs the voter saw sealed, sets the token and signs again (``SealedBallot.with_token``);
 challenging publishes it as it was sealed — token null — with its opening.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token
+from election.ballot import BallotOpening, SealedBallot
 from election.encoding import canonical_bytes
 from election.manifest import Manifest
 from station_hub.ledger import SPOILED_TYPE
 from station_hub.messages import MESSAGE_VERSION
-
-
-def with_token(ballot: SealedBallot, token: Token, signer: DeviceSigner) -> SealedBallot:
-    """The cast form of a reviewed ballot: same ciphertexts and proofs, token set, re-signed."""
-    unsigned = replace(ballot, token=token, signature=b"")
-    return replace(unsigned, signature=signer.sign(canonical_bytes(unsigned.body_json())))
 
 
 def cast_payload(ballot: SealedBallot) -> bytes:

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from election.ballot import GENESIS_HASH, DeviceSigner, Token, seal_ballot
-from election.context import ElectionContext
 from election.encoding import canonical_bytes, parse_json, sha256
-from election.keyceremony import joint_public_key, run_local_ceremony
 from election.manifest import sample_manifest
+from election.record import RecordWriter
+from election.simulation import ceremony, write_election_package
 from station_hub.broker import Broker, free_port
 from station_hub.mqtt import HubClient
 from station_hub.operator import change_polls
@@ -35,12 +35,9 @@ TERMINALS = [f"t{i}" for i in range(1, 5)]
 
 def make_station(root: Path) -> Station:
     manifest = sample_manifest(contests=1, selections=2, limit=1)
-    _trustees, publics = run_local_ceremony(["a", "b"], 2, manifest.base_hash)
-    context = ElectionContext(manifest.base_hash, ("a", "b"), 2, joint_public_key(publics))
+    _trustees, publics, context = ceremony(manifest, 2, 2)
     package = root / "package"
-    package.mkdir()
-    (package / "manifest.json").write_bytes(canonical_bytes(manifest.to_json()))
-    (package / "context.json").write_bytes(canonical_bytes(context.to_json()))
+    write_election_package(RecordWriter(package), manifest, context, publics)
     return init_station(root / "station", "bench", package, TERMINALS, ["op1"], port=free_port())
 
 

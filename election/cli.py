@@ -17,7 +17,7 @@ from election.stations import lookup_tracking_code, normalise_tracking_code
 from election.verify import CHECKS, verify_record
 
 
-class _Progress:
+class ProgressLine:
     """Progress per stage on stderr: redrawn in place on a terminal, every 10 % otherwise."""
 
     def __init__(self) -> None:
@@ -96,7 +96,7 @@ def simulate_command(
         outcome = simulate(
             manifest, RecordWriter(out), ballots, trustee_count=trustees, quorum=quorum,
             device_count=devices,
-            station_count=stations, spoil_rate=spoil_rate, seed=seed, progress=_Progress(),
+            station_count=stations, spoil_rate=spoil_rate, seed=seed, progress=ProgressLine(),
         )  # fmt: skip
     except ElectionError as exc:
         raise click.ClickException(str(exc)) from None
@@ -119,7 +119,7 @@ def simulate_command(
 def verify_command(record: Path) -> None:
     """Re-check a whole election record from its files; exit status 1 if any check fails."""
     started = time.monotonic()
-    progress = _Progress()
+    progress = ProgressLine()
     report = verify_record(DirectoryRecord(record), lambda done, total: progress("checking ballots", done, total))
     for check in CHECKS:
         outcome = report.outcomes[check.number]

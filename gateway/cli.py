@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from election.cli import _Progress
+from election.cli import ProgressLine
 from gateway.central import Central, init_central, register_station, worker_name
 from gateway.errors import GatewayError
 from station_hub.errors import HubError
@@ -121,7 +121,7 @@ def export(directory: Path, record: Path, database: str | None) -> None:
     central = _open(directory)
     store = central.store(database)
     try:
-        summary = export_record(central, store, record, _Progress())
+        summary = export_record(central, store, record, ProgressLine())
     finally:
         store.close()
     stations = ", ".join(f"{s} ({n} entries)" for s, n in summary.stations.items())
@@ -144,7 +144,7 @@ def tally(record: Path, keys: tuple[Path, ...]) -> None:
     from gateway.results import NIST_RESULTS_FILE, tally_and_decrypt
 
     try:
-        results = tally_and_decrypt(record, list(keys), _Progress())
+        results = tally_and_decrypt(record, list(keys), ProgressLine())
     except GatewayError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{results.ballot_count} ballots; trustees present: {', '.join(results.trustees_present)}")

@@ -111,6 +111,17 @@ def test_not_eligible(voter: ScriptedVoter, insert, voters: Voters) -> None:
     card.remove()
 
 
+def test_third_wrong_pin_locks_the_card_and_says_so(voter: ScriptedVoter, insert, voters: Voters) -> None:
+    card = insert(voters.eligible[1])  # a fresh virtual card: its PIN counter starts at 3
+    voter.wait_screen("pin")
+    for tries_left in (2, 1):
+        voter.pin("9999")
+        voter.wait_screen("wrong_pin", tries_left=tries_left)
+    voter.pin("9999")
+    voter.wait_screen("card_locked")
+    card.remove()
+
+
 def test_revoked_card_is_not_valid(voter: ScriptedVoter, insert, voters: Voters) -> None:
     card = insert(voters.revoked)
     voter.wait_screen("pin")

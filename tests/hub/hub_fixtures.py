@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from election.chain import ChainEntry
-from election.context import ElectionContext
-from election.encoding import canonical_bytes
-from election.keyceremony import joint_public_key, run_local_ceremony
 from election.manifest import sample_manifest
+from election.record import RecordWriter
+from election.simulation import ceremony, write_election_package
 from station_hub.broker import free_port
 from station_hub.ledger_service import LedgerService
 from station_hub.ledger_store import LedgerStore
@@ -30,11 +29,8 @@ def write_election(directory: Path, election_id: str = "sample") -> Path:
     data = manifest.to_json()
     data["election_id"] = election_id
     manifest = type(manifest).from_json(data)
-    _trustees, publics = run_local_ceremony(["a", "b", "c"], 2, manifest.base_hash)
-    context = ElectionContext(manifest.base_hash, ("a", "b", "c"), 2, joint_public_key(publics))
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "manifest.json").write_bytes(canonical_bytes(manifest.to_json()))
-    (directory / "context.json").write_bytes(canonical_bytes(context.to_json()))
+    _trustees, publics, context = ceremony(manifest, 3, 2)
+    write_election_package(RecordWriter(directory), manifest, context, publics)
     return directory
 
 
