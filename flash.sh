@@ -59,7 +59,10 @@ if [[ ! -x "$PYTHON" ]]; then
   exit 1
 fi
 cd "$ROOT"
-if ! "$PYTHON" -m appliance.provision "${args[@]}"; then
+# -P: the product, and the firmware and pin map it flashes (importlib.resources), come from the
+# packages installed for $PYTHON (PYTHON=/opt/polling-station/venv/bin/python on a booth), never
+# from the checkout that happens to be the working directory.
+if ! "$PYTHON" -P -m appliance.provision "${args[@]}"; then
   exit 1
 fi
 if ((dry_run)); then
@@ -69,5 +72,5 @@ fi
 if ((selftest)); then
   selftest_args=(--data-dir "$data_dir")
   [[ -n "$board" ]] && selftest_args+=(--board "$board")
-  "$PYTHON" -m appliance.selftest "${selftest_args[@]}" || exit 1
+  "$PYTHON" -P -m appliance.selftest "${selftest_args[@]}" || exit 1
 fi

@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/bootstrap.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache
 .venv/bin/pytest "$@"

@@ -46,18 +46,24 @@ from appliance.card import (
     WrongPin,
 )
 from appliance.outbox import Outbox, StoredCheckin
-from appliance.publisher import Ack, HubLink, HubUnreachable
+from appliance.publisher import HubLink, HubUnreachable
 from appliance.sealing import cast_payload, spoiled_payload
 from appliance.session import Session, State, Timeouts
 from appliance.session import events as ev
 from audit.service import ServiceAudit
 from election import tokens
 from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token, seal_ballot
-from election.encoding import canonical_bytes, parse_json
+from election.encoding import parse_json
+from election.errors import FormatError
 from election.group import Point
 from election.manifest import Manifest
-from station_hub.ledger import SPOILED_TYPE
-from station_hub.messages import MESSAGE_VERSION
+from protocol.messages import (
+    SPOILED_TYPE,
+    AckAccepted,
+    CheckinRefused,
+    CheckinRequest,
+    decode_checkin_reply,
+)
 
 log = logging.getLogger("appliance.booth")
 CHECKIN_TIMEOUT = 8.0
@@ -96,6 +102,7 @@ SESSION_OUTCOMES = {
     State.NOT_ELIGIBLE: "refused",
     State.ALREADY_VOTED: "refused",
     State.POLLS_CLOSED: "refused",
+    State.SESSION_ERROR: "error",
 }
 PROBLEM_STATES = {"tamper": ("tamper", "open", "closed"), "reader": ("reader", "down", "up")}
 """Problem source → (audit kind, state when set, state when cleared)."""
@@ -197,7 +204,7 @@ class Booth:
         self._version = 0
         self._card_connected = False
         self._problems: dict[str, str] = {}
-        self.ack_listeners: list[Callable[[Ack], None]] = []
+        self.ack_listeners: list[Callable[[AckAccepted], None]] = []
         self._forget()
         self._publish_view()
 
@@ -240,11 +247,18 @@ class Booth:
     # --- worker ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        last_failure: str | None = None
         while not self._stop.is_set():
             try:
                 self._step()
-            except Exception:  # the booth keeps serving; the failure is in the log
-                log.exception("booth worker step failed")
+            except Exception as error:  # the booth keeps serving; the failure is in the log
+                # Logged once per kind: a failure repeating every tick would flood the log.
+                failure = f"{type(error).__name__}: {error}"
+                if failure != last_failure:
+                    log.exception("booth worker step failed")
+                last_failure = failure
+            else:
+                last_failure = None
 
     def _step(self) -> None:
         try:
@@ -267,13 +281,17 @@ class Booth:
         before = self.session.view()
         while pending:
             next_event, state = pending.pop(0), self.session.state
-            effects = self.session.handle(next_event, self.clock())
+            try:
+                effects = self.session.handle(next_event, self.clock())
+            except Exception:
+                log.exception("voter session failed on %s; the session is reset", type(next_event).__name__)
+                effects = self.session.fail(self.clock())
             change = session_change(state, self.session.state, next_event)
             if change is not None:
                 self.audit.record(change[0], **change[1])
             for effect in effects:
                 log.debug("effect %r", effect)
-                result = self._run_effect(effect)
+                result = self._run_effect_safely(effect)
                 if result is not None:
                     pending.append(result)
         if changed or self.session.view() != before:
@@ -344,7 +362,7 @@ class Booth:
             self.audit.record("hub_link", state="up" if online else "down")
         self.submit(ev.HubLink(online))
 
-    def _on_ack(self, ack: Ack) -> None:
+    def _on_ack(self, ack: AckAccepted) -> None:
         ballot_id = self._awaiting_ack.pop(ack.ballot_hash, None)
         if ballot_id is not None:  # the first ack of this ballot (resends get the same one)
             self.audit.record("ballot_acknowledged", ballot_id=ballot_id, position=ack.position)
@@ -353,6 +371,25 @@ class Booth:
             listener(ack)
 
     # --- effects --------------------------------------------------------------------------
+
+    def _run_effect_safely(self, effect: ev.Effect) -> ev.Event | None:
+        """Run one effect; if it raises, tell the session (StepFailed) instead of freezing it.
+
+        Without this an exception would leave the session in its busy state ("please wait")
+        for good, and the next voter's card would be ignored. The failure is logged once,
+        with its traceback (never the effect's fields: Authenticate carries the PIN), and
+        audited as the session ending in "error" (or a card error, for authentication).
+        """
+        try:
+            return self._run_effect(effect)
+        except Exception:
+            log.exception("booth step %s failed; the voter session is reset", type(effect).__name__)
+            if isinstance(effect, ev.Authenticate):
+                self.audit.record("card_error", error="protocol_error")
+            if isinstance(effect, ev.EndSession):
+                return None
+            self._forget()
+            return ev.StepFailed(type(effect).__name__)
 
     def _run_effect(self, effect: ev.Effect) -> ev.Event | None:
         match effect:
@@ -391,18 +428,20 @@ class Booth:
             request = tokens.blind(self.election.token_key, message)
             stored = StoredCheckin(message, request.blinded, request.inverse)
             self.outbox.store_checkin(voter_key, stored)  # before sending: a retry sends the same
-        payload = canonical_bytes(
-            {"version": MESSAGE_VERSION, "type": "checkin", "voter_key": voter_key, "blinded": stored.blinded.hex()}
-        )
+        payload = CheckinRequest(bytes.fromhex(voter_key), stored.blinded).encode()
         try:
-            reply = self.link.request_checkin(payload, CHECKIN_TIMEOUT)
+            answer = self.link.request_checkin(payload, CHECKIN_TIMEOUT)
+            reply = decode_checkin_reply(answer, len(stored.blinded))
         except HubUnreachable as error:
             log.warning("check-in failed: %s", error)
             return ev.CheckInFailed(ev.Refusal.HUB_UNREACHABLE)
-        if reply.get("result") != "granted":
-            reason = reply.get("reason")
+        except FormatError as error:
+            log.warning("the roll's reply is malformed: %s", error)
+            return ev.CheckInFailed(ev.Refusal.HUB_UNREACHABLE)
+        if isinstance(reply, CheckinRefused):
+            reason = reply.reason.value
             log.info("check-in refused: %s", reason)
-            refusal = REFUSALS.get(str(reason), ev.Refusal.HUB_UNREACHABLE)
+            refusal = REFUSALS.get(reason, ev.Refusal.HUB_UNREACHABLE)
             if refusal in AUDITED_REFUSALS:
                 self.audit.record("card_error", error=refusal.value)
             return ev.CheckInFailed(refusal)
@@ -410,7 +449,7 @@ class Booth:
             signature = tokens.finalize(
                 self.election.token_key,
                 stored.message,
-                bytes.fromhex(str(reply.get("blind_signature"))),
+                reply.blind_signature,
                 tokens.BlindedRequest(stored.blinded, stored.inverse),
             )
         except (ValueError, tokens.TokenError) as error:

@@ -16,7 +16,7 @@ from appliance.config import BoothConfig, ConfigError, load_config
 from appliance.production import ProductionCheckError, observe, production_refusals
 from appliance.runner import BoothRunner, load_election, open_reader
 from appliance.selftest import DEFAULT_CHECKS, CheckResult, SelfTestContext, SelfTestReport, run_selftest
-from station_hub.logs import configure_logging
+from infra.logs import configure_logging
 
 BROKER_TIMEOUT = 3.0
 

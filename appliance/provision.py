@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
 from appliance.drivers.companion import firmware_sources, listing_hash
-from station_hub.pki import (
+from infra.pki import (
     CRL_FILE,
     PkiError,
     Role,

@@ -25,14 +25,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from appliance.outbox import Outbox, OutboxItem
-from election.encoding import canonical_bytes, parse_json
 from election.errors import FormatError
-from station_hub.messages import MESSAGE_VERSION, offline_status
-from station_hub.mqtt import publish_last_words
-from station_hub.topics import Topics
+from infra.mqtt import publish_last_words
+from protocol.messages import AckAccepted, TerminalStatus, decode_ack, offline_status
+from protocol.topics import Topics
 
 log = logging.getLogger("appliance.publisher")
-MAX_REPLY_BYTES = 8192
 RESEND_AFTER = 3.0
 
 
@@ -49,34 +47,6 @@ class HubAddress:
     key_file: Path
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
-    ballot_hash: bytes
-    position: int
-    entry_hash: bytes
-    tracking_code: str
-
-
-def parse_ack(payload: bytes) -> Ack | tuple[bytes, str]:
-    """An accepted ack, or (payload hash, reason) of a refusal; FormatError otherwise."""
-    data = parse_json(payload, max_size=MAX_REPLY_BYTES)
-    if not isinstance(data, dict) or data.get("type") != "ack" or data.get("version") != MESSAGE_VERSION:
-        raise FormatError("ack: expected a version 1 ack")
-    try:
-        ballot_hash = bytes.fromhex(data["ballot_hash"])
-        if data["result"] == "refused":
-            return ballot_hash, str(data["reason"])
-        if data["result"] != "accepted" or type(data["position"]) is not int or len(ballot_hash) != 32:
-            raise FormatError("ack: unknown result or bad position")
-        entry_hash = bytes.fromhex(data["entry_hash"])
-        code = data["tracking_code"]
-        if len(entry_hash) != 32 or not isinstance(code, str) or len(code) > 64:
-            raise FormatError("ack: bad entry hash or tracking code")
-        return Ack(ballot_hash, data["position"], entry_hash, code)
-    except (KeyError, TypeError, ValueError) as error:
-        raise FormatError(f"ack: {error}") from error
-
-
 class HubLink:
     """Connects in the background and keeps reconnecting; never blocks the voter's flow."""
 
@@ -87,7 +57,7 @@ class HubLink:
         terminal_id: str,
         outbox: Outbox,
         *,
-        on_ack: Callable[[Ack], None] = lambda ack: None,
+        on_ack: Callable[[AckAccepted], None] = lambda ack: None,
         on_link: Callable[[bool], None] = lambda online: None,
     ) -> None:
         self.address = address
@@ -162,18 +132,16 @@ class HubLink:
             waiter[0].set()
             return
         try:
-            ack = parse_ack(payload)
+            ack = decode_ack(payload)
         except FormatError as error:
             log.warning("dropped a malformed ack: %s", error)
             return
-        if isinstance(ack, Ack):
+        if isinstance(ack, AckAccepted):
             if self.outbox.acknowledge(ack.ballot_hash):
                 self.publish_status()
             self.on_ack(ack)
-        else:
-            payload_hash, reason = ack
-            if self.outbox.mark_refused(payload_hash, reason):
-                log.error("the ledger REFUSED ballot %s: %s", payload_hash.hex()[:16], reason)
+        elif self.outbox.mark_refused(ack.ballot_hash, ack.reason.value):
+            log.error("the ledger REFUSED ballot %s: %s", ack.ballot_hash.hex()[:16], ack.reason.value)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -200,19 +168,18 @@ class HubLink:
         self.status.update(changes)
         if not self._connected.is_set():
             return
-        status = {
-            "version": MESSAGE_VERSION,
-            "type": "terminal_status",
-            "online": True,
-            "reader": self.status["reader"],
-            "tamper": self.status["tamper"],
-            "ballots_cast": self.outbox.ballots_cast(),
-            "outbox_depth": self.outbox.depth(),
-        }
-        self._client.publish(self.topics.terminal_status(self.terminal_id), canonical_bytes(status), 1, True)
+        status = TerminalStatus(
+            True,
+            str(self.status["reader"]),
+            bool(self.status["tamper"]),
+            self.outbox.ballots_cast(),
+            self.outbox.depth(),
+        )
+        self._client.publish(self.topics.terminal_status(self.terminal_id), status.encode(), 1, True)
 
-    def request_checkin(self, payload: bytes, timeout: float) -> dict[str, Any]:
-        """Send a check-in request to the roll and wait for its reply (HubUnreachable if none)."""
+    def request_checkin(self, payload: bytes, timeout: float) -> bytes:
+        """Send a check-in request to the roll and wait for its reply's bytes (HubUnreachable if
+        none); the caller decodes it (``protocol.messages.decode_checkin_reply``)."""
         if not self._connected.is_set():
             raise HubUnreachable("not connected to the station hub")
         correlation = uuid.uuid4().bytes
@@ -229,10 +196,4 @@ class HubLink:
         finally:
             with self._lock:
                 self._replies.pop(correlation, None)
-        try:
-            reply = parse_json(answers[0], max_size=MAX_REPLY_BYTES)
-        except FormatError as error:
-            raise HubUnreachable(f"the roll's reply is malformed: {error}") from error
-        if not isinstance(reply, dict) or reply.get("type") != "checkin_reply":
-            raise HubUnreachable("the roll's reply is not a check-in reply")
-        return reply
+        return answers[0]

@@ -28,8 +28,8 @@ from audit.errors import AuditError
 from audit.service import ServiceAudit
 from election.ballot import DeviceSigner
 from election.errors import FormatError
-from station_hub.errors import HubError
-from station_hub.station import Election as ElectionPackage
+from infra.election_package import ElectionPackage
+from infra.errors import SiteError
 
 log = logging.getLogger("appliance.runner")
 
@@ -48,7 +48,7 @@ def load_election(config: BoothConfig) -> Election:
     try:
         package = ElectionPackage.load(config.election_dir)
         token_key = serialization.load_pem_public_key(config.token_key.read_bytes())
-    except (HubError, OSError, ValueError) as error:
+    except (SiteError, OSError, ValueError) as error:
         raise ConfigError(f"election package: {error}") from error
     if not isinstance(token_key, rsa.RSAPublicKey):
         raise ConfigError(f"{config.token_key} is not the roll's RSA public key")

@@ -10,8 +10,7 @@ from __future__ import annotations
 from election.ballot import BallotOpening, SealedBallot
 from election.encoding import canonical_bytes
 from election.manifest import Manifest
-from station_hub.ledger import SPOILED_TYPE
-from station_hub.messages import MESSAGE_VERSION
+from protocol.messages import MESSAGE_VERSION, SPOILED_TYPE
 
 
 def cast_payload(ballot: SealedBallot) -> bytes:

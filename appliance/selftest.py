@@ -23,10 +23,13 @@ from appliance.drivers.companion import (
     CompanionBoard,
     CompanionError,
     LinkRestored,
+    firmware_sources,
     local_firmware_hash,
 )
+from appliance.drivers.pinmap import PinMapError, load_pinmap
 from appliance.provision import TerminalFiles, election_package_hash
-from station_hub.pki import PkiError, Role, load_certificate, load_crl, verify_certificate
+from appliance.ui.server import static_dir
+from infra.pki import PkiError, Role, load_certificate, load_crl, verify_certificate
 
 EARLIEST_SANE_CLOCK = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 BOARD_TIMEOUT = 5.0
@@ -82,6 +85,25 @@ def check_companion_board(context: SelfTestContext) -> CheckResult:
     return CheckResult(name, True, f"firmware {hello.firmware_version} ({expected[:16]}…) answers")
 
 
+def check_installed_files(context: SelfTestContext) -> CheckResult:
+    """The files the product reads at run time are in the installed packages (importlib.resources).
+
+    A booth installed without them starts, then shows a blank kiosk or cannot flash its board;
+    this says so before a voter does.
+    """
+    name = "installed files"
+    try:
+        page = static_dir() / "index.html"
+        pinmap = load_pinmap()
+        missing = [str(path) for path in firmware_sources().values() if not path.is_file()]
+    except (PinMapError, RuntimeError, ModuleNotFoundError) as error:
+        return CheckResult(name, False, str(error))
+    if missing:
+        return CheckResult(name, False, f"companion firmware missing: {', '.join(missing)}")
+    where = page.parents[3]  # .../appliance/ui/static/index.html: the folder holding the packages
+    return CheckResult(name, True, f"kiosk page, pin map ({pinmap.source.name}) and companion firmware in {where}")
+
+
 def check_certificates(context: SelfTestContext) -> CheckResult:
     name = "certificates"
     files = context.files
@@ -129,6 +151,7 @@ def check_election_package(context: SelfTestContext) -> CheckResult:
 
 DEFAULT_CHECKS: tuple[Check, ...] = (
     check_clock,
+    check_installed_files,
     check_certificates,
     check_election_package,
     check_companion_board,

@@ -143,10 +143,10 @@ EVENT_KINDS: dict[str, EventKind] = {
             "the terminal committed the ballot, with the voter's token, to its outbox: it is cast",
         ),
         EventKind(
-            "payload_refused",
-            {"payload_sha256": SHA256, "reason": IDENTIFIER},
-            "the ledger refused a message on a ballot topic; a malformed one has no ballot id, so "
-            "it is named by the SHA-256 of its bytes (what the refusal ack names too)",
+            "refusals_counted",
+            {"terminal": IDENTIFIER, "reason": IDENTIFIER, "count": COUNT},
+            "how many messages the ledger refused from one terminal for one reason in the last "
+            "checkpoint interval (counts, not one entry per message: the log stays bounded)",
         ),
         EventKind(
             "report_signed",

@@ -29,7 +29,7 @@ from appliance.simulators.scripted_voter import ScriptedVoter, VoterError
 from demo.whole_election import PIN, demo_manifest, hub_process, polls, provision_terminal, random_choices
 from election.record import RecordWriter
 from election.simulation import ceremony, write_election_package
-from station_hub.broker import free_port
+from infra.broker import free_port
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.station import init_station
 

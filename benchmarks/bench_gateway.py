@@ -21,15 +21,16 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from demo.linking import link_station
 from election.ballot import GENESIS_HASH, DeviceSigner, Token, seal_ballot
 from election.chain import ChainState
 from election.encoding import canonical_bytes
 from election.manifest import sample_manifest
 from election.record import RecordWriter
 from election.simulation import ceremony, write_election_package
-from gateway.central import Central, init_central, register_station
+from gateway.central import Central, init_central
 from gateway.harness import CentralOffice, export_and_tally, start_forwarder, station_states
-from station_hub.broker import free_port
+from infra.broker import free_port
 from station_hub.ledger import Accepted
 from station_hub.ledger_store import LedgerStore
 from station_hub.station import Station, init_station
@@ -64,7 +65,7 @@ def ingest(root: Path, package: Path, stations: list[Path], total: int, workers:
     central = init_central(central_dir, package, port=free_port(), workers=workers)
     for station in stations:
         shutil.rmtree(station / "forward", ignore_errors=True)
-        register_station(central, station)
+        link_station(central, station)
     with CentralOffice(central, workers=workers):
         started = time.monotonic()
         forwarders = [start_forwarder(s, timeout=30.0) for s in stations]

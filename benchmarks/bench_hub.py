@@ -25,8 +25,8 @@ from election.encoding import canonical_bytes, parse_json, sha256
 from election.manifest import sample_manifest
 from election.record import RecordWriter
 from election.simulation import ceremony, write_election_package
-from station_hub.broker import Broker, free_port
-from station_hub.mqtt import HubClient
+from infra.broker import Broker, free_port
+from infra.mqtt import HubClient
 from station_hub.operator import change_polls
 from station_hub.station import Station, init_station
 

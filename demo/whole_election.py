@@ -38,15 +38,16 @@ from appliance.simulators.pcscd import PrivatePcscd
 from appliance.simulators.pn532_emulator import Pn532Emulator, PtyPn532
 from appliance.simulators.scripted_voter import ScriptedVoter
 from appliance.simulators.vpcd import VpcdCardLink
+from demo.linking import link_station
 from election.manifest import Manifest
 from election.record import DirectoryRecord
 from election.simulation import ceremony_to_files
 from election.stations import lookup_tracking_code
 from election.verify import CHECKS, verify_record
-from gateway.central import init_central, register_station
+from gateway.central import init_central
 from gateway.harness import CentralOffice, export_and_tally, wait_until_complete
-from station_hub.broker import free_port
-from station_hub.mqtt import HubClient
+from infra.broker import free_port
+from infra.mqtt import HubClient
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.station import Station, init_station
@@ -252,7 +253,7 @@ def run(
 
     say("central office: its CA and broker; the station registered with its terminals' keys")
     central = init_central(out / "central", package, port=free_port(), workers=2)
-    register_station(central, station.directory)
+    link_station(central, station.directory)
 
     with ExitStack() as stack:
         say("central broker and 2 gateway workers (shared subscription)")

@@ -6,7 +6,8 @@
         --central 203.0.113.10
 
 What it lays down under ``--root`` (``/`` on the device; a temporary directory in tests):
-the product in a virtualenv under /opt/polling-station, dedicated system users
+the product in a virtualenv under /opt/polling-station, installed from its built wheel (never
+from the checkout, so the booth runs exactly what a wheel ships), dedicated system users
 (sysusers.d), persistent data paths (tmpfiles.d) under /var/lib/polling-station, sandboxed
 systemd units, the hardware watchdog, an nftables ruleset for the role, time from the hub,
 SSH masked. Safe to run twice: it rewrites what it owns, never an existing booth.toml, and
@@ -22,8 +23,10 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +62,10 @@ CHROMIUM_FLAGS = (
     "--disable-component-update --password-store=basic --user-data-dir=/run/polling-station-kiosk/chromium"
 )
 HUB_SERVICES = {"ledger": ("roll", "sealed ballots, hash chain"), "roll": ("ledger", "eligible voters, check-ins")}
+PINMAP = PROJECT / "hw" / "schematics" / "pinmap.json"  # the wiring's one source of truth
+# What never goes into the wheel's build tree: a copy without these builds the same wheel on
+# any checkout, and setuptools' build/ leftovers of a previous run cannot slip into it.
+NOT_BUILT = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "tests", "test-artifacts", "*.whl")
 MASKED_ALWAYS = ("ssh.service", "ssh.socket", "sshd.service")
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 
@@ -83,6 +90,9 @@ class InstallOptions:
     source: Path = PROJECT
     skip_pip: bool = False
     skip_apt: bool = False
+    venv_under_root: bool = False
+    """Build the virtualenv under a --root other than /: to check an install in a scratch
+    root (its scripts then name their path under that root, so it is no image for a device)."""
 
     def validate(self) -> None:
         if self.role not in ROLES:
@@ -110,8 +120,10 @@ class InstallOptions:
             _ipv4_network(self.ssh_from, "--ssh-from")
             if self.mode == "production":
                 raise InstallError("--ssh-from is for training/staging only: production refuses SSH")
-        if not self.skip_pip and self.root.resolve() != Path("/"):
+        if not self.skip_pip and self.root.resolve() != Path("/") and not self.venv_under_root:
             raise InstallError("the virtualenv can only be built on the device itself (--root /); use --skip-pip")
+        if not self.skip_pip and not (self.source.is_dir() or self.source.suffix == ".whl"):
+            raise InstallError(f"--source {self.source}: expected the project directory or a built wheel (.whl)")
 
 
 def _ipv4(text: str, option: str) -> ipaddress.IPv4Address:
@@ -144,6 +156,25 @@ def _template(name: str) -> str:
     return (TEMPLATES / name).read_text(encoding="utf-8")
 
 
+def reader_settings(reader: str) -> str:
+    """The booth.toml lines a reader kind needs beyond its kind, from the pin map.
+
+    The booth requires a serial port for pn532-uart, so it is written out (the Pi's UART as
+    wired in hw/schematics/pinmap.json); every other pin and bus stays in the pin map alone,
+    which the booth reads from its installed package.
+    """
+    if reader == "pn532-uart":
+        try:
+            port = json.loads(PINMAP.read_text(encoding="utf-8"))["pn532"]["uart"]["port"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InstallError(f"cannot read the PN532 UART port from {PINMAP}: {error}") from None
+        return f'port = "{port}"          # the serial port it is wired to (hw/schematics/pinmap.json)'
+    if reader == "pcsc":
+        return '# name = "…"                # a PC/SC reader name; default: the first reader pcscd lists'
+    variant = reader.removeprefix("pn532-")
+    return f"# bus and pins: pn532.{variant} in hw/schematics/pinmap.json (shipped with the booth)"
+
+
 def _values(options: InstallOptions) -> dict[str, str]:
     devices, groups = READERS[options.reader]
     booth_groups = sorted({*groups, *COMPANION_GROUPS})
@@ -160,6 +191,7 @@ def _values(options: InstallOptions) -> dict[str, str]:
         "station_dir": STATION_DIR,
         "mode": options.mode,
         "reader": options.reader,
+        "reader_settings": reader_settings(options.reader) if options.role == "booth" else "",
         "hub_host": options.hub_host,
         "hub_port": str(options.hub_port),
         "ui_port": str(options.ui_port),
@@ -214,6 +246,8 @@ def plan_files(options: InstallOptions) -> list[PlannedFile]:
             service_values = {**values, "service": service, "other": other, "purpose": purpose}
             content = render(_template("hub-service.service"), service_values)
             files.append(PlannedFile(f"{units}/polling-station-{service}.service", content))
+        forwarder = render(_template("forwarder.service"), values)
+        files.append(PlannedFile(f"{units}/polling-station-forwarder.service", forwarder))
     return files
 
 
@@ -223,6 +257,7 @@ def units_to_enable(role: str) -> list[str]:
     return [
         "polling-station-broker.service",
         *(f"polling-station-{service}.service" for service in HUB_SERVICES),
+        "polling-station-forwarder.service",  # starts once the station is linked (its condition)
         "nftables.service",
     ]
 
@@ -256,22 +291,65 @@ def _run(command: list[str]) -> None:
         raise InstallError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
 
 
-def _install_product(options: InstallOptions) -> None:
+def build_wheel(project: Path, out_dir: Path, python: str = sys.executable) -> Path:
+    """Build the product's wheel from a clean copy of the project; returns the .whl.
+
+    The copy leaves out what is no part of the product (NOT_BUILT), so the wheel depends only
+    on the sources and pyproject.toml, and the checkout is not written to (setuptools would
+    leave build/ and egg-info behind in it). `python` must have pip (the target virtualenv's).
+    """
+    with tempfile.TemporaryDirectory(prefix="polling-station-build-") as scratch:
+        tree, wheels = Path(scratch) / "src", Path(scratch) / "wheels"
+        shutil.copytree(project, tree, ignore=shutil.ignore_patterns(*NOT_BUILT))
+        _run([python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(tree)])
+        built = list(wheels.glob("polling_station-*.whl"))
+        if len(built) != 1:
+            raise InstallError(f"pip wheel built {[w.name for w in built]}, expected one polling_station wheel")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.move(built[0], out_dir / built[0].name))
+
+
+def _install_product(options: InstallOptions) -> str:
+    """The product into PREFIX/venv from its wheel; returns what was installed."""
     venv = _inside(options.root, PREFIX) / "venv"
     if options.skip_pip:
         for name in ENTRY_POINTS[options.role]:
             message = f"{name}: placeholder laid out with --skip-pip; run the installer on the device"
             stub = f"#!/bin/sh\necho '{message}' >&2\nexit 1\n"
             _write(venv / "bin" / name, stub, 0o755)
-        return
-    if not (venv / "bin" / "python").exists():
+        return "placeholders (--skip-pip)"
+    python = str(venv / "bin" / "python")
+    if not Path(python).exists():
         _run([sys.executable, "-m", "venv", str(venv)])
-    _run([str(venv / "bin" / "pip"), "install", "--quiet", str(options.source)])
+    with tempfile.TemporaryDirectory(prefix="polling-station-wheel-") as scratch:
+        wheel = options.source
+        if wheel.suffix != ".whl":
+            wheel = build_wheel(options.source, Path(scratch), python)
+        # The product first, replacing any install of the same version (a rebuilt wheel keeps
+        # its version number), then whatever its own metadata requires.
+        _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall", str(wheel)])
+        _run([python, "-m", "pip", "install", "--quiet", str(wheel)])
+    if options.role == "booth":
+        _check_reader_supported(python, options.reader)
+    return wheel.name
+
+
+def _check_reader_supported(python: str, reader: str) -> None:
+    """The installed booth must accept the reader kind booth.toml will name, or it never starts."""
+    code = "from appliance.config import READER_KINDS; print(' '.join(READER_KINDS))"
+    result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    kinds = result.stdout.split()
+    if result.returncode != 0 or reader not in kinds:
+        raise InstallError(
+            f"--reader {reader}: the installed booth accepts only {kinds or result.stderr.strip()}; "
+            "choose one of those (nothing else was written)"
+        )
 
 
 def _copy_docs(options: InstallOptions) -> None:
+    project = options.source if options.source.is_dir() else PROJECT
     for name in DOCS:
-        source = options.source / "docs" / name
+        source = project / "docs" / name
         if source.is_file():
             _write(_inside(options.root, f"{PREFIX}/docs/{name}"), source.read_bytes(), 0o644)
 
@@ -285,6 +363,8 @@ def install(options: InstallOptions) -> list[str]:
         packages = list(DEBIAN_PACKAGES[options.role])
         _run(["apt-get", "install", "-y", "--no-install-recommends", *packages])
         done.append(f"installed Debian packages {' '.join(packages)}")
+    # The product first: a failed pip or an unsupported reader leaves no unit or config behind.
+    installed = _install_product(options)
     manifest = {}
     for planned in plan_files(options):
         target = _inside(root, planned.path)
@@ -294,9 +374,8 @@ def install(options: InstallOptions) -> list[str]:
             _write(target, planned.content, planned.mode)
             done.append(f"wrote {planned.path}")
         manifest[planned.path] = hashlib.sha256(target.read_bytes()).hexdigest()
-    _install_product(options)
     _copy_docs(options)
-    done.append(f"product {'laid out (--skip-pip)' if options.skip_pip else 'installed'} in {PREFIX}/venv")
+    done.append(f"product installed in {PREFIX}/venv: {installed}")
     root_option = f"--root={root}"
     _run(["systemd-sysusers", root_option, str(_inside(root, SYSUSERS_CONF))])
     _run(["systemd-tmpfiles", "--create", root_option, str(_inside(root, TMPFILES_CONF))])
@@ -324,8 +403,15 @@ def parse_args(argv: list[str] | None = None) -> InstallOptions:
     parser.add_argument("--central", dest="central_host", help="hub: the central broker's IPv4 address")
     parser.add_argument("--central-port", type=int, default=8883)
     parser.add_argument("--ssh-from", help="training/staging only: allow SSH from this IPv4 network")
-    parser.add_argument("--source", type=Path, default=PROJECT, help="project directory or wheel to install")
+    parser.add_argument(
+        "--source", type=Path, default=PROJECT, help="a built wheel, or the project directory to build one from"
+    )
     parser.add_argument("--skip-pip", action="store_true", help="lay out placeholder commands instead of pip install")
+    parser.add_argument(
+        "--venv-under-root",
+        action="store_true",
+        help="build the virtualenv under a --root other than / (scratch checks only: not an image for a device)",
+    )
     parser.add_argument("--skip-apt", action="store_true", help="do not apt-get install the Debian packages")
     return InstallOptions(**vars(parser.parse_args(argv)))
 

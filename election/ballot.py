@@ -12,7 +12,6 @@ spoils the ballot; a cast ballot's opening is destroyed.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
@@ -22,9 +21,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from election.elgamal import Ciphertext, encrypt, is_encryption_of
-from election.encoding import canonical_bytes, hex_bytes, sha256
+from election.encoding import canonical_bytes, check_version, hex_bytes, sha256, strict_int
 from election.errors import FormatError
 from election.group import ORDER, Point, random_scalar, scalar_from_hex, scalar_to_hex
+from election.ids import check_device_id
 from election.manifest import Contest, Manifest
 from election.proofs import RangeProof
 
@@ -33,16 +33,10 @@ BALLOT_ID_SIZE = 16
 GENESIS_HASH = bytes(32)
 """``prev_hash`` of a device's first sealed ballot."""
 MAX_TOKEN_SIGNATURE_SIZE = 1024
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_DEVICE_SEQ = 2**63 - 1
 
 Choices = Mapping[str, Set[str]]
 """A voter's choices: contest id → the selection ids marked in it."""
-
-
-def check_device_id(value: Any, what: str = "device_id") -> str:
-    if not isinstance(value, str) or not _DEVICE_ID.match(value):
-        raise FormatError(f"{what}: {value!r} is not a device id (1–64 of A-Z a-z 0-9 _ . -)")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +191,8 @@ class SealedBallot:
         if set(data) != fields:
             missing, extra = sorted(fields - set(data)), sorted(set(data) - fields)
             raise FormatError(f"sealed ballot: missing fields {missing}, unknown fields {extra}")
-        if data["version"] != BALLOT_VERSION:
-            raise FormatError(f"sealed ballot: unsupported version {data['version']!r}")
-        seq = data["device_seq"]
-        if type(seq) is not int or not 1 <= seq < 2**63:
-            raise FormatError("device_seq: must be a positive integer")
+        check_version(data, BALLOT_VERSION, "sealed ballot")
+        seq = strict_int(data["device_seq"], "device_seq", minimum=1, maximum=MAX_DEVICE_SEQ)
         contests_data = data["contests"]
         if not isinstance(contests_data, list) or len(contests_data) != len(manifest.contests):
             raise FormatError(f"contests: expected the manifest's {len(manifest.contests)} contests")
@@ -291,7 +282,9 @@ class BallotOpening:
         votes: dict[tuple[str, str], tuple[int, int]] = {}
         for i, (item, contest) in enumerate(zip(contests, manifest.contests, strict=True)):
             at = f"opening.contests[{i}]"
-            if not isinstance(item, dict) or item.get("contest_id") != contest.id:
+            if not isinstance(item, dict) or set(item) != {"contest_id", "selections"}:
+                raise FormatError(f"{at}: expected exactly contest_id and selections")
+            if item["contest_id"] != contest.id:
                 raise FormatError(f"{at}: expected contest {contest.id!r}")
             selections = item.get("selections")
             if not isinstance(selections, list) or len(selections) != len(contest.selections):
@@ -300,12 +293,11 @@ class BallotOpening:
                 where = f"{at}.selections[{j}]"
                 if not isinstance(entry, dict) or set(entry) != {"selection_id", "vote", "nonce"}:
                     raise FormatError(f"{where}: expected selection_id, vote and nonce")
-                if entry["selection_id"] != selection.id or entry["vote"] not in (0, 1):
-                    raise FormatError(f"{where}: wrong selection id or a vote other than 0/1")
-                if type(entry["vote"]) is not int:
-                    raise FormatError(f"{where}.vote: must be the integer 0 or 1")
+                if entry["selection_id"] != selection.id:
+                    raise FormatError(f"{where}.selection_id: expected {selection.id!r}")
+                vote = strict_int(entry["vote"], f"{where}.vote", minimum=0, maximum=1)
                 votes[contest.id, selection.id] = (
-                    entry["vote"],
+                    vote,
                     scalar_from_hex(entry["nonce"], f"{where}.nonce"),
                 )
         return cls(votes)

@@ -22,13 +22,18 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from election.encoding import HASH_SIZE, canonical_bytes, hash_value, hex_bytes
+from election.encoding import HASH_SIZE, canonical_bytes, check_version, hash_value, hex_bytes, strict_int
 from election.errors import ElectionError, FormatError, SignatureError
+from election.ids import check_station_id
 
 CHAIN_VERSION = 1
 GENESIS_DOMAIN = "polling-station/chain-genesis/v1"
-ENTRY_KINDS = ("cast", "spoiled")
-"""``cast`` ballots are counted; ``spoiled`` ones were challenged by the voter and are not."""
+ENTRY_KINDS = ("cast", "spoiled", "late")
+"""``cast`` ballots are counted; ``spoiled`` ones were challenged by the voter and are not;
+``late`` ones are cast ballots whose token the roll issued before the polls closed but which
+reached the ledger only after the final close (a booth that was offline): they are counted like
+``cast`` and reported apart (docs/ledger.md, "Closing the polls")."""
+COUNTED_KINDS = ("cast", "late")
 TRACKING_CODE_BYTES = 10
 """80 bits of the entry hash: 16 base32 characters, shown to the voter in four groups."""
 
@@ -49,16 +54,13 @@ def tracking_code(entry_hash: bytes) -> str:
 
 
 def _position(value: Any, what: str, minimum: int) -> int:
-    if type(value) is not int or not minimum <= value < 2**63:
-        raise FormatError(f"{what}: must be an integer from {minimum}")
-    return value
+    return strict_int(value, what, minimum=minimum)
 
 
 def _fields(data: Any, what: str, fields: set[str]) -> dict[str, Any]:
     if not isinstance(data, dict) or set(data) != fields:
         raise FormatError(f"{what}: expected exactly the fields {sorted(fields)}")
-    if data["version"] != CHAIN_VERSION:
-        raise FormatError(f"{what}: unsupported version {data['version']!r}")
+    check_version(data, CHAIN_VERSION, what)
     return data
 
 
@@ -90,7 +92,7 @@ class ChainEntry:
     def from_json(cls, data: Any) -> ChainEntry:
         fields = {"version", "position", "prev_hash", "ballot_hash", "kind"}
         data = _fields(data, "chain entry", fields)
-        if data["kind"] not in ENTRY_KINDS:
+        if type(data["kind"]) is not str or data["kind"] not in ENTRY_KINDS:
             raise FormatError(f"chain entry: kind must be one of {list(ENTRY_KINDS)}")
         return cls(
             _position(data["position"], "chain entry.position", 1),
@@ -191,18 +193,18 @@ class Checkpoint:
 
     @classmethod
     def from_signed(cls, document: Any, key: Ed25519PublicKey) -> Checkpoint:
-        body = _fields(
-            verify_document(document, key),
-            "checkpoint",
-            {"version", "type", "station_id", "base_hash", "position", "head_hash"},
-        )
-        if body["type"] != "checkpoint" or not isinstance(body["station_id"], str):
-            raise FormatError("checkpoint: wrong type or station id")
+        """Parse a signed checkpoint: its shape first (a clear reason), then its signature."""
+        fields = {"version", "type", "station_id", "base_hash", "position", "head_hash", "signature"}
+        _fields(document, "checkpoint", fields)
+        body = verify_document(document, key)
+        if body["type"] != "checkpoint":
+            raise FormatError('checkpoint: type must be "checkpoint"')
         head = ChainHead(
             _position(body["position"], "checkpoint.position", 0),
             hex_bytes(body["head_hash"], HASH_SIZE, "checkpoint.head_hash"),
         )
-        return cls(body["station_id"], hex_bytes(body["base_hash"], 32, "base_hash"), head)
+        station_id = check_station_id(body["station_id"], "checkpoint.station_id")
+        return cls(station_id, hex_bytes(body["base_hash"], 32, "checkpoint.base_hash"), head)
 
     def matches(self, genesis: bytes, entry_hashes: list[bytes]) -> bool:
         """Whether a verified chain (its entry hashes from position 1) had this head."""

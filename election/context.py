@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from election.encoding import hex_bytes
+from election.encoding import check_version, hex_bytes, strict_int
 from election.errors import FormatError
 from election.group import Point, point_from_hex
+from election.ids import check_trustee_id
 
 CONTEXT_VERSION = 1
+MAX_TRUSTEES = 2**16 - 1
+"""Trustee indices are 1..n and n fits in 16 bits (formats.md §7)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +38,15 @@ class ElectionContext:
         fields = {"version", "base_hash", "trustee_ids", "quorum", "joint_public_key"}
         if not isinstance(data, dict) or set(data) != fields:
             raise FormatError(f"context: expected exactly the fields {sorted(fields)}")
-        if data["version"] != CONTEXT_VERSION:
-            raise FormatError(f"context: unsupported version {data['version']!r}")
+        check_version(data, CONTEXT_VERSION, "context")
         ids = data["trustee_ids"]
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-            raise FormatError("context.trustee_ids: a non-empty list of trustee ids")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_TRUSTEES:
+            raise FormatError(f"context.trustee_ids: a list of 1 to {MAX_TRUSTEES} trustee ids")
+        for i, trustee_id in enumerate(ids):
+            check_trustee_id(trustee_id, f"context.trustee_ids[{i}]")
         if len(set(ids)) != len(ids):
             raise FormatError("context.trustee_ids: ids must be unique")
-        quorum = data["quorum"]
-        if type(quorum) is not int or not 1 <= quorum <= len(ids):
-            raise FormatError(f"context.quorum: must be between 1 and {len(ids)}")
+        quorum = strict_int(data["quorum"], "context.quorum", minimum=1, maximum=len(ids))
         return cls(
             hex_bytes(data["base_hash"], 32, "context.base_hash"),
             tuple(ids),

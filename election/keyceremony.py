@@ -14,7 +14,6 @@ commitments alone, so every partial decryption can be checked. Any ``k`` shares 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from election.encoding import canonical_bytes, hex_bytes
+from election.encoding import canonical_bytes, check_version, hex_bytes, strict_int
 from election.errors import DecryptionError, ElectionError, FormatError
 from election.group import (
     IDENTITY,
@@ -36,10 +35,11 @@ from election.group import (
     scalar_from_hex,
     scalar_to_hex,
 )
+from election.ids import check_trustee_id
 from election.proofs import ChaumPedersenProof, SchnorrProof
 
 TRUSTEE_VERSION = 1
-_TRUSTEE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_TRUSTEE_INDEX = 2**16 - 1
 
 
 class CeremonyError(ElectionError):
@@ -92,17 +92,14 @@ class TrusteePublic:
         fields = {"version", "trustee_id", "index", "commitments", "proofs", "exchange_key"}
         if not isinstance(data, dict) or set(data) != fields:
             raise FormatError(f"trustee: expected exactly the fields {sorted(fields)}")
-        if data["version"] != TRUSTEE_VERSION:
-            raise FormatError(f"trustee: unsupported version {data['version']!r}")
-        trustee_id = data["trustee_id"]
-        if not isinstance(trustee_id, str) or not _TRUSTEE_ID.match(trustee_id):
-            raise FormatError(f"trustee_id: {trustee_id!r} is not a valid identifier")
-        index = data["index"]
-        if type(index) is not int or not 1 <= index < 2**16:
-            raise FormatError(f"{trustee_id}.index: must be a small positive integer")
+        check_version(data, TRUSTEE_VERSION, "trustee")
+        trustee_id = check_trustee_id(data["trustee_id"])
+        index = strict_int(data["index"], f"{trustee_id}.index", minimum=1, maximum=MAX_TRUSTEE_INDEX)
         commitments, proofs = data["commitments"], data["proofs"]
         if not isinstance(commitments, list) or not isinstance(proofs, list):
             raise FormatError(f"{trustee_id}: commitments and proofs must be lists")
+        if not 1 <= len(commitments) <= MAX_TRUSTEE_INDEX or len(proofs) != len(commitments):
+            raise FormatError(f"{trustee_id}: 1 to {MAX_TRUSTEE_INDEX} commitments, each with one proof")
         return cls(
             trustee_id,
             index,
@@ -224,9 +221,15 @@ class Trustee:
     def from_secret_json(cls, data: Any) -> Trustee:
         fields = {"version", "trustee_id", "index", "quorum", "base_hash", "secret_share"}
         if not isinstance(data, dict) or set(data) != fields:
-            raise FormatError("trustee key file: unexpected fields")
-        trustee = cls(data["trustee_id"], data["index"], data["quorum"], hex_bytes(data["base_hash"], 32, "base_hash"))
-        trustee.secret_share = scalar_from_hex(data["secret_share"], "secret_share")
+            raise FormatError(f"trustee key file: expected exactly the fields {sorted(fields)}")
+        check_version(data, TRUSTEE_VERSION, "trustee key file")
+        trustee = cls(
+            check_trustee_id(data["trustee_id"]),
+            strict_int(data["index"], "trustee key file.index", minimum=1, maximum=MAX_TRUSTEE_INDEX),
+            strict_int(data["quorum"], "trustee key file.quorum", minimum=1, maximum=MAX_TRUSTEE_INDEX),
+            hex_bytes(data["base_hash"], 32, "trustee key file.base_hash"),
+        )
+        trustee.secret_share = scalar_from_hex(data["secret_share"], "trustee key file.secret_share")
         return trustee
 
 

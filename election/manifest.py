@@ -6,16 +6,17 @@ election's base hash, which every proof, ballot and record file is bound to.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from election.encoding import hash_value
+from election.encoding import check_version, hash_value, strict_int
 from election.errors import ManifestError
+from election.ids import check_name_id
 
 MANIFEST_VERSION = 1
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_NAME_LENGTH = 1000
+"""Most characters of one language's name of the election, a contest or a selection."""
 _LANGUAGES = ("en", "ja")
 
 
@@ -23,15 +24,13 @@ def _text(value: Any, where: str) -> dict[str, str]:
     if not isinstance(value, dict) or set(value) != set(_LANGUAGES):
         raise ManifestError(f"{where}: a name gives exactly the languages {list(_LANGUAGES)}")
     for lang, text in value.items():
-        if not isinstance(text, str) or not text.strip():
-            raise ManifestError(f"{where}.{lang}: must be a non-empty string")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_NAME_LENGTH:
+            raise ManifestError(f"{where}.{lang}: must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
     return dict(value)
 
 
 def _identifier(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
-        raise ManifestError(f"{where}: identifier {value!r} must be 1–64 of a-z 0-9 _ - (starting alphanumeric)")
-    return value
+    return check_name_id(value, where, ManifestError)
 
 
 def _fields(data: Any, where: str, required: set[str]) -> dict[str, Any]:
@@ -71,8 +70,7 @@ class Manifest:
     @classmethod
     def from_json(cls, data: Any) -> Manifest:
         data = _fields(data, "manifest", {"version", "election_id", "name", "contests"})
-        if data["version"] != MANIFEST_VERSION:
-            raise ManifestError(f"manifest.version: unsupported version {data['version']!r}")
+        check_version(data, MANIFEST_VERSION, "manifest.version", ManifestError)
         contests_data = data["contests"]
         if not isinstance(contests_data, list) or not contests_data:
             raise ManifestError("manifest.contests: at least one contest is required")
@@ -91,12 +89,7 @@ class Manifest:
             ids = [s.id for s in selections]
             if len(set(ids)) != len(ids):
                 raise ManifestError(f"{where}.selections: selection ids must be unique")
-            limit = item["limit"]
-            if type(limit) is not int or not 1 <= limit <= len(selections):
-                raise ManifestError(
-                    f"{where}.limit: must be an integer from 1 to the number of selections "
-                    f"({len(selections)}), got {limit!r}"
-                )
+            limit = strict_int(item["limit"], f"{where}.limit", minimum=1, maximum=len(selections), error=ManifestError)
             contests.append(
                 Contest(
                     _identifier(item["id"], f"{where}.id"),

@@ -13,6 +13,12 @@ Layout (``docs/formats.md`` describes each file)::
     results.json                the totals
     stations/<station_id>/      each station's ledger chain, keys and checkpoint
                                 (``election.stations``)
+    results-nist.json           optional: the results as a NIST SP 1500-100 report (not verified)
+
+Nothing else belongs in it: the verifier refuses stray files and folders (a file left beside
+the ballots is either an accident or an attempt to show an observer something the checks
+never saw), and every ``.json`` file must be canonical JSON, so that the bytes published are
+the bytes every hash and signature covers.
 
 This module holds the layout and the file I/O shell around the pure core; the verifier reads
 through :class:`RecordSource` so it can be fed from anything that yields the same files.
@@ -26,6 +32,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from election.encoding import canonical_bytes, parse_json
+from election.errors import FormatError
+from election.stations import STATIONS
 
 MANIFEST = "manifest.json"
 CONTEXT = "context.json"
@@ -36,37 +44,79 @@ TRUSTEES = "trustees"
 BALLOTS = "ballots"
 SPOILED = "spoiled"
 DECRYPTION = "decryption"
+NIST_RESULTS = "results-nist.json"
 MAX_FILE_SIZE = 16 * 1024 * 1024
+"""Most bytes of one ``.json`` file of the record (``chain.jsonl`` has its own bound)."""
 RECORD_VERSION = 1
+ROOT_FILES = (MANIFEST, CONTEXT, DEVICES, TALLY, RESULTS)
+"""The mandatory files at the top of the record."""
+OPTIONAL_ROOT_FILES = (NIST_RESULTS,)
+FOLDERS = (TRUSTEES, BALLOTS, SPOILED, DECRYPTION, STATIONS)
+"""The mandatory folders (each may be empty, none may be missing)."""
+FILE, FOLDER, OTHER = "file", "folder", "other"
+"""Kinds of directory entry in :meth:`RecordSource.listing` (``other``: symlinks, devices…)."""
 
 
 class RecordSource(Protocol):
     def read(self, name: str) -> Any:
         """The parsed JSON of one file (raises FormatError or FileNotFoundError)."""
 
+    def listing(self, folder: str) -> dict[str, str] | None:
+        """Every entry of ``folder`` ("" is the root) → FILE, FOLDER or OTHER; None if absent."""
+
     def names(self, folder: str) -> list[str]:
         """The stems of the ``.json`` files in ``folder``, sorted (empty if absent)."""
 
     def count(self, folder: str) -> int: ...
 
-    def read_bytes(self, name: str) -> bytes:
-        """One file's raw bytes (for line-oriented files such as a chain)."""
+    def read_bytes(self, name: str, *, max_size: int | None = None) -> bytes:
+        """One file's raw bytes (for line-oriented files such as a chain), FormatError if larger."""
 
     def folders(self, folder: str) -> list[str]:
         """The sub-folders of ``folder``, sorted (empty if absent)."""
 
 
 class DirectoryRecord:
-    """A record on disk."""
+    """A record on disk.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    ``canonical`` (the default) refuses a ``.json`` file that is not byte for byte the
+    canonical JSON of its content: an outside verifier hashing the file must get our hash.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, canonical: bool = True) -> None:
         self.root = Path(root)
+        self.canonical = canonical
 
     def read(self, name: str) -> Any:
-        return parse_json(self.read_bytes(name), max_size=MAX_FILE_SIZE)
+        return parse_json(self.read_bytes(name, max_size=MAX_FILE_SIZE), canonical=self.canonical)
 
-    def read_bytes(self, name: str) -> bytes:
-        return (self.root / name).read_bytes()
+    def read_bytes(self, name: str, *, max_size: int | None = None) -> bytes:
+        """Read at most ``max_size`` bytes: memory stays bounded whatever size the file has."""
+        path = self.root / name
+        if path.is_symlink():
+            raise FormatError(f"{name} is a symbolic link, not a file of the record")
+        with path.open("rb") as handle:
+            data = handle.read() if max_size is None else handle.read(max_size + 1)
+        if max_size is not None and len(data) > max_size:
+            raise FormatError(f"{name} is more than {max_size} bytes")
+        return data
+
+    def listing(self, folder: str) -> dict[str, str] | None:
+        directory = self.root / folder if folder else self.root
+        if directory.is_symlink() or not directory.is_dir():
+            return None
+        found: dict[str, str] = {}
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    found[entry.name] = OTHER
+                elif entry.is_dir(follow_symlinks=False):
+                    found[entry.name] = FOLDER
+                elif entry.is_file(follow_symlinks=False):
+                    found[entry.name] = FILE
+                else:
+                    found[entry.name] = OTHER
+        return found
 
     def folders(self, folder: str) -> list[str]:
         directory = self.root / folder

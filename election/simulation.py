@@ -6,6 +6,7 @@ Used by ``election simulate`` and by tests. Crypto randomness always comes from 
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 from collections.abc import Callable
@@ -129,10 +130,28 @@ def ceremony_to_files(
     key_files = []
     for trustee in trustees:
         path = secrets_dir / f"{trustee.trustee_id}.json"
-        path.write_bytes(canonical_bytes(trustee.secret_json()))
-        path.chmod(0o600)
+        _write_private(path, canonical_bytes(trustee.secret_json()))
         key_files.append(path)
     return context, key_files
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a secret file that is mode 0600 from its first byte, then rename it into place.
+
+    Never ``chmod`` after writing: until then the secret would be readable under the umask.
+    """
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)  # left by an interrupted run
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def simulate(

@@ -11,18 +11,19 @@ token the station's roll signed — without anything that names a voter.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from election.chain import ChainEntry
-from election.encoding import canonical_bytes, hex_bytes, parse_json
+from election.encoding import canonical_bytes, check_version, hex_bytes, parse_json
 from election.errors import FormatError
+from election.ids import check_station_id
 
 STATIONS = "stations"
 STATION_FILE = "station.json"
@@ -30,13 +31,13 @@ CHAIN_FILE = "chain.jsonl"
 CHECKPOINT_FILE = "checkpoint.json"
 STATION_VERSION = 1
 MAX_CHAIN_LINE = 4096
-_STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def check_station_id(value: Any, what: str = "station_id") -> str:
-    if not isinstance(value, str) or not _STATION_ID.match(value):
-        raise FormatError(f"{what}: {value!r} is not a station id (1–64 of A-Z a-z 0-9 _ . -)")
-    return value
+MAX_CHAIN_FILE = 2**30
+"""Most bytes of one ``chain.jsonl`` (about five million entries)."""
+MIN_ROLL_KEY_BITS = 2048
+MAX_ROLL_KEY_BITS = 8192
+"""A roll key is RSA of 2048 to 8192 bits (bounding the cost of every token check)."""
+STATION_FILES = (STATION_FILE, CHAIN_FILE, CHECKPOINT_FILE)
+"""Exactly what a station's folder holds: all three, nothing else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +51,7 @@ class StationKeys:
             "version": STATION_VERSION,
             "station_id": self.station_id,
             "ledger_key": self.ledger_key.public_bytes_raw().hex(),
-            "roll_key": self.roll_key.public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            ).hex(),
+            "roll_key": _der_hex(self.roll_key),
         }
 
     @classmethod
@@ -60,19 +59,33 @@ class StationKeys:
         fields = {"version", "station_id", "ledger_key", "roll_key"}
         if not isinstance(data, dict) or set(data) != fields:
             raise FormatError(f"station: expected exactly the fields {sorted(fields)}")
-        if data["version"] != STATION_VERSION:
-            raise FormatError(f"station: unsupported version {data['version']!r}")
+        check_version(data, STATION_VERSION, "station")
+        station_id = check_station_id(data["station_id"])
+        der = hex_bytes(data["roll_key"], None, "station.roll_key")
+        if len(der) > 2 * MAX_ROLL_KEY_BITS // 8:
+            raise FormatError("station.roll_key: too long for an RSA key of at most 8192 bits")
         try:
-            roll_key = serialization.load_der_public_key(hex_bytes(data["roll_key"], None, "roll_key"))
-        except ValueError:
+            roll_key = serialization.load_der_public_key(der)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise FormatError("station.roll_key: not a DER SubjectPublicKeyInfo") from None
-        if not isinstance(roll_key, rsa.RSAPublicKey) or roll_key.key_size < 2048:
-            raise FormatError("station.roll_key: must be an RSA key of at least 2048 bits")
-        return cls(
-            check_station_id(data["station_id"]),
-            Ed25519PublicKey.from_public_bytes(hex_bytes(data["ledger_key"], 32, "ledger_key")),
-            roll_key,
-        )
+        if not isinstance(roll_key, rsa.RSAPublicKey) or not (
+            MIN_ROLL_KEY_BITS <= roll_key.key_size <= MAX_ROLL_KEY_BITS
+        ):
+            raise FormatError(f"station.roll_key: an RSA key of {MIN_ROLL_KEY_BITS} to {MAX_ROLL_KEY_BITS} bits")
+        exponent = roll_key.public_numbers().e
+        if exponent % 2 == 0 or not 3 <= exponent < 2**32:
+            raise FormatError("station.roll_key: the public exponent must be odd, from 3 to 2^32 − 1")
+        if _der_hex(roll_key) != data["roll_key"]:
+            raise FormatError("station.roll_key: not the key's canonical DER encoding")
+        try:
+            ledger_key = Ed25519PublicKey.from_public_bytes(hex_bytes(data["ledger_key"], 32, "station.ledger_key"))
+        except ValueError:
+            raise FormatError("station.ledger_key: not an Ed25519 public key") from None
+        return cls(station_id, ledger_key, roll_key)
+
+
+def _der_hex(key: rsa.RSAPublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo).hex()
 
 
 def chain_lines(entries: Iterator[ChainEntry] | list[ChainEntry]) -> bytes:
@@ -81,10 +94,16 @@ def chain_lines(entries: Iterator[ChainEntry] | list[ChainEntry]) -> bytes:
 
 
 def parse_chain_lines(data: bytes) -> Iterator[ChainEntry]:
-    """Parse ``chain.jsonl``; a malformed line raises FormatError naming its line number."""
+    """Parse ``chain.jsonl``; a malformed line raises FormatError naming its line number.
+
+    Lines end with exactly ``\n`` (0x0A); an empty file is the empty chain (no entry yet).
+    Each line must be the canonical JSON of its entry, so the file's bytes are the bytes hashed.
+    """
+    if len(data) > MAX_CHAIN_FILE:
+        raise FormatError(f"chain.jsonl: more than {MAX_CHAIN_FILE} bytes")
     if data and not data.endswith(b"\n"):
         raise FormatError("chain.jsonl: the last line is not terminated (truncated file?)")
-    for number, line in enumerate(data.splitlines(), start=1):
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
         try:
             entry = ChainEntry.from_json(parse_json(line, max_size=MAX_CHAIN_LINE))
         except FormatError as exc:

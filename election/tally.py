@@ -16,9 +16,10 @@ from typing import Any
 
 from election.ballot import SealedBallot
 from election.elgamal import ZERO_CIPHERTEXT, Ciphertext
-from election.encoding import hex_bytes
+from election.encoding import check_version, hex_bytes, strict_int
 from election.errors import DecryptionError, FormatError
 from election.group import IDENTITY, G, Point, point_from_hex
+from election.ids import check_trustee_id
 from election.keyceremony import Trustee, TrusteePublic, lagrange_coefficient, public_share
 from election.manifest import Manifest
 from election.proofs import ChaumPedersenProof
@@ -92,10 +93,8 @@ def _header(data: Any, what: str, extra: set[str]) -> dict[str, Any]:
     fields = {"version", "base_hash", "ballot_count", "contests"} | extra
     if not isinstance(data, dict) or set(data) != fields:
         raise FormatError(f"{what}: expected exactly the fields {sorted(fields)}")
-    if data["version"] != TALLY_VERSION:
-        raise FormatError(f"{what}: unsupported version {data['version']!r}")
-    if type(data["ballot_count"]) is not int or data["ballot_count"] < 0:
-        raise FormatError(f"{what}.ballot_count: must be a non-negative integer")
+    check_version(data, TALLY_VERSION, what)
+    strict_int(data["ballot_count"], f"{what}.ballot_count", minimum=0)
     return data
 
 
@@ -139,6 +138,10 @@ class DecryptionShare:
 
     trustee_id: str
     shares: dict[Position, tuple[Point, ChaumPedersenProof]]
+    base_hash: bytes | None = None
+    """The election the share file names (None for a share computed here, not read)."""
+    ballot_count: int | None = None
+    """The tally's ballot count the share file names (None likewise)."""
 
     @classmethod
     def compute(cls, trustee: Trustee, tally: EncryptedTally) -> DecryptionShare:
@@ -189,7 +192,12 @@ class DecryptionShare:
                 point_from_hex(entry["share"], f"share {position}", allow_identity=True),
                 ChaumPedersenProof.from_json(entry["proof"], f"share {position}.proof"),
             )
-        return cls(data["trustee_id"], shares)
+        return cls(
+            check_trustee_id(data["trustee_id"], "decryption share.trustee_id"),
+            shares,
+            hex_bytes(data["base_hash"], 32, "decryption share.base_hash"),
+            data["ballot_count"],
+        )
 
 
 class DiscreteLog:
@@ -238,13 +246,17 @@ class Results:
     def from_json(cls, data: Any, manifest: Manifest) -> Results:
         data = _header(data, "results", {"trustees_present"})
         present = data["trustees_present"]
-        if not isinstance(present, list) or not all(isinstance(t, str) for t in present):
+        if not isinstance(present, list):
             raise FormatError("results.trustees_present: a list of trustee ids")
+        for i, trustee_id in enumerate(present):
+            check_trustee_id(trustee_id, f"results.trustees_present[{i}]")
+        if present != sorted(set(present)):
+            raise FormatError("results.trustees_present: trustee ids in ascending order, each once")
         totals = {}
         for position, entry in _per_selection(manifest, data, "results"):
-            if set(entry) != {"selection_id", "total"} or type(entry["total"]) is not int:
+            if set(entry) != {"selection_id", "total"}:
                 raise FormatError(f"results {position}: expected selection_id and an integer total")
-            totals[position] = entry["total"]
+            totals[position] = strict_int(entry["total"], f"results {position}.total", minimum=0)
         return cls(hex_bytes(data["base_hash"], 32, "results.base_hash"), data["ballot_count"], tuple(present), totals)
 
 

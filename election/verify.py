@@ -4,6 +4,10 @@ The checks are numbered and listed in :data:`CHECKS` (and in ``docs/verifier.md`
 check runs even when an earlier one failed, as far as the data allows; a check that cannot
 run because what it needs is unreadable fails with that reason. Ballots are streamed: memory
 holds only the running tally and one small entry per ballot for the device chains.
+
+The record's layout is checked too: a stray file or folder inside a folder fails the check
+that owns the folder (``trustees/`` 3, ``ballots/`` and ``spoiled/`` 6, ``decryption/`` 14,
+``stations/`` 16), a stray entry at the top fails check 19. Nothing in a record goes unread.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from election.ballot import GENESIS_HASH, BallotOpening, SealedBallot, check_device_id
+from election.ballot import BALLOT_ID_SIZE, GENESIS_HASH, BallotOpening, SealedBallot
 from election.chain import Checkpoint, genesis_hash, verify_chain
 from election.context import ElectionContext
-from election.encoding import hex_bytes
+from election.encoding import check_version, hex_bytes
 from election.errors import ElectionError, FormatError
 from election.group import G
+from election.ids import check_device_id, check_station_id, check_trustee_id
 from election.keyceremony import TrusteePublic, joint_public_key
 from election.manifest import Manifest
 from election.record import (
@@ -28,14 +33,29 @@ from election.record import (
     CONTEXT,
     DECRYPTION,
     DEVICES,
+    FILE,
+    FOLDER,
+    FOLDERS,
     MANIFEST,
+    OPTIONAL_ROOT_FILES,
+    RECORD_VERSION,
     RESULTS,
+    ROOT_FILES,
     SPOILED,
     TALLY,
     TRUSTEES,
     RecordSource,
 )
-from election.stations import CHAIN_FILE, CHECKPOINT_FILE, STATION_FILE, STATIONS, StationKeys, parse_chain_lines
+from election.stations import (
+    CHAIN_FILE,
+    CHECKPOINT_FILE,
+    MAX_CHAIN_FILE,
+    STATION_FILE,
+    STATION_FILES,
+    STATIONS,
+    StationKeys,
+    parse_chain_lines,
+)
 from election.tally import DecryptionShare, EncryptedTally, Results, TallyAccumulator, combined_share
 from election.tokens import verify as verify_token
 
@@ -65,7 +85,11 @@ CHECKS: tuple[Check, ...] = (
     Check(16, "every station's chain is unbroken and ends at its ledger's signed checkpoint"),
     Check(17, "every ballot is in exactly one station chain as what it is, and every chain entry's ballot is here"),
     Check(18, "every cast ballot spends a token its station's roll signed; spoiled ballots carry none"),
+    Check(19, "the record folder holds exactly the documented files and folders"),
 )
+FOLDER_OWNERS = {TRUSTEES: 3, BALLOTS: 6, SPOILED: 6, DECRYPTION: 14, STATIONS: 16}
+"""The check that fails for a missing folder or a stray entry inside it."""
+LAYOUT_CHECK = 19
 _TITLES = {check.number: check.title for check in CHECKS}
 _MAX_PROBLEMS_SHOWN = 20
 
@@ -155,10 +179,11 @@ class _Verifier:
             return None
 
     def fail_from(self, first: int, reason: str) -> None:
-        for number in range(first, len(CHECKS) + 1):
+        for number in range(first, LAYOUT_CHECK):  # the layout check never depends on content
             self.report.fail(number, f"not checked: {reason}")
 
     def run(self) -> None:
+        self.check_layout()
         manifest = self.load_manifest()
         if manifest is None:
             self.fail_from(2, "no valid manifest")
@@ -179,6 +204,44 @@ class _Verifier:
         shares = self.check_shares(manifest, context, trustees, tally)
         self.check_results(manifest, context, tally, shares, trustees)
 
+    def check_layout(self) -> None:
+        """Mandatory folders exist; nothing stray anywhere (formats.md §12)."""
+        root = self.source.listing("")
+        if root is None:
+            self.report.fail(LAYOUT_CHECK, "the record folder does not exist")
+            return
+        for name, kind in sorted(root.items()):
+            expected = (
+                FILE if name in ROOT_FILES or name in OPTIONAL_ROOT_FILES else FOLDER if name in FOLDERS else None
+            )
+            if expected is None:
+                self.report.fail(LAYOUT_CHECK, f"stray {kind} {name!r} at the top of the record")
+            elif kind != expected:
+                self.report.fail(LAYOUT_CHECK, f"{name} must be a {expected}, it is a {kind}")
+        named = {TRUSTEES: check_trustee_id, DECRYPTION: check_trustee_id, BALLOTS: _ballot_name, SPOILED: _ballot_name}
+        for folder, number in FOLDER_OWNERS.items():
+            entries = self.source.listing(folder)
+            if entries is None:
+                self.report.fail(number, f"the mandatory folder {folder}/ is missing")
+                continue
+            for name, kind in sorted(entries.items()):
+                if folder == STATIONS:
+                    self.check_station_layout(name, kind)
+                elif kind != FILE or not name.endswith(".json") or not _valid(named[folder], name[: -len(".json")]):
+                    self.report.fail(number, f"{folder}/{name}: stray {kind} (only <id>.json files belong here)")
+
+    def check_station_layout(self, name: str, kind: str) -> None:
+        if kind != FOLDER or not _valid(check_station_id, name):
+            self.report.fail(16, f"{STATIONS}/{name}: stray {kind} (only <station_id>/ folders belong here)")
+            return
+        entries = self.source.listing(f"{STATIONS}/{name}") or {}
+        for entry, entry_kind in sorted(entries.items()):
+            if entry not in STATION_FILES or entry_kind != FILE:
+                self.report.fail(16, f"{STATIONS}/{name}/{entry}: stray {entry_kind}")
+        for required in STATION_FILES:
+            if required not in entries:
+                self.report.fail(16, f"{STATIONS}/{name}/{required} is missing")
+
     def load_manifest(self) -> Manifest | None:
         return self.load(1, MANIFEST, Manifest.from_json)
 
@@ -194,7 +257,14 @@ class _Verifier:
         return context
 
     def load_trustees(self, manifest: Manifest, context: ElectionContext | None) -> list[TrusteePublic]:
+        """Every trustee file that parses, names itself and sits at its index.
+
+        Trustee ``context.trustee_ids[i]`` has index ``i + 1``: the order of the context is
+        the order of the Lagrange indices. A trustee at another index is left out, so that two
+        trustees can never share an index (their Lagrange weight would divide by zero).
+        """
         trustees = []
+        positions = {tid: i + 1 for i, tid in enumerate(context.trustee_ids)} if context else {}
         for name in self.source.names(TRUSTEES):
             trustee = self.load(3, f"{TRUSTEES}/{name}.json", TrusteePublic.from_json)
             if trustee is None:
@@ -205,9 +275,13 @@ class _Verifier:
             quorum = context.quorum if context else len(trustee.commitments)
             for problem in trustee.problems(manifest.base_hash, quorum):
                 self.report.fail(3, problem)
+            if context is not None and positions.get(name) != trustee.index:
+                self.report.fail(3, f"{name} has index {trustee.index}, its place in context.trustee_ids is "
+                                    f"{positions.get(name, 'none')}")  # fmt: skip
+                continue
             trustees.append(trustee)
         indices = sorted(t.index for t in trustees)
-        if indices != list(range(1, len(trustees) + 1)):
+        if context is None and indices != list(range(1, len(trustees) + 1)):
             self.report.fail(3, f"trustee indices {indices} are not 1..{len(trustees)}")
         return trustees
 
@@ -216,10 +290,16 @@ class _Verifier:
         devices: dict[str, Ed25519PublicKey] = {}
         if data is None:
             return devices
-        entries = data.get("devices") if isinstance(data, dict) and data.get("version") == 1 else None
-        if not isinstance(entries, list):
-            self.report.fail(5, "devices.json: expected {version: 1, devices: [...]}")
+        try:
+            if not isinstance(data, dict) or set(data) != {"version", "devices"}:
+                raise FormatError("expected exactly version and devices")
+            check_version(data, RECORD_VERSION, "devices")
+            if not isinstance(data["devices"], list):
+                raise FormatError("devices must be a list")
+        except FormatError as exc:
+            self.report.fail(5, f"devices.json: {exc}")
             return devices
+        entries = data["devices"]
         for i, entry in enumerate(entries):
             try:
                 if not isinstance(entry, dict) or set(entry) != {"device_id", "public_key"}:
@@ -247,7 +327,8 @@ class _Verifier:
                 continue
             self.roll_keys[station_id] = keys.roll_key
             try:
-                entries = list(parse_chain_lines(self.source.read_bytes(f"{folder}/{CHAIN_FILE}")))
+                data = self.source.read_bytes(f"{folder}/{CHAIN_FILE}", max_size=MAX_CHAIN_FILE)
+                entries = list(parse_chain_lines(data))
                 hashes = verify_chain(genesis_hash(manifest.base_hash, station_id), entries)
             except (ElectionError, OSError) as exc:
                 self.report.fail(16, f"{folder}/{CHAIN_FILE}: {exc}")
@@ -305,6 +386,11 @@ class _Verifier:
                 if folder == SPOILED:
                     if not isinstance(data, dict) or set(data) != {"version", "ballot", "opening"}:
                         self.report.fail(6, f"{where}: expected version, ballot and opening")
+                        continue
+                    try:
+                        check_version(data, RECORD_VERSION, "spoiled ballot")
+                    except FormatError as exc:
+                        self.report.fail(6, f"{where}: {exc}")
                         continue
                     data, opening = data["ballot"], data["opening"]
                 try:
@@ -407,16 +493,16 @@ class _Verifier:
             loaded = self.load(14, where, lambda data: (DecryptionShare.from_json(data, manifest), data))
             if loaded is None:
                 continue
-            share, data = loaded
+            share, _ = loaded
             if share.trustee_id != name or name not in known:
                 self.report.fail(14, f"{where}: not the share of a known trustee {name}")
                 continue
-            if data["base_hash"] != manifest.base_hash.hex() or data["ballot_count"] != tally.ballot_count:
-                self.report.fail(14, f"{where}: made for another election or tally")
             problems = share.failures(tally, known[name], trustees)
+            if share.base_hash != manifest.base_hash or share.ballot_count != tally.ballot_count:
+                problems.insert(0, "made for another election or tally")
             for problem in problems:
                 self.report.fail(14, f"{where}: {problem}")
-            if not problems:
+            if not problems:  # only a share that passes check 14 in full is used for check 15
                 shares.append(share)
         if len(shares) < context.quorum:
             self.report.fail(14, f"{len(shares)} valid shares, the quorum is {context.quorum}")
@@ -457,3 +543,17 @@ class _Verifier:
 
 def check_title(number: int) -> str:
     return _TITLES[number]
+
+
+def _valid(check: Callable[[str, str], str], name: str) -> bool:
+    try:
+        check(name, "name")
+    except FormatError:
+        return False
+    return True
+
+
+def _ballot_name(value: str, what: str) -> str:
+    """A ballot file's stem: the ballot id, 32 lowercase hex digits."""
+    hex_bytes(value, BALLOT_ID_SIZE, what)
+    return value

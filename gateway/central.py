@@ -3,18 +3,17 @@
 ``gateway init`` builds it once; ``gateway register-station`` adds a station. Layout::
 
     central.json           host, port of the central broker; database URL ("" = gateway.db)
-    ca/                    the central CA (station_hub.pki.StationCA named "central")
+    ca/                    the central CA (infra.pki.StationCA named "central")
     certs/<cn>.pem         broker, gateway workers (gateway-1, …), hubs (CN = station id)
-    keys/<cn>.key          their private keys (a hub's key is also handed to the hub)
+    keys/<cn>.key          private keys of the broker and the gateway workers (never a hub's)
     election/              manifest.json, context.json, trustees/ (the election package)
     broker/                mosquitto.conf, acl (generated)
     gateway.db             the SQLite store, unless central.json names a PostgreSQL URL
 
-Registering a station reads the station's public parts (ledger key from its ledger
-certificate, roll key, every terminal certificate the station CA vouches for) and writes the
-hub's forwarding credentials into the station directory (``central/``: the central CA, the
-hub's certificate and key, the broker address) plus a ``forwarder`` certificate from the
-station's own CA, with which the forwarder reads the ledger's signed statements.
+Registering a station takes the station's registration (``station-hub registration``: its
+ledger and roll keys, every terminal key its CA vouches for, and a certificate request for the
+hub's central-link key) and answers with a link grant (the central CA, the hub's certificate,
+the broker address) that ``station-hub link`` installs. The centre never sees a station key.
 """
 
 from __future__ import annotations
@@ -25,35 +24,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from election.context import ElectionContext
-from election.encoding import parse_json
+from election.encoding import check_version, parse_json, strict_int
 from election.errors import ElectionError
 from election.keyceremony import TrusteePublic
 from election.manifest import Manifest
 from election.record import CONTEXT, MANIFEST, TRUSTEES
-from election.stations import StationKeys, check_station_id
+from election.stations import check_station_id
 from gateway.errors import GatewayError
-from gateway.protocol import TOPIC_ROOT
 from gateway.store import Store
-from station_hub.errors import HubError
-from station_hub.pki import PkiError, Role, StationCA, write_certificate
-from station_hub.station import (
-    BROKER_NAME,
-    CertificateDirectory,
-    DeviceDirectory,
-    Station,
-    _private_pem,
-    _write_private,
-)
+from infra.certdir import BROKER_NAME, CertificateDirectory, mosquitto_config
+from infra.files import private_pem, write_private
+from infra.pki import PkiError, Role, StationCA, certificate_pem, write_certificate
+from protocol.forwarding import MAX_MESSAGE_BYTES, TOPIC_ROOT
+from protocol.registration import LinkGrant, StationRegistration
 
 CENTRAL_VERSION = 1
+MESSAGE_SIZE_LIMIT = MAX_MESSAGE_BYTES + 4096
+"""The central broker drops larger PUBLISH payloads (a forwarding batch is the largest)."""
 CENTRAL_CA_NAME = "central"
 WORKER_PREFIX = "gateway-"
-FORWARDER_NAME = "forwarder"
-LINK_DIR = "central"
-"""Inside a station directory: the hub's credentials for the central broker."""
 
 
 def worker_name(index: int) -> str:
@@ -115,9 +108,20 @@ class Central(CertificateDirectory):
         directory = Path(directory)
         data = _read(directory / "central.json", "central office configuration")
         fields = {"version", "host", "port", "database"}
-        if not isinstance(data, dict) or set(data) != fields or data["version"] != CENTRAL_VERSION:
-            raise GatewayError(f"{directory}/central.json: expected version 1 with {sorted(fields)}")
-        return cls(directory, data["host"], data["port"], data["database"])
+        where = f"{directory}/central.json"
+        if not isinstance(data, dict) or set(data) != fields:
+            raise GatewayError(f"{where}: expected version 1 with {sorted(fields)}")
+        try:
+            check_version(data, CENTRAL_VERSION, where)  # "version": true is not 1
+            port = strict_int(data["port"], f"{where}: port", minimum=1, maximum=65535)
+        except ElectionError as error:
+            raise GatewayError(str(error)) from error
+        host, database = data["host"], data["database"]
+        if not (isinstance(host, str) and 0 < len(host) <= 253 and host.isascii() and host.isprintable()):
+            raise GatewayError(f"{where}: host must be a host name or address")
+        if not isinstance(database, str):
+            raise GatewayError(f'{where}: database must be a text ("" for SQLite)')
+        return cls(directory, host, port, database)
 
     def election(self) -> CentralElection:
         return load_election_package(self.election_dir)
@@ -134,7 +138,7 @@ class Central(CertificateDirectory):
         certificate = ca.issue(key.public_key(), name, role, hostnames=hostnames)
         (self.directory / "certs").mkdir(exist_ok=True)
         write_certificate(self.cert_file(name), certificate)
-        _write_private(self.key_file(name), _private_pem(key))
+        write_private(self.key_file(name), private_pem(key))
 
     def ensure_worker(self, index: int) -> str:
         name = worker_name(index)
@@ -163,7 +167,7 @@ class Central(CertificateDirectory):
     def mosquitto_config(self) -> str:
         """Exactly a station broker's hardened configuration: the central directory has the
         same layout (``ca/``, ``certs/broker.pem``, ``keys/broker.key``, ``broker/acl``)."""
-        return Station.mosquitto_config(self)  # type: ignore[arg-type]
+        return mosquitto_config(self, self.host, self.port, message_size_limit=MESSAGE_SIZE_LIMIT)
 
     def write_broker_files(self, workers: int) -> None:
         """(Re)generate the broker config and the ACL for ``workers`` gateway workers."""
@@ -203,89 +207,32 @@ def init_central(
     return central
 
 
-@dataclass(frozen=True)
-class CentralLink:
-    """A hub's view of the central broker (``STATION_DIR/central/``), shaped like a Station for
-    :func:`station_hub.mqtt.make_client` and :func:`station_hub.mqtt.connect`."""
-
-    directory: Path
-    station_id: str
-    host: str
-    port: int
-
-    @property
-    def ca_file(self) -> Path:
-        return self.directory / "ca.pem"
-
-    def cert_file(self, name: str) -> Path:
-        return self.directory / "hub.pem"
-
-    def key_file(self, name: str) -> Path:
-        return self.directory / "hub.key"
-
-    @classmethod
-    def open(cls, station_dir: Path) -> CentralLink:
-        directory = Path(station_dir) / LINK_DIR
-        data = _read(directory / "link.json", "central link")
-        if not isinstance(data, dict) or set(data) != {"version", "station_id", "host", "port"}:
-            raise GatewayError(f"{directory}/link.json: expected version, station_id, host and port")
-        return cls(directory, data["station_id"], data["host"], data["port"])
-
-
-def station_keys(station: Station) -> StationKeys:
-    ledger_key = station.certificate("ledger").public_key()
-    if not isinstance(ledger_key, ed25519.Ed25519PublicKey):
-        raise GatewayError(f"station {station.station_id}: the ledger certificate does not carry an Ed25519 key")
-    return StationKeys(station.station_id, ledger_key, station.token_public_key())
-
-
-def station_devices(station: Station) -> tuple[dict[str, ed25519.Ed25519PublicKey], list[str]]:
-    """Every terminal key the station CA vouches for (valid, not revoked), and the refusals."""
-    directory = DeviceDirectory(station)
-    devices, problems = {}, []
-    for terminal in station.terminals:
-        key = directory.lookup(terminal)
-        if isinstance(key, str):
-            problems.append(f"terminal {terminal}: {key}")
-        else:
-            devices[terminal] = key
-    return devices, problems
-
-
-def register_station(central: Central, station_dir: Path) -> tuple[str, list[str], list[str]]:
-    """Register (or refresh) a station; returns its id, the devices added and any refusals."""
+def register_station(central: Central, payload: bytes) -> tuple[str, list[str], list[str], LinkGrant]:
+    """Register (or refresh) a station from its registration; returns its id, the devices
+    added, the station's own refusals, and the link grant to hand back to the hub."""
     try:
-        station = Station.open(Path(station_dir))
-        check_station_id(station.station_id)
-        if station.station_id.startswith(WORKER_PREFIX) or station.station_id == BROKER_NAME:
-            raise GatewayError(f"station id {station.station_id} is reserved for the central office")
-        if station.election().manifest.base_hash != central.election().manifest.base_hash:
-            raise GatewayError(f"station {station.station_id} is installed with another election")
-        keys = station_keys(station)
-        devices, problems = station_devices(station)
-    except (HubError, PkiError, ElectionError) as error:
-        raise GatewayError(f"station {station_dir}: {error}") from error
+        registration = StationRegistration.decode(payload)
+        station_id = check_station_id(registration.station_id)
+        request = x509.load_pem_x509_csr(registration.link_request_pem)
+    except (ElectionError, ValueError) as error:
+        raise GatewayError(f"station registration: {error}") from error
+    if station_id.startswith(WORKER_PREFIX) or station_id == BROKER_NAME:
+        raise GatewayError(f"station id {station_id} is reserved for the central office")
+    if registration.base_hash != central.election().manifest.base_hash:
+        raise GatewayError(f"station {station_id} is installed with another election")
+    if not request.is_signature_valid:
+        raise GatewayError(f"station {station_id}: the link request's signature does not verify")
     store = central.store()
     try:
-        added = store.register_station(keys, devices)
+        added = store.register_station(registration.keys, registration.devices)
     finally:
         store.close()
-    _write_link(central, station)
-    return station.station_id, added, problems
-
-
-def _write_link(central: Central, station: Station) -> None:
-    link = station.directory / LINK_DIR
-    link.mkdir(exist_ok=True)
-    if not central.cert_file(station.station_id).exists():
-        central.issue(station.station_id, Role.LEDGER)
-    shutil.copyfile(central.ca_file, link / "ca.pem")
-    shutil.copyfile(central.cert_file(station.station_id), link / "hub.pem")
-    _write_private(link / "hub.key", central.key_file(station.station_id).read_bytes())
-    data = {"version": CENTRAL_VERSION, "station_id": station.station_id, "host": central.host, "port": central.port}
-    (link / "link.json").write_text(json.dumps(data, indent=1) + "\n")
-    if not station.cert_file(FORWARDER_NAME).exists():
-        ca = StationCA.load(station.directory / "ca")
-        key = ed25519.Ed25519PrivateKey.generate()
-        write_certificate(station.cert_file(FORWARDER_NAME), ca.issue(key.public_key(), FORWARDER_NAME, Role.LEDGER))
-        _write_private(station.key_file(FORWARDER_NAME), _private_pem(key))
+    try:
+        certificate = StationCA.load(central.directory / "ca").issue(request.public_key(), station_id, Role.LEDGER)
+    except PkiError as error:
+        raise GatewayError(f"station {station_id}: {error}") from error
+    write_certificate(central.cert_file(station_id), certificate)
+    grant = LinkGrant(
+        station_id, central.host, central.port, central.ca_file.read_bytes(), certificate_pem(certificate)
+    )
+    return station_id, added, list(registration.problems), grant

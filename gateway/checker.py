@@ -38,7 +38,7 @@ from election.errors import ElectionError
 from election.group import Point
 from election.manifest import Manifest
 from election.stations import StationKeys
-from gateway.protocol import STATEMENT_TYPES, Batch, ForwardedEntry
+from protocol.forwarding import STATEMENT_TYPES, Batch, ForwardedEntry
 
 INCIDENT_KINDS = (
     "gap",  # an entry arrived beyond head+1: the positions between are missing (so far)

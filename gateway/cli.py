@@ -13,8 +13,9 @@ import click
 from election.cli import ProgressLine
 from gateway.central import Central, init_central, register_station, worker_name
 from gateway.errors import GatewayError
-from station_hub.errors import HubError
-from station_hub.logs import configure_logging
+from infra.errors import SiteError
+from infra.files import write_atomically
+from infra.logs import configure_logging
 
 CENTRAL_DIR = click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 
@@ -42,29 +43,35 @@ def main(verbose: bool) -> None:
 def init(directory: Path, election_dir: Path, host: str, port: int, database: str, workers: int) -> None:
     try:
         init_central(directory, election_dir, host=host, port=port, database=database, workers=workers)
-    except (GatewayError, HubError) as error:
+    except (GatewayError, SiteError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"central office created in {directory}")
 
 
-@main.command("register-station", help="Register the station in STATION_DIR and give it forwarding credentials.")
+@main.command(
+    "register-station",
+    help="Register a station from its REGISTRATION file (`station-hub registration`) and write "
+    "the LINK grant to hand back to it (`station-hub link`).",
+)
 @CENTRAL_DIR
-@click.argument("station_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
-def register(directory: Path, station_dir: Path) -> None:
+@click.argument("registration", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("link", type=click.Path(path_type=Path, dir_okay=False))
+def register(directory: Path, registration: Path, link: Path) -> None:
     try:
-        station_id, added, problems = register_station(_open(directory), station_dir)
+        station_id, added, problems, grant = register_station(_open(directory), registration.read_bytes())
     except GatewayError as error:
         raise click.ClickException(str(error)) from error
+    write_atomically(link, grant.encode())
     for problem in problems:
         click.echo(f"warning: {problem} (not registered)", err=True)
-    click.echo(f"station {station_id} registered; terminals added: {', '.join(added) or 'none'}")
+    click.echo(f"station {station_id} registered; terminals added: {', '.join(added) or 'none'}; link grant in {link}")
 
 
 @main.command(help="Run the central Mosquitto broker (until SIGTERM).")
 @CENTRAL_DIR
 @click.option("--workers", default=2, show_default=True)
 def broker(directory: Path, workers: int) -> None:
-    from station_hub.broker import Broker
+    from infra.broker import Broker
 
     central = _open(directory)
     central.write_broker_files(workers)

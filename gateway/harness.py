@@ -21,7 +21,7 @@ from gateway.errors import GatewayError
 from gateway.export import ExportSummary, export_record
 from gateway.results import tally_and_decrypt
 from gateway.store import StationState
-from station_hub.broker import Broker
+from infra.broker import Broker
 
 
 def _stop(process: subprocess.Popen, timeout: float = 10.0) -> None:

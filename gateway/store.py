@@ -35,7 +35,7 @@ from gateway.checker import (
     snapshot_positions,
 )
 from gateway.errors import GatewayError
-from gateway.protocol import ClosingSeen
+from protocol.forwarding import ClosingSeen
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stations (

@@ -27,7 +27,9 @@ from election.encoding import canonical_bytes, parse_json
 from election.errors import ElectionError
 from gateway.central import Central
 from gateway.checker import ElectionKeys, Incident, StationProfile, prevalidate
-from gateway.protocol import (
+from gateway.store import Store
+from infra.mqtt import connect, make_client
+from protocol.forwarding import (
     MAX_MESSAGE_BYTES,
     Batch,
     Confirm,
@@ -38,8 +40,6 @@ from gateway.protocol import (
     shared_up_subscription,
     station_of_up_topic,
 )
-from gateway.store import Store
-from station_hub.mqtt import connect, make_client
 
 log = logging.getLogger("gateway.worker")
 

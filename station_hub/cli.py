@@ -15,11 +15,13 @@ from audit.errors import AuditError, AuditLogBusy
 from audit.keys import load_or_create_signing_key
 from audit.store import AuditLog
 from election.encoding import canonical_bytes, sha256
-from station_hub.errors import HubError
-from station_hub.logs import configure_logging
-from station_hub.mqtt import HubClient
+from infra.errors import SiteError
+from infra.files import write_atomically
+from infra.link import CentralLink
+from infra.logs import configure_logging
+from infra.mqtt import HubClient
+from infra.pki import PkiError, StationCA, load_certificate
 from station_hub.operator import change_polls
-from station_hub.pki import PkiError, StationCA, load_certificate
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.roll_service import roll_audit_paths, roll_log_id
 from station_hub.station import Station, init_station
@@ -30,7 +32,7 @@ STATION_DIR = click.argument("directory", type=click.Path(path_type=Path, file_o
 def _open(directory: Path) -> Station:
     try:
         return Station.open(directory)
-    except HubError as error:
+    except SiteError as error:
         raise click.ClickException(str(error)) from error
 
 
@@ -55,7 +57,7 @@ def init(directory: Path, station_id: str, election_dir: Path, terminals: tuple[
         station = init_station(directory, station_id, election_dir, list(terminals), list(operators), host, port)
         if voters:
             _import(station, voters)
-    except (HubError, PkiError) as error:
+    except (SiteError, PkiError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"station {station_id} created in {directory}")
 
@@ -65,11 +67,11 @@ def _open_roll_audit(station: Station) -> AuditLog:
     try:
         return AuditLog.open(log_path, load_or_create_signing_key(key_path), roll_log_id(station))
     except AuditLogBusy:
-        raise HubError(
+        raise SiteError(
             "the roll service is running and writes the roll's audit log; stop it to import voters"
         ) from None
     except AuditError as error:
-        raise HubError(f"the roll's audit log: {error}") from error
+        raise SiteError(f"the roll's audit log: {error}") from error
 
 
 def _import(station: Station, voters: Path) -> None:
@@ -94,7 +96,7 @@ def _import(station: Station, voters: Path) -> None:
 def import_voters(directory: Path, file: Path) -> None:
     try:
         _import(_open(directory), file)
-    except HubError as error:
+    except SiteError as error:
         raise click.ClickException(str(error)) from error
 
 
@@ -129,6 +131,39 @@ def roll(directory: Path) -> None:
     serve(_open(directory))
 
 
+@main.command(
+    "registration",
+    help="Write the station's registration for the central office (its public keys and a "
+    "certificate request for its link) to OUT.",
+)
+@STATION_DIR
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+def registration_command(directory: Path, out: Path) -> None:
+    from station_hub.registration import registration
+
+    try:
+        document = registration(_open(directory))
+    except SiteError as error:
+        raise click.ClickException(str(error)) from error
+    write_atomically(out, document.encode())
+    for problem in document.problems:
+        click.echo(f"warning: {problem}", err=True)
+    click.echo(f"registration of station {document.station_id} written to {out}; take it to the central office")
+
+
+@main.command(help="Install the central office's LINK grant (`gateway register-station`); the forwarder then runs.")
+@STATION_DIR
+@click.argument("link", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def link(directory: Path, link: Path) -> None:
+    from station_hub.registration import install_link
+
+    try:
+        grant = install_link(_open(directory), link.read_bytes())
+    except SiteError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"linked to the central broker at {grant.host}:{grant.port}")
+
+
 @main.command(help="Forward the chain to the central office (after `gateway register-station`).")
 @STATION_DIR
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the centre's confirm.")
@@ -143,7 +178,7 @@ def forward(directory: Path, timeout: float, batch: int) -> None:
 @STATION_DIR
 @click.option("--attach", is_flag=True, help="Use an already running broker.")
 def run(directory: Path, attach: bool) -> None:
-    from station_hub.broker import Broker
+    from infra.broker import Broker
 
     station = _open(directory)
     stop = threading.Event()
@@ -151,7 +186,7 @@ def run(directory: Path, attach: bool) -> None:
         signal.signal(signum, lambda *_: stop.set())
     broker = None if attach else Broker(station, directory / "broker" / "mosquitto.log")
     command = [sys.executable, "-m", "station_hub.cli"]
-    names = ["ledger", "roll"] + (["forward"] if (directory / "central" / "link.json").exists() else [])
+    names = ["ledger", "roll"] + (["forward"] if CentralLink.exists(directory) else [])
     services = [subprocess.Popen([*command, name, str(directory)]) for name in names]
     click.echo(f"station {station.station_id}: broker on {station.host}:{station.port}, running")
     try:
@@ -168,17 +203,41 @@ def run(directory: Path, attach: bool) -> None:
             broker.stop()
 
 
-@main.command(help="Open or close the polls; prints the signed zero or closing report.")
+@main.command(
+    help="Open or close the polls; prints the signed zero or closing report. Closing stops new "
+    "check-ins at once, then waits until every terminal is drained (online, outbox empty); a "
+    "terminal that cannot be brought back must be declared with --declare-unreachable "
+    "(its ballots are then chained as late). Exit code 3: closing, terminals still pending."
+)
 @STATION_DIR
 @click.argument("command", type=click.Choice(["open", "close"]))
 @click.option("--operator", required=True, help="Operator id whose certificate to use.")
 @click.option("--timeout", default=10.0, show_default=True)
-def polls(directory: Path, command: str, operator: str, timeout: float) -> None:
+@click.option("--wait", "drain_wait", default=30.0, show_default=True,
+              help="Seconds to wait for the terminals to drain when closing.")  # fmt: skip
+@click.option("--declare-unreachable", "unreachable", multiple=True, metavar="TERMINAL",
+              help="Close although TERMINAL is not drained (repeatable); recorded in the signed report.")  # fmt: skip
+def polls(directory: Path, command: str, operator: str, timeout: float, drain_wait: float,
+          unreachable: tuple[str, ...]) -> None:  # fmt: skip
+    from station_hub.operator import ClosingPending
+
     station = _open(directory)
+    if unreachable and command != "close":
+        raise click.UsageError("--declare-unreachable only goes with close")
     try:
         with HubClient(station, operator).connect() as client:
-            report = change_polls(client, command, timeout)
-    except HubError as error:
+            report = change_polls(client, command, timeout, unreachable=unreachable, drain_wait=drain_wait)
+    except ClosingPending as pending:
+        click.echo(
+            "the polls are CLOSING: no new check-ins; ballots of tokens already issued are still taken.", err=True
+        )
+        click.echo("terminals that may still hold cast ballots:", err=True)
+        for item in pending.pending:
+            click.echo(f"  {item.describe()}", err=True)
+        click.echo("bring them back online and run `polls close` again, or declare each one with "
+                   "--declare-unreachable TERMINAL (see docs/operations.md §7).", err=True)  # fmt: skip
+        sys.exit(3)
+    except SiteError as error:
         raise click.ClickException(str(error)) from error
     click.echo(canonical_bytes(report).decode())
 

@@ -33,8 +33,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from election.chain import ChainEntry, ChainHead, verify_document
 from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import ElectionError
-from gateway.central import FORWARDER_NAME, CentralLink
-from gateway.protocol import (
+from infra.link import CentralLink
+from infra.mqtt import connect, make_client
+from protocol.forwarding import (
     Confirm,
     ForwardedEntry,
     Refusal,
@@ -44,8 +45,8 @@ from gateway.protocol import (
     parse_down,
     up_topic,
 )
+from protocol.topics import FORWARDER_NAME
 from station_hub.forward_progress import FORWARD_DB, confirmed_position
-from station_hub.mqtt import connect, make_client
 from station_hub.station import Station
 
 log = logging.getLogger("station_hub.forwarder")

@@ -8,9 +8,15 @@ database, so the mirror can never run ahead of the disk.
 
 Checks, in this order (the first failure is the reason sent back):
 ``too_large``/``malformed`` (schema, encoding, every group element) → ``wrong_election`` →
-``polls_not_open`` → ``device_mismatch`` (ballot's device id vs. the sender's certificate) →
-``unknown_device``/``revoked_device`` → ``bad_signature`` → ``device_chain`` (sequence and
-previous hash) → ``no_token``/``bad_token``/``token_used`` → ``bad_proof``.
+``polls_not_open`` (only before the polls open) → ``device_mismatch`` (ballot's device id vs.
+the sender's certificate) → ``unknown_device``/``revoked_device`` → ``bad_signature`` → ``device_chain`` (sequence and
+previous hash) → ``duplicate_ballot_id`` (a ballot id is chained once, whatever else differs)
+→ ``no_token``/``bad_token``/``token_used`` → ``bad_proof``.
+
+Bounds, so that one certificate cannot make the hub work without end: a terminal whose
+messages keep being refused is answered ``rate_limited`` (no parsing, no signature or proof
+check) until its budget refills; a terminal may chain only a few spoiled ballots in a burst
+(``too_many_spoiled``), which no voter challenging a ballot and voting again ever reaches.
 
 A *spoiled* (challenged) ballot arrives on the same topic as ``{"version": 1, "type":
 "spoiled_ballot", "ballot": sealed ballot, "opening": its opening}``. It is checked like a cast
@@ -18,15 +24,23 @@ ballot except that its token must be null (``token_on_spoiled``: a public openin
 voter's token would link the voter to their cast ballot) and its opening must reproduce every
 ciphertext (``bad_opening``); it joins the chain as kind ``spoiled`` and advances the device
 chain like any sealed ballot. The chain's ``ballot_hash`` is always the sealed ballot's hash.
+Closing (docs/ledger.md, "Closing the polls"): the polls go ``open`` → ``closing`` →
+``closed``. At ``closing`` the roll stops issuing tokens, so every valid unspent token from
+then on was issued before the close: the ledger keeps chaining such ballots as ``cast``. After
+the final close a cast ballot with a valid unspent token (a booth that was offline, say) is
+chained as ``late``: never refused (the voter did vote), never silently counted (the closing
+report, re-signed, lists it per terminal, and the centre flags it). Spoiled ballots after the
+final close are chained as ``spoiled`` (never counted) so the device's chain can continue.
+
 A ballot whose exact bytes are already in the chain is not checked again: it gets its original
-acknowledgement (idempotent resend), even after the polls closed.
+acknowledgement (idempotent resend), even after the polls closed — but only when it comes from
+the terminal that sealed it; from any other terminal it is ``device_mismatch``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -34,18 +48,47 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from election import tokens
 from election.ballot import GENESIS_HASH, BallotOpening, SealedBallot
 from election.chain import ChainEntry, ChainHead, ChainState, tracking_code
-from election.encoding import canonical_bytes, parse_json, sha256
-from election.errors import FormatError
+from election.encoding import sha256
 from election.group import Point
 from election.manifest import Manifest
-from station_hub.messages import MESSAGE_VERSION
+from protocol.errors import Reason, Refusal
+from protocol.messages import AckAccepted, AckRefused, BallotSubmission
 
-MAX_BALLOT_BYTES = 256 * 1024
-SPOILED_TYPE = "spoiled_ballot"
-POLLS_STATES = ("pending", "open", "closed")
+POLLS_STATES = ("pending", "open", "closing", "closed")
 
 DeviceLookup = Callable[[str], Ed25519PublicKey | str]
 """Device id → its Ed25519 key, or the refusal reason (``unknown_device``/``revoked_device``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A token bucket: ``burst`` at once, then one more every ``1 / rate`` seconds."""
+
+    burst: float
+    rate: float
+
+
+REFUSAL_BUDGET = Budget(burst=30, rate=0.5)
+"""Refused messages a terminal may send before it is answered ``rate_limited`` only."""
+SPOILED_BUDGET = Budget(burst=5, rate=1 / 30)
+"""Spoiled ballots a terminal may chain in a burst, then one every 30 s."""
+
+
+@dataclass
+class _Bucket:
+    level: float
+    at: float
+
+    def take(self, budget: Budget, now: float) -> bool:
+        self.level = min(budget.burst, self.level + max(0.0, now - self.at) * budget.rate)
+        self.at = now
+        if self.level < 1:
+            return False
+        self.level -= 1
+        return True
+
+    def has(self, budget: Budget, now: float) -> bool:
+        return min(budget.burst, self.level + max(0.0, now - self.at) * budget.rate) >= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +100,7 @@ class Accepted:
     ballot: SealedBallot
     payload: bytes
 
-    def ack(self) -> dict[str, Any]:
+    def ack(self) -> AckAccepted:
         return accepted_ack(self.entry, self.entry_hash)
 
 
@@ -68,46 +111,25 @@ class Duplicate:
     entry: ChainEntry
     entry_hash: bytes
 
-    def ack(self) -> dict[str, Any]:
+    def ack(self) -> AckAccepted:
         return accepted_ack(self.entry, self.entry_hash)
 
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    reason: str
+    reason: Reason
     detail: str
     payload_hash: bytes
 
-    def ack(self) -> dict[str, Any]:
-        return {
-            "version": MESSAGE_VERSION,
-            "type": "ack",
-            "result": "refused",
-            "ballot_hash": self.payload_hash.hex(),
-            "reason": self.reason,
-            "detail": self.detail,
-        }
+    def ack(self) -> AckRefused:
+        return AckRefused(self.payload_hash, self.reason, self.detail)
 
 
 Decision = Accepted | Duplicate | Refused
 
 
-def accepted_ack(entry: ChainEntry, entry_hash: bytes) -> dict[str, Any]:
-    return {
-        "version": MESSAGE_VERSION,
-        "type": "ack",
-        "result": "accepted",
-        "ballot_hash": entry.ballot_hash.hex(),
-        "position": entry.position,
-        "entry_hash": entry_hash.hex(),
-        "tracking_code": tracking_code(entry_hash),
-    }
-
-
-class _Refusal(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
+def accepted_ack(entry: ChainEntry, entry_hash: bytes) -> AckAccepted:
+    return AckAccepted(entry.ballot_hash, entry.position, entry_hash, tracking_code(entry_hash))
 
 
 @dataclass
@@ -118,24 +140,52 @@ class LedgerState:
     polls: str = "pending"
     device_heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     used_tokens: set[bytes] = field(default_factory=set)
-    entries_by_ballot: dict[bytes, tuple[ChainEntry, bytes]] = field(default_factory=dict)
+    ballot_ids: set[bytes] = field(default_factory=set)
+    entries_by_ballot: dict[bytes, tuple[ChainEntry, bytes, str]] = field(default_factory=dict)
+    """Ballot hash → (entry, entry hash, the device that sealed it)."""
     per_device: dict[str, int] = field(default_factory=dict)
     """Cast ballots per terminal (what the closing report sets against the roll's check-ins)."""
     spoiled: int = 0
+    late_per_device: dict[str, int] = field(default_factory=dict)
+    """Cast ballots chained after the final close (``late``), per terminal."""
+    closed_position: int | None = None
+    """The chain position at the final close."""
+    unreachable: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    """Terminals declared unreachable at the final close → their device-chain head then
+    (sequence, ballot hash; 0 and the genesis hash when none of its ballots arrived)."""
 
     def record(
-        self, entry: ChainEntry, entry_hash: bytes, device_id: str, device_seq: int, token: bytes | None
+        self,
+        entry: ChainEntry,
+        entry_hash: bytes,
+        device_id: str,
+        device_seq: int,
+        token: bytes | None,
+        ballot_id: bytes,
     ) -> None:
         """Remember one chained entry (on acceptance, and when the store replays the chain)."""
         self.head = ChainHead(entry.position, entry_hash)
         self.device_heads[device_id] = (device_seq, entry.ballot_hash)
         if token is not None:
             self.used_tokens.add(token)
-        self.entries_by_ballot[entry.ballot_hash] = (entry, entry_hash)
+        self.ballot_ids.add(ballot_id)
+        self.entries_by_ballot[entry.ballot_hash] = (entry, entry_hash, device_id)
         if entry.kind == "cast":
             self.per_device[device_id] = self.per_device.get(device_id, 0) + 1
+        elif entry.kind == "late":
+            self.late_per_device[device_id] = self.late_per_device.get(device_id, 0) + 1
         else:
             self.spoiled += 1
+
+    def counted_per_device(self) -> dict[str, int]:
+        """Counted ballots (cast and late) per terminal."""
+        counts = dict(self.per_device)
+        for device, late in self.late_per_device.items():
+            counts[device] = counts.get(device, 0) + late
+        return counts
+
+    def device_head(self, device_id: str) -> tuple[int, bytes]:
+        return self.device_heads.get(device_id, (0, GENESIS_HASH))
 
 
 class LedgerCore:
@@ -157,83 +207,87 @@ class LedgerCore:
         self.state = state
         self.chain = ChainState(genesis, state.head)
         self.check_proofs = check_proofs
+        self._refusals: dict[str, _Bucket] = {}
+        self._spoiled: dict[str, _Bucket] = {}
 
-    def decide(self, payload: bytes, sender: str) -> Decision:
-        """Judge one payload from terminal ``sender``; an acceptance updates the mirror."""
+    def decide(self, payload: bytes, sender: str, now: float = 0.0) -> Decision:
+        """Judge one payload from terminal ``sender`` at monotonic time ``now``; an acceptance
+        updates the mirror."""
         payload_hash = sha256(payload)
+        refusals = self._refusals.setdefault(sender, _Bucket(REFUSAL_BUDGET.burst, now))
+        if not refusals.has(REFUSAL_BUDGET, now):
+            return Refused(Reason.RATE_LIMITED, "too many refused messages from this terminal; wait", payload_hash)
         try:
-            ballot, opening = self._parse(payload)
-            ballot_hash = ballot.ballot_hash
-            known = self.state.entries_by_ballot.get(ballot_hash)
+            submission = BallotSubmission.decode(payload, self.manifest)
+            ballot, opening = submission.ballot, submission.opening
+            known = self.state.entries_by_ballot.get(ballot.ballot_hash)
             if known:
-                return Duplicate(*known)
-            self._check(ballot, sender, opening)
-        except _Refusal as refusal:
-            return Refused(refusal.reason, refusal.detail, payload_hash)
-        entry = self.chain.next_entry(ballot_hash, "cast" if opening is None else "spoiled")
+                entry, entry_hash, device = known
+                if device != sender:
+                    raise Refusal(Reason.DEVICE_MISMATCH, f"a ballot of {device} sent by {sender}")
+                return Duplicate(entry, entry_hash)
+            self._check(ballot, sender, opening, now)
+        except Refusal as refusal:
+            refusals.take(REFUSAL_BUDGET, now)
+            return Refused(Reason(refusal.reason), refusal.detail, payload_hash)
+        entry = self.chain.next_entry(ballot.ballot_hash, self._kind(opening))
         entry_hash = self.chain.append(entry)
         token = None if ballot.token is None else ballot.token.message
-        self.state.record(entry, entry_hash, ballot.device_id, ballot.device_seq, token)
+        self.state.record(entry, entry_hash, ballot.device_id, ballot.device_seq, token, ballot.ballot_id)
+        if opening is not None:
+            self._spoiled[sender].take(SPOILED_BUDGET, now)
         return Accepted(entry, entry_hash, ballot, payload)
 
-    def _parse(self, payload: bytes) -> tuple[SealedBallot, BallotOpening | None]:
-        """A cast ballot (opening None) or a spoiled ballot with its opening."""
-        if len(payload) > MAX_BALLOT_BYTES:
-            raise _Refusal("too_large", f"{len(payload)} bytes, the limit is {MAX_BALLOT_BYTES}")
-        try:
-            data = parse_json(payload)
-            if canonical_bytes(data) != payload:
-                raise FormatError("the payload is not in canonical JSON form")
-            if not (isinstance(data, dict) and data.get("type") == SPOILED_TYPE):
-                return SealedBallot.from_json(data, self.manifest), None
-            if set(data) != {"version", "type", "ballot", "opening"} or data["version"] != MESSAGE_VERSION:
-                raise FormatError("spoiled ballot: expected version 1 with type, ballot and opening")
-            ballot = SealedBallot.from_json(data["ballot"], self.manifest)
-            return ballot, BallotOpening.from_json(data["opening"], self.manifest)
-        except FormatError as error:
-            raise _Refusal("malformed", str(error)) from None
+    def _kind(self, opening: BallotOpening | None) -> str:
+        if opening is not None:
+            return "spoiled"
+        return "late" if self.state.polls == "closed" else "cast"
 
-    def _check(self, ballot: SealedBallot, sender: str, opening: BallotOpening | None) -> None:
+    def _check(self, ballot: SealedBallot, sender: str, opening: BallotOpening | None, now: float) -> None:
         if ballot.base_hash != self.manifest.base_hash:
-            raise _Refusal("wrong_election", "the ballot is for another election (base hash)")
-        if self.state.polls != "open":
-            raise _Refusal("polls_not_open", f"the polls are {self.state.polls}")
+            raise Refusal(Reason.WRONG_ELECTION, "the ballot is for another election (base hash)")
+        if self.state.polls == "pending":
+            raise Refusal(Reason.POLLS_NOT_OPEN, f"the polls are {self.state.polls}")
         if ballot.device_id != sender:
-            raise _Refusal("device_mismatch", f"ballot of {ballot.device_id} sent by {sender}")
+            raise Refusal(Reason.DEVICE_MISMATCH, f"ballot of {ballot.device_id} sent by {sender}")
         key = self.devices(ballot.device_id)
         if isinstance(key, str):
             reason, _, detail = key.partition(": ")
-            raise _Refusal(reason, detail or f"terminal {ballot.device_id}: {reason}")
+            raise Refusal(Reason(reason), detail or f"terminal {ballot.device_id}: {reason}")
         if not ballot.signature_valid(key):
-            raise _Refusal("bad_signature", "the device signature does not verify")
-        last_seq, last_hash = self.state.device_heads.get(ballot.device_id, (0, GENESIS_HASH))
+            raise Refusal(Reason.BAD_SIGNATURE, "the device signature does not verify")
+        last_seq, last_hash = self.state.device_head(ballot.device_id)
         if ballot.device_seq != last_seq + 1 or ballot.prev_hash != last_hash:
-            raise _Refusal(
-                "device_chain",
+            raise Refusal(
+                Reason.DEVICE_CHAIN,
                 f"expected sequence {last_seq + 1} after the device's last ballot, "
                 f"got {ballot.device_seq} (or a different previous hash)",
             )
+        if ballot.ballot_id in self.state.ballot_ids:
+            raise Refusal(Reason.DUPLICATE_BALLOT_ID, "a ballot with this ballot id is already in the chain")
         if opening is not None:
-            self._check_spoiled(ballot, opening)
+            self._check_spoiled(ballot, opening, sender, now)
             return
         if ballot.token is None:
-            raise _Refusal("no_token", "a cast ballot needs a roll-signed token")
+            raise Refusal(Reason.NO_TOKEN, "a cast ballot needs a roll-signed token")
         if not tokens.verify(self.token_key, ballot.token.message, ballot.token.signature):
-            raise _Refusal("bad_token", "the token is not signed by this station's roll")
+            raise Refusal(Reason.BAD_TOKEN, "the token is not signed by this station's roll")
         if ballot.token.message in self.state.used_tokens:
-            raise _Refusal("token_used", "this token was already used for another ballot")
+            raise Refusal(Reason.TOKEN_USED, "this token was already used for another ballot")
         self._check_proofs(ballot)
 
-    def _check_spoiled(self, ballot: SealedBallot, opening: BallotOpening) -> None:
+    def _check_spoiled(self, ballot: SealedBallot, opening: BallotOpening, sender: str, now: float) -> None:
         if ballot.token is not None:
-            raise _Refusal("token_on_spoiled", "a spoiled ballot must not carry the voter's token")
+            raise Refusal(Reason.TOKEN_ON_SPOILED, "a spoiled ballot must not carry the voter's token")
+        if not self._spoiled.setdefault(sender, _Bucket(SPOILED_BUDGET.burst, now)).has(SPOILED_BUDGET, now):
+            raise Refusal(Reason.TOO_MANY_SPOILED, "this terminal challenged too many ballots in a short time")
         self._check_proofs(ballot)
         failures = opening.opening_failures(ballot, self.manifest, self.joint_key)
         if failures:
-            raise _Refusal("bad_opening", "the opening does not reproduce the ballot: " + ", ".join(failures))
+            raise Refusal(Reason.BAD_OPENING, "the opening does not reproduce the ballot: " + ", ".join(failures))
 
     def _check_proofs(self, ballot: SealedBallot) -> None:
         if self.check_proofs:
             failures = ballot.proof_failures(self.manifest, self.joint_key)
             if failures:
-                raise _Refusal("bad_proof", "proofs do not verify: " + ", ".join(failures))
+                raise Refusal(Reason.BAD_PROOF, "proofs do not verify: " + ", ".join(failures))

@@ -11,8 +11,14 @@ at that point after printing ``FAILPOINT <name>`` to stderr, so fault tests can 
 
 Audit log (docs/audit-log.md): ``ledger/audit/ledger.log``, signed with ``ledger/audit/audit.key``
 — the ledger's own storage, never shared with the roll. It records polls changes with the
-signed report's chain head, each ballot accepted (ballot id, position) or refused (payload
-hash, reason), and the CRL in force (at start and whenever a revocation changes it).
+signed report's chain head, each ballot accepted (ballot id, position), refusals as counts per
+terminal and reason per checkpoint interval (never one entry per refused message: a terminal
+could otherwise grow the log without bound), and the CRL in force (at start and whenever a
+revocation changes it).
+
+No message can stop the service: a decoder refuses with a reason, and an unexpected exception
+in a handler is logged once, answered ``internal_error`` and acknowledged, so the broker never
+redelivers it in a crash loop.
 """
 
 from __future__ import annotations
@@ -33,19 +39,14 @@ from paho.mqtt.properties import Properties
 
 from audit.service import ServiceAudit
 from election.chain import ChainHead, Checkpoint, sign_document
-from election.encoding import canonical_bytes, parse_json, sha256
+from election.encoding import canonical_bytes, sha256
 from election.errors import FormatError
+from infra.mqtt import connect, make_client, publish_last_words, set_will
+from protocol.errors import Reason
+from protocol.messages import MESSAGE_VERSION, LedgerStatus, PollsCommand, RollReport, offline_status
 from station_hub.forward_progress import confirmed_position
-from station_hub.ledger import (
-    MESSAGE_VERSION,
-    Accepted,
-    Decision,
-    LedgerCore,
-    Refused,
-)
+from station_hub.ledger import Accepted, Decision, LedgerCore, Refused
 from station_hub.ledger_store import LedgerStore
-from station_hub.messages import offline_status, parse_polls_command
-from station_hub.mqtt import connect, make_client, publish_last_words, set_will
 from station_hub.station import DeviceDirectory, Station
 
 log = logging.getLogger("station_hub.ledger")
@@ -86,6 +87,8 @@ class LedgerService:
         )
         self.key = station.signing_key("ledger")
         self.refused = 0
+        self._refusal_counts: dict[tuple[str, str], int] = {}
+        """(terminal, reason) → refusals since the last audit flush."""
         self.check_ins: int | None = None
         self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
@@ -143,11 +146,13 @@ class LedgerService:
                 if batch:
                     self._handle(batch)
                 if time.monotonic() >= next_tick:
+                    self._flush_refusal_counts()
                     self._publish_checkpoint()
                     self._publish_status()
                     self._audit_crl()
                     next_tick = time.monotonic() + self.checkpoint_interval
         finally:
+            self._flush_refusal_counts()
             publish_last_words(self.client, self.topics.ledger_status, "ledger_status")
             self.client.disconnect()
             self.client.loop_stop()
@@ -174,7 +179,7 @@ class LedgerService:
         for message in batch:
             sender = self.topics.terminal_id_of(message.topic, "ballot")
             if sender is not None:
-                pending.append((message, sender, self.core.decide(bytes(message.payload), sender)))
+                pending.append((message, sender, self._decide(bytes(message.payload), sender)))
                 continue
             self._flush(pending)
             pending = []
@@ -182,28 +187,47 @@ class LedgerService:
             self.client.ack(message.mid, message.qos)
         self._flush(pending)
 
+    def _decide(self, payload: bytes, sender: str) -> Decision:
+        try:
+            return self.core.decide(payload, sender, time.monotonic())
+        except Exception:  # a bug must cost one refusal, never the service (docstring above)
+            log.exception("internal error judging a message from %s; refused it", sender)
+            return Refused(Reason.INTERNAL_ERROR, "the ledger could not judge this message", sha256(payload))
+
+    def _flush_refusal_counts(self) -> None:
+        counts, self._refusal_counts = self._refusal_counts, {}
+        for (terminal, reason), count in sorted(counts.items()):
+            self._record("refusals_counted", terminal=terminal, reason=reason, count=count)
+
     def _flush(self, pending: list[tuple[mqtt.MQTTMessage, str, Decision]]) -> None:
         accepted = [d for _, _, d in pending if isinstance(d, Accepted)]
         if accepted:
             self._fail_here("ledger-before-commit")
             self.store.append(accepted)
             self._fail_here("ledger-after-commit")
+            late = [a for a in accepted if a.entry.kind == "late"]
+            for a in late:
+                log.warning("chained a LATE ballot of %s at position %d (its token was issued before the close)",
+                            a.ballot.device_id, a.entry.position)  # fmt: skip
+            if late:
+                self._announce_polls()
         for message, sender, decision in pending:
             if isinstance(decision, Accepted):
                 self._record("ballot_acknowledged", ballot_id=decision.ballot.ballot_id.hex(),
                              position=decision.entry.position)  # fmt: skip
             elif isinstance(decision, Refused):
                 self.refused += 1
-                log.warning("refused a ballot from %s: %s (%s)", sender, decision.reason,
-                            decision.detail)  # fmt: skip
-                self._record("payload_refused", payload_sha256=decision.payload_hash.hex(), reason=decision.reason)
+                key = (sender, decision.reason.value)
+                if key not in self._refusal_counts:  # logged once per terminal, reason and interval
+                    log.warning("refused a message from %s: %s (%s)", sender, decision.reason.value, decision.detail)
+                self._refusal_counts[key] = self._refusal_counts.get(key, 0) + 1
             props = getattr(message, "properties", None)
             correlation = getattr(props, "CorrelationData", None)
             properties = None
             if correlation:
                 properties = Properties(PacketTypes.PUBLISH)
                 properties.CorrelationData = correlation
-            self._publish(self.topics.ack(sender), canonical_bytes(decision.ack()), properties=properties)
+            self._publish(self.topics.ack(sender), decision.ack().encode(), properties=properties)
             self.client.ack(message.mid, message.qos)
 
     def _fail_here(self, name: str) -> None:
@@ -214,37 +238,49 @@ class LedgerService:
     def _handle_control(self, message: mqtt.MQTTMessage) -> None:
         try:
             if message.topic == self.topics.polls_control:
-                self._polls(parse_polls_command(bytes(message.payload)))
+                self._polls(PollsCommand.decode(bytes(message.payload)))
             elif message.topic == self.topics.roll_report:
                 self._roll_report(bytes(message.payload))
         except FormatError as error:
             log.warning("ignored a bad message on %s: %s", message.topic, error)
+        except Exception:  # see the module docstring: one message never stops the ledger
+            log.exception("internal error handling a message on %s; ignored it", message.topic)
 
     def _roll_report(self, payload: bytes) -> None:
         if not payload:
             return
-        data = parse_json(payload, max_size=4096)
-        if not (isinstance(data, dict) and data.get("type") == "roll_report"):
-            raise FormatError("roll report: wrong type")
-        if data.get("polls") == "closed" and type(data.get("checked_in")) is int:
-            self.check_ins = data["checked_in"]
-            self._announce_polls()
+        self.check_ins = RollReport.decode(payload).checked_in
+        self._announce_polls()
 
-    def _polls(self, command: str) -> None:
-        state = self.core.state
-        if command == "open" and state.polls == "pending":
+    def _polls(self, command: PollsCommand) -> None:
+        """open → closing → closed (docs/ledger.md, "Closing the polls"); a repeat is a no-op."""
+        state, verb = self.core.state, command.command
+        if verb == "open" and state.polls == "pending":
             self.store.set_polls("open")
             state.polls = "open"
+            log.info("polls opened")
             self._record("polls_opened", station=self.station.station_id)
             self._record("report_signed", report="zero_report", position=0, head_hash=self.genesis.hex())
-        elif command == "close" and state.polls == "open":
-            self.store.set_polls("closed")
-            state.polls = "closed"
-            self._record("polls_closed", station=self.station.station_id)
-            self._record("report_signed", report="closing_report", position=state.head.position,
-                         head_hash=state.head.entry_hash.hex())  # fmt: skip
-        elif (command, state.polls) not in (("open", "open"), ("close", "closed")):
-            log.warning("polls command %s ignored: the polls are %s", command, state.polls)
+        elif verb == "close" and state.polls == "open":
+            self.store.set_polls("closing")
+            state.polls = "closing"
+            log.info("polls closing: the roll issues no more tokens; ballots of tokens issued before are chained")
+        elif verb == "final" and state.polls == "closing":
+            unknown = sorted(set(command.unreachable) - set(self.station.terminals))
+            if unknown:
+                log.warning("final close refused: %s are not terminals of this station", ", ".join(unknown))
+            else:
+                unreachable = {name: state.device_head(name) for name in command.unreachable}
+                self.store.close_final(state.head.position, unreachable)
+                state.polls, state.closed_position, state.unreachable = "closed", state.head.position, unreachable
+                log.info("polls closed at position %d; declared unreachable: %s", state.head.position,
+                         ", ".join(unreachable) or "none")  # fmt: skip
+                self._record("polls_closed", station=self.station.station_id)
+                self._record("report_signed", report="closing_report", position=state.head.position,
+                             head_hash=state.head.entry_hash.hex())  # fmt: skip
+        elif (verb, state.polls) not in (("open", "open"), ("close", "closing"), ("close", "closed"),
+                                         ("final", "closed")):  # fmt: skip
+            log.warning("polls command %s ignored: the polls are %s", verb, state.polls)
         self._announce_polls()
         self._publish_status()
 
@@ -263,7 +299,8 @@ class LedgerService:
         return canonical_bytes(sign_document(body, self.key))
 
     def _announce_polls(self) -> None:
-        """Publish (again) the zero report once open, and the closing report once closed.
+        """Publish (again) the zero report once open, and the closing report once closed (again,
+        at the new head, after every late ballot).
 
         Both are deterministic (no timestamps, deterministic Ed25519), so re-publishing after
         a restart gives the same bytes.
@@ -275,14 +312,21 @@ class LedgerService:
         zero = self._statement("zero_report", ChainHead(0, self.genesis), terminals=zero_counts)
         self._publish(self.topics.zero_report, zero, retain=True)
         if polls == "closed":
-            counts = {**zero_counts, **self.core.state.per_device}
+            state = self.core.state
+            counts = {**zero_counts, **state.counted_per_device()}
             report = self._statement(
                 "closing_report",
-                self.core.state.head,
+                state.head,
                 terminals=counts,
                 ballots=sum(counts.values()),
-                spoiled=self.core.state.spoiled,
+                spoiled=state.spoiled,
                 check_ins=self.check_ins,
+                late=dict(sorted(state.late_per_device.items())),
+                closed_position=state.closed_position or 0,
+                unreachable={
+                    name: {"device_seq": seq, "ballot_hash": head.hex()}
+                    for name, (seq, head) in sorted(state.unreachable.items())
+                },
             )
             self._publish(self.topics.closing_report, report, retain=True)
 
@@ -296,17 +340,15 @@ class LedgerService:
 
     def _publish_status(self) -> None:
         state = self.core.state
-        status = {
-            "version": MESSAGE_VERSION,
-            "type": "ledger_status",
-            "online": True,
-            "polls": state.polls,
-            "position": state.head.position,
-            "head_hash": state.head.entry_hash.hex(),
-            "refused": self.refused,
-            "forward_lag": _forward_lag(state.head.position, confirmed_position(self.station.directory)),
-        }
-        self._publish(self.topics.ledger_status, canonical_bytes(status), retain=True)
+        status = LedgerStatus(
+            True,
+            state.polls,  # type: ignore[arg-type]
+            state.head.position,
+            state.head.entry_hash,
+            self.refused,
+            _forward_lag(state.head.position, confirmed_position(self.station.directory)),
+        )
+        self._publish(self.topics.ledger_status, status.encode(), retain=True)
 
     def _publish(self, topic: str, payload: bytes, *, retain: bool = False, properties: Any = None) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)

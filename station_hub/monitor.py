@@ -12,11 +12,11 @@ from typing import Any, ClassVar
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Footer, Header, Static
 
-from election.encoding import parse_json
 from election.errors import FormatError
-from station_hub.mqtt import HubClient
+from infra.mqtt import HubClient
+from protocol.messages import LedgerStatus, RollStatus, TerminalStatus
+from protocol.topics import Topics
 from station_hub.station import Station
-from station_hub.topics import Topics
 
 STALL_AFTER = 10.0
 """Seconds a terminal may hold ballots in its outbox while the chain head does not move."""
@@ -25,48 +25,54 @@ STALL_AFTER = 10.0
 @dataclass
 class MonitorState:
     topics: Topics
-    terminals: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ledger: dict[str, Any] = field(default_factory=dict)
-    roll: dict[str, Any] = field(default_factory=dict)
+    terminals: dict[str, TerminalStatus] = field(default_factory=dict)
+    ledger: LedgerStatus = field(default_factory=lambda: LedgerStatus(False))
+    roll: RollStatus = field(default_factory=lambda: RollStatus(False))
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """Topic → why its last status could not be read (shown as an alert, never as data)."""
     head_moved_at: float = 0.0
     refused_seen: int = 0
     new_refusals: int = 0
 
     def apply(self, topic: str, payload: bytes, now: float) -> None:
-        """Take one status message; anything malformed is ignored (and shown as nothing)."""
+        """Take one status message; one that cannot be read replaces nothing and raises an alert."""
         try:
-            data = parse_json(payload, max_size=65536) if payload else {}
-        except FormatError:
-            return
-        if not isinstance(data, dict):
-            return
+            self._apply(topic, payload, now)
+        except FormatError as error:
+            self.unreadable[topic] = str(error)[:200]
+        else:
+            self.unreadable.pop(topic, None)
+
+    def _apply(self, topic: str, payload: bytes, now: float) -> None:
         terminal = self.topics.terminal_id_of(topic, "status")
         if terminal is not None:
-            self.terminals[terminal] = data
+            self.terminals[terminal] = TerminalStatus.decode(payload)
         elif topic == self.topics.ledger_status:
-            if data.get("position") != self.ledger.get("position"):
+            ledger = LedgerStatus.decode(payload)
+            if ledger.position != self.ledger.position:
                 self.head_moved_at = now
-            refused = data.get("refused")
-            if type(refused) is int and refused > self.refused_seen:
-                self.new_refusals += refused - self.refused_seen
-                self.refused_seen = refused
-            self.ledger = data
+            if ledger.refused is not None and ledger.refused > self.refused_seen:
+                self.new_refusals += ledger.refused - self.refused_seen
+                self.refused_seen = ledger.refused
+            self.ledger = ledger
         elif topic == self.topics.roll_status:
-            self.roll = data
+            self.roll = RollStatus.decode(payload)
 
     def alerts(self, now: float) -> list[str]:
         alerts = []
-        for name, service in (("ledger", self.ledger), ("roll", self.roll)):
-            if service.get("online") is not True:
+        for name, online in (("ledger", self.ledger.online), ("roll", self.roll.online)):
+            if not online:
                 alerts.append(f"{name} service offline")
         for terminal, status in sorted(self.terminals.items()):
-            if status.get("online") is not True:
+            if not status.online:
                 alerts.append(f"terminal {terminal} offline")
-            if status.get("tamper") is True:
+            if status.tamper:
                 alerts.append(f"terminal {terminal} reports TAMPER")
+        for topic, why in sorted(self.unreadable.items()):
+            alerts.append(f"unreadable status on {topic}: {why}")
         if self.new_refusals:
             alerts.append(f"{self.new_refusals} ballot(s) refused by the ledger")
-        waiting = any(type(s.get("outbox_depth")) is int and s["outbox_depth"] > 0 for s in self.terminals.values())
+        waiting = any(s.outbox_depth for s in self.terminals.values())
         if waiting and now - self.head_moved_at > STALL_AFTER:
             alerts.append("chain stalled: terminals hold ballots but the head does not move")
         return alerts
@@ -78,22 +84,23 @@ class MonitorState:
         return [
             (
                 terminal,
-                "online" if status.get("online") is True else "OFFLINE",
-                show(status.get("reader")),
-                "TAMPER" if status.get("tamper") is True else "ok",
-                show(status.get("ballots_cast")),
-                show(status.get("outbox_depth")),
+                "online" if status.online else "OFFLINE",
+                show(status.reader),
+                "TAMPER" if status.tamper else "ok",
+                show(status.ballots_cast),
+                show(status.outbox_depth),
             )
             for terminal, status in sorted(self.terminals.items())
         ]
 
     def summary(self) -> str:
         ledger, roll = self.ledger, self.roll
-        head = str(ledger.get("head_hash", ""))[:16]
+        head = ledger.head_hash.hex()[:16] if ledger.head_hash else "?"
+        lag = "not forwarded yet" if ledger.forward_lag is None else str(ledger.forward_lag)
         return (
-            f"polls {ledger.get('polls', '?')} · chain position {ledger.get('position', '?')} "
-            f"head {head}… · forward lag {ledger.get('forward_lag')} · "
-            f"eligible {roll.get('eligible', '?')}"
+            f"polls {ledger.polls or '?'} · chain position {'?' if ledger.position is None else ledger.position} "
+            f"head {head}… · forward lag {lag} · "
+            f"eligible {'?' if roll.eligible is None else roll.eligible}"
         )
 
 

@@ -1,14 +1,59 @@
-"""What an operator console does: open and close the polls and wait until both services agree."""
+"""What an operator console does: open and close the polls and wait until both services agree.
+
+Closing has two phases (docs/ledger.md, "Closing the polls"; docs/operations.md §7):
+
+1. ``close``: the roll stops issuing tokens at once, the ledger goes ``closing`` and keeps
+   chaining ballots whose tokens were issued before. The console then waits until every
+   configured terminal is *drained*: online, with an empty outbox.
+2. ``final``: sent only when every terminal is drained or the officials declared each one
+   that is not unreachable. The ledger signs the closing report with each declared terminal's
+   last known device-chain head; a ballot of such a terminal that arrives later is chained
+   ``late`` and the closing report is signed again at the new head.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from election.encoding import parse_json
 from election.errors import FormatError
-from station_hub.errors import HubError
-from station_hub.messages import polls_command
-from station_hub.mqtt import HubClient, Message
+from infra.errors import SiteError
+from infra.mqtt import HubClient, Message
+from protocol.messages import TerminalStatus, polls_command
+
+DRAIN_WAIT = 1.0
+"""Seconds :func:`change_polls` waits, by default, for the terminals to drain at closing."""
+
+
+class PollsRefused(SiteError):
+    """The services are in a state that does not allow this command (e.g. re-opening)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A terminal that is not drained: offline, never seen, or holding unacknowledged ballots."""
+
+    terminal: str
+    why: str
+
+    def describe(self) -> str:
+        return f"{self.terminal}: {self.why}"
+
+
+class ClosingPending(SiteError):
+    """Closing started, but some terminals are neither drained nor declared unreachable."""
+
+    def __init__(self, pending: list[Pending]) -> None:
+        self.pending = pending
+        super().__init__(
+            "the polls are CLOSING (no new check-ins) but these terminals may still hold cast ballots: "
+            + "; ".join(p.describe() for p in pending)
+            + ". Bring them back online and close again, or declare each one unreachable "
+            "(--declare-unreachable TERMINAL); its ballots will then be chained as late."
+        )
 
 
 def _payload(message: Message) -> dict[str, Any]:
@@ -19,38 +64,158 @@ def _payload(message: Message) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def change_polls(client: HubClient, command: str, timeout: float = 10.0) -> dict[str, Any]:
+def pending_terminals(terminals: Collection[str], statuses: dict[str, TerminalStatus | None]) -> list[Pending]:
+    """Every configured terminal that is not drained (online with an empty outbox)."""
+    pending = []
+    for terminal in sorted(terminals):
+        status = statuses.get(terminal)
+        if status is None:
+            pending.append(Pending(terminal, "never seen (no status since the broker started)"))
+        elif not status.online:
+            pending.append(Pending(terminal, "offline"))
+        elif status.outbox_depth:
+            pending.append(Pending(terminal, f"{status.outbox_depth} ballot(s) not yet acknowledged"))
+    return pending
+
+
+class _Watch:
+    """The retained statuses the console sees, kept current while it waits."""
+
+    def __init__(self, client: HubClient) -> None:
+        self.client = client
+        self.topics = client.topics
+        self.ledger: dict[str, Any] = {}
+        self.roll: dict[str, Any] = {}
+        self.terminals: dict[str, TerminalStatus | None] = {}
+        self.reports: dict[str, dict[str, Any]] = {}
+        for topic in (
+            self.topics.roll_status,
+            self.topics.ledger_status,
+            self.topics.zero_report,
+            self.topics.closing_report,
+            self.topics.terminal_status("+"),
+        ):
+            client.subscribe(topic)
+
+    def take(self, message: Message) -> None:
+        topics, data = self.topics, _payload(message)
+        if message.topic == topics.ledger_status:
+            self.ledger = data
+        elif message.topic == topics.roll_status:
+            self.roll = data
+        elif message.topic in (topics.zero_report, topics.closing_report):
+            self.reports[message.topic] = data
+        else:
+            terminal = topics.terminal_id_of(message.topic, "status")
+            if terminal is not None:
+                try:
+                    self.terminals[terminal] = TerminalStatus.decode(message.payload)
+                except FormatError:
+                    self.terminals[terminal] = TerminalStatus(False)
+
+    def until(self, done: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SiteError(f"{self.client.name}: {what} within {timeout} s")
+            try:
+                self.take(self.client.next_message(remaining))
+            except SiteError:
+                continue
+
+    def settle(self, quiet: float = 0.3) -> None:
+        """Take what is queued (the retained statuses arrive right after subscribing)."""
+        deadline = time.monotonic() + quiet
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                self.take(self.client.next_message(remaining))
+            except SiteError:
+                return
+
+
+def change_polls(
+    client: HubClient,
+    command: str,
+    timeout: float = 10.0,
+    *,
+    unreachable: Collection[str] | None = None,
+    drain_wait: float = DRAIN_WAIT,
+) -> dict[str, Any]:
     """Send open/close; return the ledger's signed report once the roll has switched too.
 
     Waits first until both services say they are online (their retained status), so the
     command is not sent into a gap where a service is not yet subscribed.
 
+    ``close`` runs both phases. ``unreachable`` names the terminals the officials declare
+    unreachable; every other terminal must be drained within ``drain_wait`` seconds, else
+    :class:`ClosingPending` is raised and the polls stay ``closing``. ``unreachable=None``
+    (tests, demos, scripts) declares whatever is not drained after the wait; the ``polls``
+    command never does that on its own.
+
     The closing report is complete only when it carries the roll's check-in count.
     """
-    topics = client.topics
-    state = {"open": "open", "close": "closed"}[command]
-    report_topic = topics.zero_report if command == "open" else topics.closing_report
-    client.subscribe(topics.roll_status)
-    client.subscribe(topics.ledger_status)
-    client.subscribe(report_topic)
-    online: set[str] = set()
-    while online != {topics.roll_status, topics.ledger_status}:
-        message = client.next_message(timeout)
-        if message.topic in (topics.roll_status, topics.ledger_status):
-            if _payload(message).get("online") is True:
-                online.add(message.topic)
-            else:
-                online.discard(message.topic)
-    code = client.publish(topics.polls_control, polls_command(command))
+    watch = _Watch(client)
+    watch.until(
+        lambda: watch.ledger.get("online") is True and watch.roll.get("online") is True,
+        timeout,
+        "the ledger and the roll are not both online",
+    )
+    polls = watch.ledger.get("polls")
+    if command == "open":
+        if polls in ("closing", "closed"):
+            raise PollsRefused(f"the polls are {polls}: they can never be opened again")
+        _send(client, polls_command("open"))
+        watch.until(
+            lambda: watch.roll.get("polls") == "open" and client.topics.zero_report in watch.reports,
+            timeout,
+            "no zero report from the ledger (is it the same election?)",
+        )
+        return watch.reports[client.topics.zero_report]
+    if command != "close":
+        raise ValueError(f"unknown polls command {command!r}")
+    if polls == "pending":
+        raise PollsRefused("the polls were never opened")
+    if polls == "open":
+        _send(client, polls_command("close"))
+    watch.until(
+        lambda: watch.ledger.get("polls") in ("closing", "closed") and watch.roll.get("polls") == "closed",
+        timeout,
+        "the ledger and the roll did not both stop check-ins",
+    )
+    if watch.ledger.get("polls") == "closing":
+        _final(client, watch, unreachable, drain_wait)
+    closing = client.topics.closing_report
+    watch.until(
+        lambda: watch.ledger.get("polls") == "closed" and watch.reports.get(closing, {}).get("check_ins") is not None,
+        timeout,
+        "no closing report with the roll's check-ins",
+    )
+    return watch.reports[closing]
+
+
+def _final(client: HubClient, watch: _Watch, unreachable: Collection[str] | None, drain_wait: float) -> None:
+    terminals = tuple(getattr(client.station, "terminals", ()))
+    deadline = time.monotonic() + drain_wait
+    declared = set(unreachable or ())
+    unknown = sorted(declared - set(terminals))
+    if unknown:
+        raise SiteError(f"not terminals of this station: {', '.join(unknown)}")
+    while True:
+        pending = [p for p in pending_terminals(terminals, watch.terminals) if p.terminal not in declared]
+        if not pending or time.monotonic() >= deadline:
+            break
+        try:
+            watch.take(client.next_message(max(0.0, deadline - time.monotonic())))
+        except SiteError:
+            break
+    if pending and unreachable is not None:
+        raise ClosingPending(pending)
+    declared |= {p.terminal for p in pending}
+    _send(client, polls_command("final", tuple(sorted(declared))))
+
+
+def _send(client: HubClient, payload: bytes) -> None:
+    code = client.publish(client.topics.polls_control, payload)
     if code not in (0, 16):
-        raise HubError(f"the broker refused the polls command (reason {code}): not an operator?")
-    report: dict[str, Any] | None = None
-    roll_ready = False
-    while report is None or not roll_ready:
-        message = client.next_message(timeout)
-        data = _payload(message)
-        if message.topic == topics.roll_status and data.get("polls") == state:
-            roll_ready = True
-        elif message.topic == report_topic and (command == "open" or data.get("check_ins") is not None):
-            report = data
-    return report
+        raise SiteError(f"the broker refused the polls command (reason {code}): not an operator?")

@@ -19,19 +19,18 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from election import tokens
 from election.encoding import hex_bytes, parse_json
 from election.errors import FormatError
-from station_hub.errors import HubError
-from station_hub.messages import MESSAGE_VERSION
+from infra.errors import SiteError
+from protocol.errors import CheckinReason
+from protocol.messages import CheckinGranted, CheckinRefused, CheckinReply, CheckinRequest
 
 VOTER_KEYS_FORMAT = "polling-station/voter-keys/v1"
 """The card module's export (``appliance/card/testca.py``): ``{"format", "mode", "voter_keys"}``."""
-MAX_REQUEST_BYTES = 4096
 
 
 def read_voter_keys(data: bytes) -> list[bytes]:
@@ -45,53 +44,15 @@ def read_voter_keys(data: bytes) -> list[bytes]:
             raise FormatError("voter keys: voter_keys must be a list")
         parsed = [hex_bytes(key, 32, f"voter_keys[{i}]") for i, key in enumerate(keys)]
     except FormatError as error:
-        raise HubError(str(error)) from error
+        raise SiteError(str(error)) from error
     if len(set(parsed)) != len(parsed):
-        raise HubError("voter keys: the list repeats a key")
+        raise SiteError("voter keys: the list repeats a key")
     return parsed
 
 
 @dataclass(frozen=True, slots=True)
-class CheckinRequest:
-    voter_key: bytes
-    blinded: bytes
-
-
-def parse_checkin(payload: bytes, modulus_length: int) -> CheckinRequest:
-    """``{"version":1,"type":"checkin","voter_key":<64 hex>,"blinded":<hex>}``."""
-    data = parse_json(payload, max_size=MAX_REQUEST_BYTES)
-    if not isinstance(data, dict) or set(data) != {"version", "type", "voter_key", "blinded"}:
-        raise FormatError("check-in: expected version, type, voter_key and blinded")
-    if data["version"] != MESSAGE_VERSION or data["type"] != "checkin":
-        raise FormatError("check-in: unsupported version or type")
-    blinded = hex_bytes(data["blinded"], modulus_length, "blinded")
-    if not any(blinded):
-        raise FormatError("blinded: must not be zero")
-    return CheckinRequest(hex_bytes(data["voter_key"], 32, "voter_key"), blinded)
-
-
-def granted(blind_signature: bytes) -> dict[str, Any]:
-    return {
-        "version": MESSAGE_VERSION,
-        "type": "checkin_reply",
-        "result": "granted",
-        "blind_signature": blind_signature.hex(),
-    }
-
-
-def refused(reason: str, detail: str) -> dict[str, Any]:
-    return {
-        "version": MESSAGE_VERSION,
-        "type": "checkin_reply",
-        "result": "refused",
-        "reason": reason,
-        "detail": detail,
-    }
-
-
-@dataclass(frozen=True, slots=True)
 class RollDecision:
-    reply: dict[str, Any]
+    reply: CheckinReply
     mark: bool
     """Whether the voter must be marked (durably) before the reply is sent."""
 
@@ -104,18 +65,18 @@ class RollCore:
     def decide(self, request: CheckinRequest, polls: str, stored: bytes | None) -> RollDecision:
         """``stored``: the voter's row (None = not on the roll, zeros = not yet checked in)."""
         if stored is not None and stored == request.blinded:
-            return RollDecision(granted(tokens.blind_sign(self.token_key, request.blinded)), False)
+            return RollDecision(CheckinGranted(tokens.blind_sign(self.token_key, request.blinded)), False)
         if polls != "open":
-            return RollDecision(refused("polls_not_open", f"the polls are {polls}"), False)
+            return RollDecision(CheckinRefused(CheckinReason.POLLS_NOT_OPEN, f"the polls are {polls}"), False)
         if stored is None:
-            return RollDecision(refused("not_eligible", "this card is not on the roll"), False)
+            return RollDecision(CheckinRefused(CheckinReason.NOT_ELIGIBLE, "this card is not on the roll"), False)
         if any(stored):
-            return RollDecision(refused("already_voted", "this voter has already voted"), False)
+            return RollDecision(CheckinRefused(CheckinReason.ALREADY_VOTED, "this voter has already voted"), False)
         try:
             signature = tokens.blind_sign(self.token_key, request.blinded)
         except tokens.TokenError as error:
-            return RollDecision(refused("malformed", str(error)), False)
-        return RollDecision(granted(signature), True)
+            return RollDecision(CheckinRefused(CheckinReason.MALFORMED, str(error)), False)
+        return RollDecision(CheckinGranted(signature), True)
 
 
 class RollStore:
@@ -137,7 +98,7 @@ class RollStore:
     def import_voters(self, keys: Iterable[bytes]) -> int:
         """Add voters (before the polls open); returns how many were new."""
         if self.polls() != "pending":
-            raise HubError("voters can only be imported before the polls open")
+            raise SiteError("voters can only be imported before the polls open")
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             before = self.eligible()
@@ -154,7 +115,7 @@ class RollStore:
 
     def mark(self, voter_key: bytes, blinded: bytes) -> None:
         if len(blinded) != len(self.empty):
-            raise HubError("a blinded token has the wrong size for this roll")
+            raise SiteError("a blinded token has the wrong size for this roll")
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(

@@ -24,15 +24,29 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from audit.service import ServiceAudit
-from election.encoding import canonical_bytes
 from election.errors import FormatError
-from station_hub.messages import MESSAGE_VERSION, offline_status, parse_polls_command
-from station_hub.mqtt import connect, make_client, publish_last_words, set_will
-from station_hub.roll import RollCore, RollStore, parse_checkin, refused
+from infra.mqtt import connect, make_client, publish_last_words, set_will
+from protocol.errors import CheckinReason, Refusal
+from protocol.messages import (
+    CheckinRefused,
+    CheckinReply,
+    CheckinRequest,
+    RollReport,
+    RollStatus,
+    offline_status,
+    parse_polls_command,
+)
+from station_hub.roll import RollCore, RollStore
 from station_hub.station import Station
 
 log = logging.getLogger("station_hub.roll")
-REFUSAL_REASONS = ("not_eligible", "already_voted", "polls_not_open", "malformed")
+COUNTED_REASONS = (
+    CheckinReason.NOT_ELIGIBLE,
+    CheckinReason.ALREADY_VOTED,
+    CheckinReason.POLLS_NOT_OPEN,
+    CheckinReason.MALFORMED,
+)
+"""Refusals the audit log counts (``check_ins_counted``); an internal error counts as malformed."""
 
 
 def roll_audit_paths(station: Station) -> tuple[Path, Path]:
@@ -52,7 +66,7 @@ class RollService:
         self.core = RollCore(station.token_private_key())
         self.store = RollStore(station.roll_db, self.core.modulus_length)
         self._stop = threading.Event()
-        self.refusals = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.refusals = dict.fromkeys((reason.value for reason in COUNTED_REASONS), 0)
         """Check-ins refused since the service started, by reason (totals only: see the module doc)."""
         self.audit: ServiceAudit | None = None
         self.client = make_client(station, "roll", clean_start=False)
@@ -77,30 +91,36 @@ class RollService:
                     self._checkin(terminal, message)
         except FormatError as error:
             log.warning("ignored a bad message on %s: %s", message.topic, error)
+        except Exception:  # one message never stops the roll (and is never redelivered forever)
+            log.exception("internal error handling a message on %s; ignored it", message.topic)
         client.ack(message.mid, message.qos)
 
-    def _checkin(self, terminal: str, message: mqtt.MQTTMessage) -> None:
+    def _decide(self, payload: bytes) -> CheckinReply:
         try:
-            request = parse_checkin(bytes(message.payload), self.core.modulus_length)
-        except FormatError as error:
-            reply = refused("malformed", str(error))
-        else:
+            request = CheckinRequest.decode(payload, self.core.modulus_length)
+        except Refusal as error:
+            return CheckinRefused(CheckinReason.MALFORMED, str(error))
+        try:
             decision = self.core.decide(request, self.store.polls(), self.store.lookup(request.voter_key))
             if decision.mark:
                 self.store.mark(request.voter_key, request.blinded)
-            reply = decision.reply
-        if reply["result"] == "refused":
-            log.info("check-in refused at %s: %s", terminal, reply["reason"])
-            self.refusals[reply["reason"]] = self.refusals.get(reply["reason"], 0) + 1
+        except Exception:  # see _on_message; the voter is not marked unless mark() returned
+            log.exception("internal error judging a check-in; refused it")
+            return CheckinRefused(CheckinReason.INTERNAL_ERROR, "the roll could not judge this check-in")
+        return decision.reply
+
+    def _checkin(self, terminal: str, message: mqtt.MQTTMessage) -> None:
+        reply = self._decide(bytes(message.payload))
+        if isinstance(reply, CheckinRefused):
+            log.info("check-in refused at %s: %s", terminal, reply.reason.value)
+            counted = reply.reason if reply.reason in COUNTED_REASONS else CheckinReason.MALFORMED
+            self.refusals[counted.value] += 1
         properties = Properties(PacketTypes.PUBLISH)
         correlation = getattr(message.properties, "CorrelationData", None)
         if correlation:
             properties.CorrelationData = correlation
         # Only the terminal's own reply topic: a forged response topic cannot redirect it.
-        self.client.publish(
-            self.topics.checkin_reply(terminal), canonical_bytes(reply), qos=1,
-            properties=properties,
-        )  # fmt: skip
+        self.client.publish(self.topics.checkin_reply(terminal), reply.encode(), qos=1, properties=properties)
 
     def _polls(self, command: str) -> None:
         polls = self.store.polls()
@@ -123,23 +143,11 @@ class RollService:
 
     def _publish_status(self) -> None:
         polls = self.store.polls()
-        status = {
-            "version": MESSAGE_VERSION,
-            "type": "roll_status",
-            "online": True,
-            "polls": polls,
-            "eligible": self.store.eligible(),
-        }
-        self.client.publish(self.topics.roll_status, canonical_bytes(status), qos=1, retain=True)
+        status = RollStatus(True, polls, self.store.eligible())  # type: ignore[arg-type]
+        self.client.publish(self.topics.roll_status, status.encode(), qos=1, retain=True)
         if polls == "closed":
-            report = {
-                "version": MESSAGE_VERSION,
-                "type": "roll_report",
-                "polls": polls,
-                "eligible": self.store.eligible(),
-                "checked_in": self.store.checked_in(),
-            }
-            self.client.publish(self.topics.roll_report, canonical_bytes(report), 1, retain=True)
+            report = RollReport(self.store.eligible(), self.store.checked_in())
+            self.client.publish(self.topics.roll_report, report.encode(), 1, retain=True)
 
     def stop(self) -> None:
         self._stop.set()

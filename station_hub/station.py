@@ -4,7 +4,7 @@
 :meth:`Station.open`. Layout (see docs/ledger.md):
 
     station.json             station id, broker host/port, terminals, operators
-    ca/                      the station CA (station_hub.pki): ca.pem, ca.key, crl.pem
+    ca/                      the station CA (infra.pki): ca.pem, ca.key, crl.pem
     certs/<cn>.pem           every certificate issued (public), by CN
     keys/<cn>.key            private keys generated at init (terminals get theirs by flash.sh)
     election/                manifest.json, context.json: the installed election package
@@ -18,8 +18,6 @@
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from election.ballot import check_device_id
 from election.chain import genesis_hash
-from election.context import ElectionContext
-from election.encoding import parse_json
+from election.encoding import check_version, strict_int
 from election.errors import FormatError
-from election.manifest import Manifest
-from station_hub.errors import HubError
-from station_hub.pki import (
-    CA_CERT_FILE,
-    CRL_FILE,
+from election.ids import check_station_id
+from infra.certdir import BROKER_NAME, CertificateDirectory, mosquitto_config, read_json
+from infra.election_package import ElectionPackage
+from infra.errors import SiteError
+from infra.files import private_pem, write_private
+from infra.pki import (
     CertificateRevoked,
     PkiError,
     Role,
@@ -48,72 +46,12 @@ from station_hub.pki import (
     verify_certificate,
     write_certificate,
 )
-from station_hub.topics import SERVICE_NAMES, Topics
+from protocol.topics import SERVICE_NAMES, Topics
 
 STATION_VERSION = 1
+MESSAGE_SIZE_LIMIT = 512 * 1024
+"""The station broker drops larger PUBLISH payloads: twice the largest ballot (a spoiled ballot with its opening)."""
 TOKEN_KEY_BITS = 3072
-BROKER_NAME = "broker"
-
-
-def _private_pem(key: Any) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return parse_json(path.read_bytes(), max_size=10_000_000)
-    except OSError as error:
-        raise HubError(f"cannot read {what} {path}: {error.strerror}") from error
-    except FormatError as error:
-        raise HubError(f"{what} {path}: {error}") from error
-
-
-@dataclass(frozen=True)
-class Election:
-    """The installed election package, as the hub needs it."""
-
-    manifest: Manifest
-    context: ElectionContext
-
-    @classmethod
-    def load(cls, directory: Path) -> Election:
-        try:
-            manifest = Manifest.from_json(_read_json(directory / "manifest.json", "manifest"))
-            context = ElectionContext.from_json(_read_json(directory / "context.json", "context"))
-        except FormatError as error:
-            raise HubError(f"election package {directory}: {error}") from error
-        if context.base_hash != manifest.base_hash:
-            raise HubError(f"election package {directory}: context is for another manifest")
-        return cls(manifest, context)
-
-
-class CertificateDirectory:
-    """Where a site that runs a broker keeps its CA, certificates and keys (station or centre)."""
-
-    directory: Path
-
-    @property
-    def ca_file(self) -> Path:
-        return self.directory / "ca" / CA_CERT_FILE
-
-    @property
-    def crl_file(self) -> Path:
-        return self.directory / "ca" / CRL_FILE
-
-    def cert_file(self, name: str) -> Path:
-        return self.directory / "certs" / f"{name}.pem"
-
-    def key_file(self, name: str) -> Path:
-        return self.directory / "keys" / f"{name}.key"
 
 
 @dataclass(frozen=True)
@@ -156,21 +94,28 @@ class Station(CertificateDirectory):
     @classmethod
     def open(cls, directory: Path) -> Station:
         directory = Path(directory)
-        data = _read_json(directory / "station.json", "station configuration")
+        data = read_json(directory / "station.json", "station configuration")
         fields = {"version", "station_id", "host", "port", "terminals", "operators"}
-        if not isinstance(data, dict) or set(data) != fields or data["version"] != STATION_VERSION:
-            raise HubError(f"{directory}/station.json: expected version 1 with {sorted(fields)}")
-        return cls(
-            directory,
-            data["station_id"],
-            data["host"],
-            data["port"],
-            tuple(data["terminals"]),
-            tuple(data["operators"]),
-        )
+        where = f"{directory}/station.json"
+        if not isinstance(data, dict) or set(data) != fields:
+            raise SiteError(f"{where}: expected version 1 with {sorted(fields)}")
+        host, terminals, operators = data["host"], data["terminals"], data["operators"]
+        try:
+            check_version(data, STATION_VERSION, where)  # "version": true is not 1
+            station_id = check_station_id(data["station_id"], f"{where}: station_id")
+            port = strict_int(data["port"], f"{where}: port", minimum=1, maximum=65535)
+            if not (isinstance(terminals, list) and isinstance(operators, list)):
+                raise FormatError(f"{where}: terminals and operators must be lists")
+            for name in (*terminals, *operators):
+                check_device_id(name, f"{where}: terminal or operator id")
+        except FormatError as error:
+            raise SiteError(str(error)) from error
+        if not (isinstance(host, str) and 0 < len(host) <= 253 and host.isascii() and host.isprintable()):
+            raise SiteError(f"{where}: host must be a host name or address")
+        return cls(directory, station_id, host, port, tuple(terminals), tuple(operators))
 
-    def election(self) -> Election:
-        return Election.load(self.directory / "election")
+    def election(self) -> ElectionPackage:
+        return ElectionPackage.load(self.directory / "election")
 
     @property
     def genesis(self) -> bytes:
@@ -179,56 +124,26 @@ class Station(CertificateDirectory):
     def token_public_key(self) -> rsa.RSAPublicKey:
         key = serialization.load_pem_public_key(self.token_public_file.read_bytes())
         if not isinstance(key, rsa.RSAPublicKey):
-            raise HubError(f"{self.token_public_file} is not an RSA public key")
+            raise SiteError(f"{self.token_public_file} is not an RSA public key")
         return key
 
     def token_private_key(self) -> rsa.RSAPrivateKey:
         key = serialization.load_pem_private_key(self.token_key_file.read_bytes(), None)
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise HubError(f"{self.token_key_file} is not an RSA private key")
+            raise SiteError(f"{self.token_key_file} is not an RSA private key")
         return key
 
     def signing_key(self, name: str) -> ed25519.Ed25519PrivateKey:
         key = serialization.load_pem_private_key(self.key_file(name).read_bytes(), None)
         if not isinstance(key, ed25519.Ed25519PrivateKey):
-            raise HubError(f"{self.key_file(name)} is not an Ed25519 key")
+            raise SiteError(f"{self.key_file(name)} is not an Ed25519 key")
         return key
 
     def certificate(self, name: str) -> x509.Certificate:
         return load_certificate(self.cert_file(name))
 
     def mosquitto_config(self, run_as: str | None = None) -> str:
-        """Mosquitto 2.0: TLS only, client certificates required, CN as user name and id.
-
-        Persistence is off: the broker keeps no disk log of when anything passed through it
-        (the ledger's and terminals' own stores make delivery durable).
-        """
-        user = run_as or pwd.getpwuid(os.geteuid()).pw_name
-        broker = self.directory / "broker"
-        return "\n".join(
-            [
-                "# Generated by station-hub: do not edit.",
-                "per_listener_settings true",
-                f"user {user}",
-                "persistence false",
-                "log_dest stderr",
-                "log_type error",
-                "log_type warning",
-                "max_queued_messages 100000",
-                f"listener {self.port} {self.host}",
-                f"cafile {self.ca_file}",
-                f"certfile {self.cert_file(BROKER_NAME)}",
-                f"keyfile {self.key_file(BROKER_NAME)}",
-                f"crlfile {self.crl_file}",
-                "require_certificate true",
-                "use_identity_as_username true",
-                "use_username_as_clientid true",
-                "tls_version tlsv1.2",
-                "allow_anonymous false",
-                f"acl_file {broker / 'acl'}",
-                "",
-            ]
-        )
+        return mosquitto_config(self, self.host, self.port, message_size_limit=MESSAGE_SIZE_LIMIT, run_as=run_as)
 
 
 class DeviceDirectory:
@@ -279,7 +194,7 @@ def _issue(ca: StationCA, station_dir: Path, name: str, role: Role, key: Any, **
     certificate = ca.issue(key.public_key(), name, role, **kw)
     (station_dir / "certs").mkdir(parents=True, exist_ok=True)
     write_certificate(station_dir / "certs" / f"{name}.pem", certificate)
-    _write_private(station_dir / "keys" / f"{name}.key", _private_pem(key))
+    write_private(station_dir / "keys" / f"{name}.key", private_pem(key))
 
 
 def issue_terminal(station: Station, terminal_id: str) -> None:
@@ -300,17 +215,17 @@ def init_station(
     """Create a station directory: CA, every certificate, broker config, election package."""
     directory = Path(directory)
     if (directory / "station.json").exists():
-        raise HubError(f"{directory} already holds a station")
+        raise SiteError(f"{directory} already holds a station")
     names = [*terminals, *operators]
     for name in names:
         try:
             check_device_id(name, "terminal or operator id")
         except FormatError as error:
-            raise HubError(str(error)) from error
+            raise SiteError(str(error)) from error
     reserved = set(names) & {*SERVICE_NAMES, BROKER_NAME}
     if reserved or len(set(names)) != len(names):
-        raise HubError(f"ids must be unique and not {[*SERVICE_NAMES, BROKER_NAME]}")
-    Election.load(Path(election_dir))
+        raise SiteError(f"ids must be unique and not {[*SERVICE_NAMES, BROKER_NAME]}")
+    ElectionPackage.load(Path(election_dir))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "election").mkdir(exist_ok=True)
     for name in ("manifest.json", "context.json"):
@@ -326,9 +241,9 @@ def init_station(
         for operator in operators:
             _issue(ca, directory, operator, Role.OPERATOR, ec.generate_private_key(ec.SECP256R1()))
     except PkiError as error:
-        raise HubError(str(error)) from error
+        raise SiteError(str(error)) from error
     token_key = rsa.generate_private_key(public_exponent=65537, key_size=TOKEN_KEY_BITS)
-    _write_private(directory / "roll" / "token.key", _private_pem(token_key))
+    write_private(directory / "roll" / "token.key", private_pem(token_key))
     (directory / "public").mkdir(exist_ok=True)
     (directory / "public" / "token.pem").write_bytes(
         token_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -12,15 +12,15 @@ from typing import Any
 
 from election import tokens
 from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, Token, seal_ballot
-from election.encoding import canonical_bytes, parse_json, sha256
+from election.encoding import parse_json, sha256
 from election.errors import FormatError
-from station_hub.errors import HubError
-from station_hub.messages import MESSAGE_VERSION, offline_status
-from station_hub.mqtt import HubClient
+from infra.errors import SiteError
+from infra.mqtt import HubClient
+from protocol.messages import CheckinGranted, CheckinRequest, decode_checkin_reply, offline_status
 from station_hub.station import Station
 
 
-class CheckinRefused(HubError):
+class CheckinRefused(SiteError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"check-in refused: {reason} ({detail})")
         self.reason = reason
@@ -37,6 +37,7 @@ class TerminalClient(HubClient):
         self.terminal_id = terminal_id
         self.election = station.election()
         self.token_key = station.token_public_key()
+        self.modulus_length = (self.token_key.key_size + 7) // 8
         self.signer = DeviceSigner(terminal_id, station.signing_key(terminal_id))
         self.device_seq = 0
         self.prev_hash = GENESIS_HASH
@@ -48,33 +49,26 @@ class TerminalClient(HubClient):
         return self
 
     def checkin_payload(self, voter_key: str, blinded: bytes) -> bytes:
-        return canonical_bytes(
-            {
-                "version": MESSAGE_VERSION,
-                "type": "checkin",
-                "voter_key": voter_key,
-                "blinded": blinded.hex(),
-            }
-        )
+        return CheckinRequest(bytes.fromhex(voter_key), blinded).encode()
 
-    def ask_roll(self, payload: bytes, timeout: float = 10.0) -> dict[str, Any]:
+    def ask_roll(self, payload: bytes, timeout: float = 10.0) -> bytes:
         answer = self.request(
             self.topics.checkin(self.terminal_id),
             self.topics.checkin_reply(self.terminal_id),
             payload,
             timeout,
         )
-        return parse_json(answer.payload, max_size=8192)
+        return answer.payload
 
     def check_in(self, voter_key: str) -> Token:
         """Get a roll-signed token for this voter (raises CheckinRefused)."""
         message = secrets.token_bytes(32)
         request = tokens.blind(self.token_key, message)
-        reply = self.ask_roll(self.checkin_payload(voter_key, request.blinded))
-        if reply.get("result") != "granted":
-            raise CheckinRefused(str(reply.get("reason")), str(reply.get("detail")))
-        blind_signature = bytes.fromhex(reply["blind_signature"])
-        return Token(message, tokens.finalize(self.token_key, message, blind_signature, request))
+        reply = decode_checkin_reply(self.ask_roll(self.checkin_payload(voter_key, request.blinded)),
+                                     len(request.blinded))  # fmt: skip
+        if not isinstance(reply, CheckinGranted):
+            raise CheckinRefused(reply.reason.value, reply.detail)
+        return Token(message, tokens.finalize(self.token_key, message, reply.blind_signature, request))
 
     def seal(self, choices: dict[str, set[str]], token: Token | None) -> SealedBallot:
         """Seal the next ballot of this device's chain (advances the device chain)."""
@@ -96,7 +90,7 @@ class TerminalClient(HubClient):
         wanted = sha256(payload).hex()
         code = self.publish(self.topics.ballot(self.terminal_id), payload)
         if code not in (0, 16):
-            raise HubError(f"the broker refused the ballot (reason {code})")
+            raise SiteError(f"the broker refused the ballot (reason {code})")
 
         def ours(message: Any) -> bool:
             if message.topic != self.topics.ack(self.terminal_id):

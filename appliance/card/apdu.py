@@ -24,6 +24,8 @@ EF_SIGN_KEY = 0x001A
 EF_SIGN_PASSWORD = 0x001B
 
 SW_OK = 0x9000
+SW1_MORE_DATA = 0x61  # 61xx: xx more response bytes wait for GET RESPONSE (00 = 256 or more)
+SW1_WRONG_LE = 0x6C  # 6Cxx: wrong Le, re-send the same command with Le = xx (00 = 256)
 SW_END_OF_FILE = 0x6282
 SW_WRONG_LENGTH = 0x6700
 SW_SECURITY_NOT_SATISFIED = 0x6982
@@ -102,6 +104,14 @@ class ResponseApdu:
     data: bytes
     sw: int
 
+    @property
+    def sw1(self) -> int:
+        return self.sw >> 8
+
+    @property
+    def sw2(self) -> int:
+        return self.sw & 0xFF
+
     @classmethod
     def parse(cls, raw: bytes) -> ResponseApdu:
         """Split data and status word, refusing what no short APDU exchange can produce."""
@@ -132,6 +142,16 @@ def read_binary(offset: int, length: int) -> CommandApdu:
     if not 0 <= offset <= 0x7FFF:
         raise ValueError("READ BINARY offset must fit 15 bits")
     return CommandApdu(0x00, 0xB0, offset >> 8, offset & 0xFF, le=length)
+
+
+def get_response(length: int) -> CommandApdu:
+    """GET RESPONSE (ISO/IEC 7816-4 §11.5.4), interindustry class 00 whatever the command's class."""
+    return CommandApdu(0x00, 0xC0, 0x00, 0x00, le=length)
+
+
+def with_le(command: CommandApdu, length: int) -> CommandApdu:
+    """The same command with another Le: what a card's 6Cxx asks for."""
+    return CommandApdu(command.cla, command.ins, command.p1, command.p2, command.data, length)
 
 
 def compute_digital_signature(digest_info: bytes) -> CommandApdu:

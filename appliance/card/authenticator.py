@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from appliance.card import apdu
+from appliance.card.channel import CardChannel
 from appliance.card.errors import (
     BadCardSignature,
     CardLocked,
@@ -32,8 +32,8 @@ from appliance.card.errors import (
     WrongPin,
 )
 from appliance.card.transport import ApduTransport
-from appliance.card.trust import TrustStore
-from appliance.card.voter_key import voter_key_of
+from appliance.card.trust import CardCertificate, TrustStore
+from appliance.card.voter_key import derive_voter_key
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ CHALLENGE_BYTES = 32
 # Keeps every response (data + SW) inside one normal PN532 frame as well as on PC/SC.
 READ_CHUNK = 0xF0
 MAX_CERTIFICATE_BYTES = 8192
+MAX_READ_COMMANDS = 128
+"""READ BINARY commands per certificate file. A card may answer fewer bytes than asked (ISO
+7816-4 allows it), so the reader loops; this bound stops a card that trickles a byte at a time
+(128 reads carry a 1,583-byte certificate at 13 bytes each, 8 KiB at 64)."""
 
 
 class AuthMode(StrEnum):
@@ -111,8 +115,9 @@ class JpkiAuthenticator:
         self._roll_salt = roll_salt
         self._clock = clock
         self._random_bytes = random_bytes
+        self._channel = CardChannel(transport)
         self._applet_selected = False
-        self._certificate: x509.Certificate | None = None
+        self._certificate: CardCertificate | None = None
 
     @property
     def mode(self) -> AuthMode:
@@ -123,9 +128,16 @@ class JpkiAuthenticator:
         return self._profile.max_tries
 
     def tries_left(self) -> int:
-        """Ask the card how many tries remain, without spending one; raise CardLocked at 0."""
+        """Ask the card how many tries remain, without spending one; raise CardLocked at 0.
+
+        VERIFY without data (ISO 7816-4 §11.5.6) answers ``63Cx`` and costs nothing. A card
+        whose secret is already verified may answer ``9000``: a verified secret's counter is
+        back at its maximum, so that is what is reported.
+        """
         self._select_secret()
         response = self._exchange(apdu.verify(None))
+        if response.sw == apdu.SW_OK:
+            return self.max_tries
         return self._tries_from(response.sw)
 
     def check_certificate(self) -> None:
@@ -141,7 +153,8 @@ class JpkiAuthenticator:
         if not self._profile.secret_pattern.fullmatch(secret):
             raise InvalidPinFormat(self._profile.secret_rule)
         self.check_certificate()
-        self._select_secret()
+        # A locked card is never sent the secret: the empty VERIFY says so without a try.
+        self.tries_left()
         response = self._exchange(apdu.verify(secret.encode("ascii")))
         if response.sw != apdu.SW_OK:
             tries = self._tries_from(response.sw)
@@ -150,7 +163,7 @@ class JpkiAuthenticator:
         certificate = self._load_certificate()
         self._prove_key_possession(certificate)
         log.info("card authenticated in %s mode", self._mode)
-        return AuthenticatedVoter(voter_key_of(self._roll_salt, certificate))
+        return AuthenticatedVoter(derive_voter_key(self._roll_salt, certificate.issuer_der, certificate.serial_number))
 
     def _select_secret(self) -> None:
         self._select_applet()
@@ -161,7 +174,14 @@ class JpkiAuthenticator:
             log.info("card's %s secret is locked", self._mode)
             raise CardLocked()
         if sw & 0xFFF0 == 0x63C0:
-            return sw & 0x0F
+            tries = sw & 0x0F
+            if tries > self.max_tries:
+                # Impossible for this mode's secret (63CF on a 3-try PIN): a broken or foreign
+                # counter. The card enforces its own limit; the voter is never told more tries
+                # than the secret can have, so the count is clamped (docs/card-protocol.md §2).
+                log.warning("card reports %d tries left for a %d-try %s secret", tries, self.max_tries, self._mode)
+                return self.max_tries
+            return tries
         raise CardProtocolError(f"card answered VERIFY with unexpected status {sw:04X}")
 
     def _select_applet(self) -> None:
@@ -171,31 +191,45 @@ class JpkiAuthenticator:
                 raise CardProtocolError(f"not a My Number card: JPKI applet selection answered {response.sw:04X}")
             self._applet_selected = True
 
-    def _load_certificate(self) -> x509.Certificate:
+    def _load_certificate(self) -> CardCertificate:
         if self._certificate is None:
             der = self._read_certificate_file(self._profile.certificate_ef)
-            self._certificate = self._trust.validate(der, self._clock())
+            self._certificate = self._trust.check(der, self._clock())
         return self._certificate
 
     def _read_certificate_file(self, file_id: int) -> bytes:
+        """The DER certificate in ``file_id``: its 4-byte header first, then the length it gives."""
         self._select_applet()
         self._expect_ok(apdu.select_file(file_id), "select the certificate file")
-        head = self._read_exact(0, 4)
-        total = _der_total_length(head)
-        data = bytearray(head)
-        while len(data) < total:
-            data += self._read_exact(len(data), min(READ_CHUNK, total - len(data)))
-        return bytes(data)
+        reads = [0]  # READ BINARY commands spent on this file, shared by both calls below
+        data = self._read_file(bytearray(), 4, reads)
+        total = _der_total_length(bytes(data[:4]))
+        return bytes(self._read_file(data, total, reads)[:total])
 
-    def _read_exact(self, offset: int, length: int) -> bytes:
-        response = self._expect_ok(apdu.read_binary(offset, length), "read the certificate")
-        if len(response.data) != length:
-            raise CardProtocolError(f"card returned {len(response.data)} bytes for a {length}-byte read")
-        return response.data
+    def _read_file(self, data: bytearray, size: int, reads: list[int]) -> bytearray:
+        """Extend ``data`` (the file from offset 0) to at least ``size`` bytes.
 
-    def _prove_key_possession(self, certificate: x509.Certificate) -> None:
-        public_key = certificate.public_key()
-        assert isinstance(public_key, rsa.RSAPublicKey)  # TrustStore.validate checked it
+        A card may answer a READ BINARY with fewer bytes than asked (ISO 7816-4 §11.2.3), so
+        this keeps reading from the new offset, bounded by MAX_READ_COMMANDS; an answer
+        without data, or the end of the file (6282) before ``size``, is a broken card.
+        """
+        while len(data) < size:
+            reads[0] += 1
+            if reads[0] > MAX_READ_COMMANDS:
+                raise CardProtocolError(f"card needed more than {MAX_READ_COMMANDS} reads for one certificate")
+            offset = len(data)
+            response = self._channel.transceive(apdu.read_binary(offset, min(READ_CHUNK, size - offset)))
+            if response.sw not in (apdu.SW_OK, apdu.SW_END_OF_FILE):
+                raise CardProtocolError(f"card refused to read the certificate (status {response.sw:04X})")
+            if not response.data:
+                raise CardProtocolError(f"card returned no data at offset {offset} of the certificate")
+            data += response.data
+            if response.sw == apdu.SW_END_OF_FILE and len(data) < size:
+                raise CardProtocolError("certificate file ends before the length its header gives")
+        return data
+
+    def _prove_key_possession(self, certificate: CardCertificate) -> None:
+        public_key = certificate.public_key
         challenge = self._random_bytes(CHALLENGE_BYTES)
         digest_info = SHA256_DIGEST_INFO_PREFIX + hashlib.sha256(challenge).digest()
         self._expect_ok(apdu.select_file(self._profile.key_ef), "select the key file")
@@ -217,7 +251,7 @@ class JpkiAuthenticator:
         return response
 
     def _exchange(self, command: apdu.CommandApdu) -> apdu.ResponseApdu:
-        return apdu.ResponseApdu.parse(self._transport.transmit(command.encode()))
+        return self._channel.transceive(command)
 
 
 def _der_total_length(head: bytes) -> int:

@@ -201,6 +201,10 @@ class TestCa:
     def ca_certificate(self, mode: AuthMode) -> x509.Certificate:
         return self._ca[mode][0]
 
+    def ca_private_key(self, mode: AuthMode) -> rsa.RSAPrivateKey:
+        """The issuing key, for tests that sign hand-built (malformed) certificates with it."""
+        return self._ca[mode][1]
+
     def _ca_cert_path(self, mode: AuthMode) -> Path:
         return self.directory / f"{mode}-ca.pem"
 

@@ -8,19 +8,87 @@ the trust store is built, not a card that silently passes.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.utils import CryptographyDeprecationWarning
 
 from appliance.card.errors import CardProtocolError, CardRevoked, CertificateExpired, UnknownIssuer
 
 log = logging.getLogger(__name__)
 
 MIN_RSA_BITS = 2048
+PARSE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    UnsupportedAlgorithm,
+)
+"""What cryptography raises for a certificate it cannot parse, at load time or (it parses
+lazily) later, when an attribute such as ``issuer`` or ``serial_number`` is first read."""
+
+
+@dataclass(frozen=True)
+class CardCertificate:
+    """A card's certificate with every field the booth uses already parsed and checked.
+
+    Built only by parse_card_certificate(), which reads each lazily parsed attribute once
+    inside one error handler, so no later access can raise.
+    """
+
+    certificate: x509.Certificate
+    issuer: x509.Name
+    issuer_der: bytes
+    serial_number: int
+    not_before: datetime
+    not_after: datetime
+    public_key: rsa.RSAPublicKey
+
+
+def parse_card_certificate(der: bytes) -> CardCertificate:
+    """Parse a card's DER certificate; anything unusable is CardProtocolError (card invalid).
+
+    Refused besides undecodable DER: a version other than v3 (every JPKI certificate carries
+    extensions), a serial number that is not positive (RFC 5280 §4.1.2.2; cryptography only
+    warns), and a key that is not RSA.
+    """
+    try:
+        with warnings.catch_warnings():
+            # A non-positive serial parses with a deprecation warning; it is refused below.
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            certificate = x509.load_der_x509_certificate(der)
+            version = certificate.version
+            issuer = certificate.issuer
+            issuer_der = issuer.public_bytes()
+            # Not used by the booth, but parsed too: a certificate with a part nobody can
+            # read is not a JPKI certificate, and nothing downstream should meet it first.
+            certificate.subject.public_bytes()
+            certificate.extensions  # noqa: B018 (parsing is the point)
+            serial_number = certificate.serial_number
+            not_before = certificate.not_valid_before_utc
+            not_after = certificate.not_valid_after_utc
+            public_key = certificate.public_key()
+    except PARSE_ERRORS as exc:
+        log.info("card certificate unparseable (%s)", type(exc).__name__)
+        raise CardProtocolError("the card's certificate is not valid DER X.509") from exc
+    if version is not x509.Version.v3:
+        raise CardProtocolError("the card's certificate is not an X.509 v3 certificate")
+    if serial_number <= 0:
+        raise CardProtocolError("the card's certificate has a serial number that is not positive")
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise CardProtocolError("the card's certificate does not hold an RSA-2048 key")
+    return CardCertificate(certificate, issuer, issuer_der, serial_number, not_before, not_after, public_key)
+
+
+def _validity_of(anchor: x509.Certificate) -> tuple[datetime, datetime]:
+    return anchor.not_valid_before_utc, anchor.not_valid_after_utc
 
 
 @dataclass(frozen=True)
@@ -46,30 +114,34 @@ class TrustStore:
 
     def validate(self, certificate_der: bytes, now: datetime) -> x509.Certificate:
         """Return the parsed certificate if it is trusted at `now`; raise why not otherwise."""
-        try:
-            certificate = x509.load_der_x509_certificate(certificate_der)
-        except ValueError as exc:
-            raise CardProtocolError("the card's certificate is not valid DER X.509") from exc
-        issuer = self._issuer_of(certificate)
-        for cert in (certificate, issuer):
-            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return self.check(certificate_der, now).certificate
+
+    def check(self, certificate_der: bytes, now: datetime) -> CardCertificate:
+        """Like validate(), returning the eagerly parsed fields the authenticator needs.
+
+        Every failure is a CardError: a card's certificate is input from outside, and nothing
+        it holds may surface as any other exception (the booth would not know the card).
+        """
+        parsed = parse_card_certificate(certificate_der)
+        issuer = self._issuer_of(parsed)
+        for not_before, not_after in ((parsed.not_before, parsed.not_after), _validity_of(issuer)):
+            if not not_before <= now <= not_after:
                 raise CertificateExpired()
         crl = self._crl_of(issuer)
         assert crl is not None  # guaranteed by __post_init__
-        if crl.get_revoked_certificate_by_serial_number(certificate.serial_number) is not None:
+        if crl.get_revoked_certificate_by_serial_number(parsed.serial_number) is not None:
             raise CardRevoked()
-        key = certificate.public_key()
-        if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_BITS:
+        if parsed.public_key.key_size < MIN_RSA_BITS:
             raise CardProtocolError("the card's certificate does not hold an RSA-2048 key")
-        return certificate
+        return parsed
 
-    def _issuer_of(self, certificate: x509.Certificate) -> x509.Certificate:
+    def _issuer_of(self, parsed: CardCertificate) -> x509.Certificate:
         for anchor in self.anchors:
-            if anchor.subject != certificate.issuer:
+            if anchor.subject != parsed.issuer:
                 continue
             try:
-                certificate.verify_directly_issued_by(anchor)
-            except (ValueError, TypeError, InvalidSignature):
+                parsed.certificate.verify_directly_issued_by(anchor)
+            except (*PARSE_ERRORS, InvalidSignature):
                 log.info("certificate names a trusted issuer but its signature does not verify")
                 continue
             return anchor

@@ -29,15 +29,15 @@ from typing import TypeVar
 
 import serial
 
+from appliance.drivers.pinmap import default_pinmap_path, package_file
+
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 SEQ_MODULO = 65536
 MAX_FRAME = 200
 _E = TypeVar("_E")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE_DIR = REPO_ROOT / "companion" / "firmware"
-PINMAP_FILE = REPO_ROOT / "hw" / "schematics" / "pinmap.json"
+FIRMWARE_FILES = ("board.py", "link.py", "main.py")
 
 
 class CompanionError(Exception):
@@ -117,10 +117,22 @@ CompanionEvent = (KeyPressed | TamperChanged | LinkRestored | LinkLost | FrameRe
 # --- firmware identity --------------------------------------------------------------------
 
 
+def firmware_dir() -> Path:
+    """The firmware's source folder, the installed `companion.firmware` package.
+
+    Found with importlib.resources, so that flash.sh, `booth self-test` and the virtual board
+    use the firmware that shipped with this product and never a checkout's copy.
+    """
+    return package_file("companion.firmware")
+
+
 def firmware_sources() -> dict[str, Path]:
-    """The files that make up the companion firmware, by their name on the board."""
-    names = ("board.py", "link.py", "main.py")
-    return {**{name: FIRMWARE_DIR / name for name in names}, "pinmap.json": PINMAP_FILE}
+    """The files that make up the companion firmware, by their name on the board.
+
+    The pin map is one of them: the board reads its wiring from the same file as the drivers.
+    """
+    folder = firmware_dir()
+    return {**{name: folder / name for name in FIRMWARE_FILES}, "pinmap.json": default_pinmap_path()}
 
 
 def listing_hash(contents: Mapping[str, bytes]) -> str:

@@ -6,6 +6,10 @@ diagrams in `hw/schematics/` are drawn from what this module loads. Raspberry Pi
 GPIO numbers; power pins are physical header positions (they have no GPIO number).
 Companion-board pins are the Pico's GP numbers.
 
+The file ships inside the `hw.schematics` package (pyproject.toml package data) and is found with
+`importlib.resources`, so an installed terminal reads the same file as a checkout does and
+never looks for a repository that is not there.
+
     >>> load_pinmap().pn532.i2c.sda
     2
 """
@@ -14,12 +18,42 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields, is_dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 SCHEMA = "polling-station/pinmap/1"
 _T = TypeVar("_T")
-DEFAULT_PINMAP_PATH = Path(__file__).resolve().parents[2] / "hw" / "schematics" / "pinmap.json"
+
+
+class PinMapError(ValueError):
+    """The pin map file is missing, malformed or describes impossible wiring."""
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """A file shipped inside `package`, as a real path (importlib.resources).
+
+    A real path and not just a readable resource, because its users hand it on: mpremote
+    copies the firmware files by name, aiohttp serves the kiosk directory. pip always installs
+    a wheel unpacked, so this only fails for a product run from a zip archive, which is refused
+    here with a sentence rather than later with a confusing error.
+    """
+    resource = files(package)
+    for part in parts:
+        resource = resource / part
+    if not isinstance(resource, Path):
+        raise PinMapError(f"{package}/{'/'.join(parts)} is inside an archive; install the product unpacked (pip)")
+    return resource
+
+
+def default_pinmap_path() -> Path:
+    """Where the terminal's own pin map is: `pinmap.json` in the installed `hw.schematics` package.
+
+    Looked up when needed rather than at import, so that importing the drivers never depends
+    on the data being installed.
+    """
+    return package_file("hw.schematics", "pinmap.json")
+
 
 # The Raspberry Pi 40-pin header (identical on models B+ to 5): physical position -> function.
 PI_HEADER: dict[int, str] = {
@@ -31,10 +65,6 @@ PI_HEADER: dict[int, str] = {
     37: "GPIO26", 38: "GPIO20", 39: "GND", 40: "GPIO21",
 }  # fmt: skip
 PICO_GPIOS = range(29)  # GP0..GP28 on the RP2040
-
-
-class PinMapError(ValueError):
-    """The pin map file is missing, malformed or describes impossible wiring."""
 
 
 def header_pin(gpio: int) -> int:
@@ -227,8 +257,8 @@ def parse_pinmap(raw: Any, source: Path) -> PinMap:
 
 
 def load_pinmap(path: Path | None = None) -> PinMap:
-    """Load the terminal's pin map (the repository's `hw/schematics/pinmap.json` by default)."""
-    source = Path(path) if path is not None else DEFAULT_PINMAP_PATH
+    """Load the terminal's pin map (by default the one shipped in the `hw.schematics` package)."""
+    source = Path(path) if path is not None else default_pinmap_path()
     try:
         raw = json.loads(source.read_text(encoding="utf-8"))
     except OSError as error:

@@ -32,6 +32,7 @@ class State(StrEnum):
     POLLS_CLOSED = "polls_closed"
     HUB_UNREACHABLE = "hub_unreachable"
     CARD_REMOVED = "card_removed"
+    SESSION_ERROR = "session_error"  # a booth step failed unexpectedly: the session was reset
     OUT_OF_SERVICE = "out_of_service"  # enclosure open or reader gone: no new session
 
 
@@ -46,12 +47,21 @@ ERROR_STATES = frozenset(
         State.ALREADY_VOTED,
         State.POLLS_CLOSED,
         State.CARD_REMOVED,
+        State.SESSION_ERROR,
     }
 )
 """Screens that end the session: the voter takes the card (or taps OK) and the booth is idle."""
 
 VOTING_STATES = frozenset({State.BALLOT, State.REVIEW, State.SEALED, State.SPOILED, State.SEALING, State.SPOILING})
 """A card removal here cancels the session: nothing was cast, every choice is dropped."""
+
+CARD_BOUND_STATES = VOTING_STATES | {State.PIN, State.WRONG_PIN, State.AUTHENTICATING, State.HUB_UNREACHABLE}
+"""States that end in CARD_REMOVED once the card is gone (busy ones at once or when their
+step reports back, see Session); CHECKING_IN and CASTING are not here: their step may already
+have marked the voter or cast the ballot, so its own result decides."""
+
+RESETTABLE_STATES = frozenset(State) - {State.IDLE, State.OUT_OF_SERVICE}
+"""Every state with a voter in it (or a result screen) may be reset to SESSION_ERROR."""
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.IDLE: frozenset({State.PIN, State.OUT_OF_SERVICE}),
@@ -76,9 +86,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     **{state: frozenset() for state in ERROR_STATES},
 }
 """Forward moves. Besides these, every state may go to IDLE (timeout, done, card taken after
-the end) and to OUT_OF_SERVICE (tamper, reader lost); VOTING_STATES and the PIN screens go to
-CARD_REMOVED when the card leaves; ERROR_STATES and OUT_OF_SERVICE go to PIN when a card is
-put in once the cause is gone."""
+the end) and to OUT_OF_SERVICE (tamper, reader lost); CARD_BOUND_STATES go to CARD_REMOVED
+when the card leaves; every state but IDLE and OUT_OF_SERVICE goes to SESSION_ERROR when a
+booth step fails unexpectedly or a busy step never reports back; ERROR_STATES and
+OUT_OF_SERVICE go to PIN when a card is put in once the cause is gone."""
 
 ALWAYS_REACHABLE = frozenset({State.IDLE, State.OUT_OF_SERVICE})
 
@@ -87,7 +98,9 @@ def allowed(source: State, target: State) -> bool:
     if target in ALWAYS_REACHABLE or target in TRANSITIONS[source]:
         return True
     if target is State.CARD_REMOVED:
-        return source in VOTING_STATES or source in {State.PIN, State.WRONG_PIN, State.HUB_UNREACHABLE}
+        return source in CARD_BOUND_STATES
+    if target is State.SESSION_ERROR:
+        return source in RESETTABLE_STATES
     return target is State.PIN and source in ERROR_STATES
 
 

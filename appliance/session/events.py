@@ -148,6 +148,17 @@ class Tick:
     """Time passes (drives the idle timeout)."""
 
 
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    """The shell's step for the current busy state raised something unexpected.
+
+    ``step`` names the effect (for the log line); the session resets to an error screen
+    instead of waiting for a result that will never come.
+    """
+
+    step: str
+
+
 Event = (
     CardInserted
     | CardTaken
@@ -166,6 +177,7 @@ Event = (
     | Acknowledged
     | HubLink
     | Tick
+    | StepFailed
 )
 
 

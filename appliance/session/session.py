@@ -3,7 +3,13 @@
 The shell (appliance.booth) feeds it events from the reader, keypad, page and hub, runs the
 effects it returns (authenticate, check in, seal, challenge, cast, forget) and feeds their
 results back. Time is passed in (``now``, seconds on any monotonic clock), so the idle
-timeout is tested without sleeping. The session holds only what the screen shows: the
+timeout is tested without sleeping.
+
+No state can hold a booth for good: every busy state ("please wait") ends on its step's
+result, on a StepFailed from the shell (the step raised), on the busy timeout (its result
+never came) and — where nothing of the voter's is at stake yet — on card removal; and if
+handling an event itself raises, the shell calls fail(). Each of these ends the session on a
+result screen that the next card clears. The session holds only what the screen shows: the
 screen, the focus and the voter's choices — never a key, token or nonce — and when a session
 ends (done, cancel, card removed, timeout) the choices go with it.
 """
@@ -13,7 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.session._state import BUSY_STATES, ERROR_STATES, VOTING_STATES, IllegalTransition, State, allowed
+from appliance.session._state import (
+    BUSY_STATES,
+    CARD_BOUND_STATES,
+    ERROR_STATES,
+    RESETTABLE_STATES,
+    IllegalTransition,
+    State,
+    allowed,
+)
 from appliance.session.events import (
     Acknowledged,
     Authenticate,
@@ -41,6 +55,7 @@ from appliance.session.events import (
     Sealed,
     ServiceChanged,
     Spoiled,
+    StepFailed,
     Tap,
     Tick,
 )
@@ -67,6 +82,7 @@ class Timeouts:
 
     voting: float = 120.0  # PIN, ballot, review, sealed, spoiled
     result: float = 30.0  # receipt and error screens
+    busy: float = 60.0  # a "please wait" step that never reports back (the slowest, check-in, allows 8 s)
 
 
 class Session:
@@ -79,6 +95,7 @@ class Session:
         self.service_problem: str | None = None
         self.hub_online = False
         self.ballots_cast = 0
+        self.busy_since = 0.0
         self._reset_voter(0.0)
 
     # --- the voter's data (cleared at the end of every session) ---------------------------
@@ -103,11 +120,25 @@ class Session:
         """Apply one event at time ``now``; returns what the shell must do, in order."""
         if not isinstance(event, Tick | Acknowledged | HubLink):
             self.last_activity = now
+        before = self.state
         effects = self._apply(event, now)
-        if self.state in VOTING_STATES and self.state not in BUSY_STATES and not self.card_present:
+        if self.state in CARD_BOUND_STATES and self.state not in BUSY_STATES and not self.card_present:
             # The card left while the shell was busy for this voter: cancel now.
             effects += self._end(now, State.CARD_REMOVED)
+        if self.state in BUSY_STATES and self.state is not before:
+            self.busy_since = now
         return effects
+
+    def fail(self, now: float) -> list[Effect]:
+        """Reset after handle() itself raised (a bug): the state may be half-changed.
+
+        The voter's data is dropped and the booth shows SESSION_ERROR, which the next card (or
+        the voter taking theirs, or the result timeout) clears, so the next voter can vote.
+        """
+        if self.state not in RESETTABLE_STATES:
+            self._reset_voter(now)
+            return [EndSession()]
+        return self._end(now, State.SESSION_ERROR)
 
     def _apply(self, event: Event, now: float) -> list[Effect]:
         match event:
@@ -136,8 +167,12 @@ class Session:
                 self._move(State.AUTHENTICATING)
                 return [Authenticate(secret)]
             case Authenticated() if self.state is State.AUTHENTICATING:
+                if not self.card_present:  # gone before the roll heard of this voter: stop here
+                    return self._end(now, State.CARD_REMOVED)
                 self._move(State.CHECKING_IN)
                 return [CheckIn()]
+            case StepFailed():
+                return self._step_failed(now)
             case AuthenticationFailed(problem=problem, tries_left=tries) if self.state is State.AUTHENTICATING:
                 return self._authentication_failed(problem, tries, now)
             case CheckedIn() if self.state is State.CHECKING_IN:
@@ -186,8 +221,22 @@ class Session:
         self._reset_voter(now)
         return [EndSession()] if was_active else []
 
+    def _step_failed(self, now: float) -> list[Effect]:
+        """A busy step raised or never answered: end the session on a clear error screen.
+
+        A failed authentication is the card's ("this card cannot be used": it is the card's
+        answer the card module could not handle); any other step is SESSION_ERROR, which
+        claims nothing about what was recorded (a failed cast may have been committed).
+        Outside busy states (a late report) it changes nothing.
+        """
+        if self.state not in BUSY_STATES:
+            return []
+        return self._end(now, State.CARD_INVALID if self.state is State.AUTHENTICATING else State.SESSION_ERROR)
+
     def _tick(self, now: float) -> list[Effect]:
-        if self.state in (State.IDLE, State.OUT_OF_SERVICE) or self.state in BUSY_STATES:
+        if self.state in BUSY_STATES:
+            return self._step_failed(now) if now - self.busy_since >= self.timeouts.busy else []
+        if self.state in (State.IDLE, State.OUT_OF_SERVICE):
             return []
         limit = self.timeouts.result if self._is_result_screen() else self.timeouts.voting
         if now - self.last_activity >= limit:
@@ -218,11 +267,14 @@ class Session:
         return []
 
     def _card_taken(self, now: float) -> list[Effect]:
-        if self.state in VOTING_STATES or self.state in (State.PIN, State.WRONG_PIN, State.HUB_UNREACHABLE):
+        if self.state in CARD_BOUND_STATES:  # authenticating too: no result is worth waiting for
             return self._end(now, State.CARD_REMOVED)
         if self.state in ERROR_STATES and self.state is not State.CARD_REMOVED:
             return self._end(now)
-        return []  # receipt stays until done/timeout; busy steps report their own outcome
+        # The receipt stays until done/timeout; check-in and cast report their own outcome
+        # (the roll may have marked the voter, the ballot may be committed), bounded by the
+        # busy timeout.
+        return []
 
     def _authentication_failed(self, problem: CardProblem, tries: int | None, now: float) -> list[Effect]:
         if problem in (CardProblem.WRONG_PIN, CardProblem.BAD_FORMAT):

@@ -68,16 +68,45 @@ class _Key:
     secret_ef: int
 
 
+@dataclass(frozen=True)
+class CardQuirks:
+    """Legal ISO/IEC 7816-4 answers some real cards give, which the terminal must accept.
+
+    The default is none of them. Each can be turned on for tests, drills and demos:
+
+    * ``short_read``: READ BINARY answers at most this many bytes with ``9000`` even when
+      more were asked (and remain) — the reader must go on from the new offset;
+    * ``exact_le``: READ BINARY answers ``6Cxx`` unless Le is min(this, bytes left), xx being
+      that number — the reader must re-send with Le = xx;
+    * ``response_chunk``: every answer with data (READ BINARY, the signature) is held back
+      and announced with ``61xx``; GET RESPONSE hands it out at most this many bytes a time,
+      with ``61xx`` while more remain — the reader must collect and concatenate.
+    """
+
+    short_read: int | None = None
+    exact_le: int | None = None
+    response_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("short_read", "exact_le", "response_chunk"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= apdu.MAX_SHORT_LE:
+                raise ValueError(f"{name} must be 1..256")
+
+
 @dataclass
 class VirtualJpkiCard:
     """The card's state machine: feed it a command APDU, get the response APDU."""
 
     card: CardFile
+    quirks: CardQuirks = field(default_factory=CardQuirks)
     files: dict[int, bytes] = field(init=False)
     secrets: dict[int, _Secret] = field(init=False)
     keys: dict[int, _Key] = field(init=False)
     applet_selected: bool = field(init=False, default=False)
     selected_ef: int | None = field(init=False, default=None)
+    pending_response: bytes = field(init=False, default=b"")
+    """Response data announced with 61xx and not yet fetched by GET RESPONSE."""
 
     def __post_init__(self) -> None:
         der = serialization.Encoding.DER
@@ -116,6 +145,7 @@ class VirtualJpkiCard:
         """Power cycle: security state is lost, retry counters are not."""
         self.applet_selected = False
         self.selected_ef = None
+        self.pending_response = b""
         for secret in self.secrets.values():
             secret.verified = False
 
@@ -124,6 +154,9 @@ class VirtualJpkiCard:
             command = apdu.CommandApdu.parse(raw)
         except ValueError:
             return _sw(apdu.SW_WRONG_LENGTH)
+        if (command.cla, command.ins) == (0x00, 0xC0):
+            return self._get_response(command)
+        self.pending_response = b""  # any other command drops an unfetched answer (ISO 7816-4)
         handler = {
             (0x00, 0xA4): self._select,
             (0x00, 0x20): self._verify,
@@ -131,9 +164,29 @@ class VirtualJpkiCard:
             (0x80, 0x2A): self._compute_signature,
         }.get((command.cla, command.ins))
         if handler is None:
-            known_ins = command.ins in (0xA4, 0x20, 0xB0, 0x2A)
+            known_ins = command.ins in (0xA4, 0x20, 0xB0, 0x2A, 0xC0)
             return _sw(apdu.SW_CLA_NOT_SUPPORTED if known_ins else apdu.SW_INS_NOT_SUPPORTED)
-        return handler(command)
+        response = handler(command)
+        if self.quirks.response_chunk is not None and len(response) > 2 and response[-2:] == _sw(apdu.SW_OK):
+            self.pending_response = response[:-2]
+            return self._announce_pending()
+        return response
+
+    def _announce_pending(self) -> bytes:
+        """``61xx`` for what GET RESPONSE may fetch next (xx = 00 means 256)."""
+        assert self.quirks.response_chunk is not None
+        return bytes((apdu.SW1_MORE_DATA, min(len(self.pending_response), self.quirks.response_chunk) % 256))
+
+    def _get_response(self, command: apdu.CommandApdu) -> bytes:
+        if (command.p1, command.p2) != (0x00, 0x00):
+            return _sw(apdu.SW_WRONG_P1P2)
+        if not self.pending_response:
+            return _sw(apdu.SW_CONDITIONS_NOT_SATISFIED)
+        available = min(len(self.pending_response), self.quirks.response_chunk or apdu.MAX_SHORT_LE)
+        if command.le != available:
+            return bytes((apdu.SW1_WRONG_LE, available % 256))
+        part, self.pending_response = self.pending_response[:available], self.pending_response[available:]
+        return part + (self._announce_pending() if self.pending_response else _sw(apdu.SW_OK))
 
     def _select(self, command: apdu.CommandApdu) -> bytes:
         if (command.p1, command.p2) == (0x04, 0x0C):
@@ -182,8 +235,14 @@ class VirtualJpkiCard:
         offset = (command.p1 << 8) | command.p2
         if offset >= len(content):
             return _sw(apdu.SW_WRONG_OFFSET)
-        chunk = content[offset : offset + (command.le or 256)]
-        status = apdu.SW_OK if len(chunk) == (command.le or 256) else apdu.SW_END_OF_FILE
+        asked = command.le or apdu.MAX_SHORT_LE
+        left = len(content) - offset
+        if self.quirks.exact_le is not None and asked != min(self.quirks.exact_le, left):
+            return bytes((apdu.SW1_WRONG_LE, min(self.quirks.exact_le, left) % 256))
+        chunk = content[offset : offset + asked]
+        if self.quirks.short_read is not None and len(chunk) > self.quirks.short_read:
+            return chunk[: self.quirks.short_read] + _sw(apdu.SW_OK)
+        status = apdu.SW_OK if len(chunk) == asked else apdu.SW_END_OF_FILE
         return chunk + status.to_bytes(2, "big")
 
     def _compute_signature(self, command: apdu.CommandApdu) -> bytes:

@@ -31,7 +31,7 @@ class PcscdUnavailable(RuntimeError):
 
 def running_pcscd_pid() -> int | None:
     try:
-        pid = int(PCSCD_PID_FILE.read_text().strip())
+        pid = int(PCSCD_PID_FILE.read_text().strip().strip("\x00").strip())
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except (OSError, ValueError):
         return None

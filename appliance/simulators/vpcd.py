@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from appliance.card.testca import CardFile
-from appliance.simulators.jpki_card import CardWithdrawn, SimulatedCard, VirtualJpkiCard
+from appliance.simulators.jpki_card import CardQuirks, CardWithdrawn, SimulatedCard, VirtualJpkiCard
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,23 @@ class VpcdCardLink:
 @click.argument("card_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
-def main(card_file: str, host: str, port: int) -> None:
+@click.option("--short-read", type=click.IntRange(1, 256), help="READ BINARY answers at most N bytes (short reads).")
+@click.option("--exact-le", type=click.IntRange(1, 256), help="READ BINARY answers 6Cxx unless Le is N (or the rest).")
+@click.option(
+    "--response-chunk", type=click.IntRange(1, 256), help="Answer data via 61xx + GET RESPONSE, N bytes each."
+)
+def main(
+    card_file: str,
+    host: str,
+    port: int,
+    short_read: int | None,
+    exact_le: int | None,
+    response_chunk: int | None,
+) -> None:
     logging.basicConfig(level=logging.INFO)
+    quirks = CardQuirks(short_read=short_read, exact_le=exact_le, response_chunk=response_chunk)
     try:
-        link = VpcdCardLink(VirtualJpkiCard(CardFile.load(card_file)), host, port)
+        link = VpcdCardLink(VirtualJpkiCard(CardFile.load(card_file), quirks), host, port)
     except OSError as exc:
         click.echo(f"cannot reach vpcd at {host}:{port} (is pcscd running?): {exc}", err=True)
         sys.exit(1)

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import threading
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,20 @@ from appliance.booth import Booth
 from appliance.session import events as ev
 
 log = logging.getLogger("appliance.ui")
-STATIC = Path(__file__).parent / "static"
 LONG_POLL_MAX = 10.0
 MAX_BODY = 4096
+
+
+def static_dir() -> Path:
+    """The kiosk page's folder, shipped inside the `appliance.ui` package (pyproject package data).
+
+    Found with importlib.resources so an installed booth serves the page it was installed with.
+    aiohttp serves from a real directory, which pip's unpacked install always is.
+    """
+    folder = files("appliance.ui").joinpath("static")
+    if not isinstance(folder, Path) or not folder.joinpath("index.html").is_file():
+        raise RuntimeError(f"the kiosk page is not installed ({folder}): reinstall the product from its wheel")
+    return folder
 
 
 def election_json(booth: Booth) -> dict[str, Any]:
@@ -75,10 +87,11 @@ def parse_event(data: Any) -> ev.Event:
 def make_app(booth: Booth) -> web.Application:
     routes = web.RouteTableDef()
     election = election_json(booth)
+    static = static_dir()
 
     @routes.get("/")
     async def index(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+        return web.FileResponse(static / "index.html", headers={"Cache-Control": "no-store"})
 
     @routes.get("/api/election")
     async def get_election(request: web.Request) -> web.Response:
@@ -111,7 +124,7 @@ def make_app(booth: Booth) -> web.Application:
 
     app = web.Application(client_max_size=MAX_BODY)
     app.add_routes(routes)
-    app.router.add_static("/static/", STATIC)
+    app.router.add_static("/static/", static)
     return app
 
 

@@ -110,11 +110,11 @@ def test_a_refused_event_is_reported_and_the_service_goes_on(tmp_path: Path, cap
     log_path, key_path = tmp_path / "ledger.log", tmp_path / "audit.key"
     audit = ServiceAudit.start(log_path, key_path, "station-1.ledger", "ledger")
     with caplog.at_level(logging.ERROR, logger="audit.service"):
-        audit.record("payload_refused", payload_sha256="00" * 32, reason="not an identifier!")
-    assert "payload_refused could not be recorded" in caplog.text
-    audit.record("payload_refused", payload_sha256="00" * 32, reason="malformed")
+        audit.record("refusals_counted", terminal="t1", reason="not an identifier!", count=1)
+    assert "refusals_counted could not be recorded" in caplog.text
+    audit.record("refusals_counted", terminal="t1", reason="malformed", count=3)
     audit.stop()
-    assert [e.kind for e in logged(log_path)][-2:] == ["payload_refused", "software_stopped"]
+    assert [e.kind for e in logged(log_path)][-2:] == ["refusals_counted", "software_stopped"]
     assert verifies(log_path, key_path)
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from appliance.card import AuthMode
 from appliance.card.testca import CardFile, TestCa
 from appliance.provision import CONFIG_SCHEMA, election_package_hash
-from station_hub.broker import free_port
+from infra.broker import free_port
+from infra.mqtt import HubClient
 from station_hub.ledger_store import LedgerStore
-from station_hub.mqtt import HubClient
 from station_hub.operator import change_polls
 from station_hub.station import Station
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
 from booth_fixtures import Voters, make_voters, open_polls
 from hub_fixtures import Hub, write_election
 
-from station_hub.broker import Broker, free_port
+from infra.broker import Broker, free_port
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.station import Station, init_station
 

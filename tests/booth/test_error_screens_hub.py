@@ -16,7 +16,7 @@ from appliance.config import load_config
 from appliance.runner import BoothRunner
 from appliance.simulators.jpki_card import VirtualJpkiCard
 from appliance.simulators.scripted_voter import ScriptedVoter
-from station_hub.broker import Broker
+from infra.broker import Broker
 from station_hub.station import Station
 
 

@@ -22,7 +22,7 @@ from appliance.outbox import Outbox
 from appliance.runner import BoothRunner
 from appliance.simulators.jpki_card import VirtualJpkiCard
 from appliance.simulators.scripted_voter import ScriptedVoter
-from station_hub.broker import Broker
+from infra.broker import Broker
 from station_hub.station import Station
 
 BOOTH = [sys.executable, "-m", "appliance.cli"]

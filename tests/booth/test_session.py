@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.session import State, Timeouts, allowed
+from appliance.session import BUSY_STATES, ERROR_STATES, State, Timeouts, allowed
 from appliance.session._state import TRANSITIONS
 from appliance.session.events import (
     Acknowledged,
@@ -29,6 +29,7 @@ from appliance.session.events import (
     Sealed,
     ServiceChanged,
     Spoiled,
+    StepFailed,
     Tap,
     Tick,
 )
@@ -264,3 +265,156 @@ def test_transition_table_is_closed() -> None:
     assert not allowed(State.SEALED, State.REVIEW), "a sealed ballot could be silently dropped"
     assert not allowed(State.IDLE, State.BALLOT)
     assert not allowed(State.RECEIPT, State.CARD_REMOVED)
+
+
+# --- busy states never hold the booth ---------------------------------------------------------
+
+BUSY = Timeouts(voting=60, result=10, busy=20)
+
+
+def session_in(state: State, now: float = 0.0) -> Session:
+    """A session driven (the way the shell drives it) into the busy ``state``."""
+    session = Session(MANIFEST, BUSY)
+    session.handle(CardInserted(), now)
+    session.handle(PinEntered("1234"), now)
+    if state is State.AUTHENTICATING:
+        return session
+    session.handle(Authenticated(), now)
+    if state is State.CHECKING_IN:
+        return session
+    session.handle(CheckedIn(), now)
+    vote(session, "candidate-1", "candidate-2")
+    session.handle(Tap("seal"), now)
+    if state is State.SEALING:
+        return session
+    session.handle(Sealed("aa" * 32), now)
+    session.handle(Tap("challenge" if state is State.SPOILING else "cast"), now)
+    assert session.state is state
+    return session
+
+
+def next_voter_votes(session: Session, now: float) -> None:
+    """After whatever ended the last session, a new card leads to the ballot and a cast."""
+    if session.card_present:
+        session.handle(CardTaken(), now)
+    session.handle(CardInserted(), now)
+    assert session.state is State.PIN
+    assert session.handle(PinEntered("1234"), now) == [Authenticate("1234")]
+    session.handle(Authenticated(), now)
+    session.handle(CheckedIn(), now)
+    assert session.state is State.BALLOT and session.choices == {"contest-1": [], "contest-2": []}
+    session.handle(Tap("select:contest-1:candidate-1"), now)
+    session.handle(Tap("next"), now)
+    session.handle(Tap("review"), now)
+    session.handle(Tap("seal"), now)
+    session.handle(Sealed("ee" * 32), now)
+    session.handle(Tap("cast"), now)
+    session.handle(Cast("ee" * 32), now)
+    assert session.state is State.RECEIPT
+
+
+def test_busy_states_are_the_expected_ones() -> None:
+    assert {State.AUTHENTICATING, State.CHECKING_IN, State.SEALING, State.SPOILING, State.CASTING} == BUSY_STATES
+    assert State.SESSION_ERROR in ERROR_STATES
+
+
+@pytest.mark.parametrize("state", sorted(BUSY_STATES))
+def test_a_busy_step_that_never_reports_times_out_to_an_error_screen(state: State) -> None:
+    session = session_in(state, now=100)
+    assert session.handle(Tick(), 119) == []
+    assert session.state is state
+    assert session.handle(Tick(), 120) == [EndSession()]
+    expected = State.CARD_INVALID if state is State.AUTHENTICATING else State.SESSION_ERROR
+    assert session.state is expected and session.view()["busy"] is False
+    assert session.view()["targets"] == ["done"]
+    next_voter_votes(session, 121)
+
+
+@pytest.mark.parametrize("state", sorted(BUSY_STATES))
+def test_a_failed_step_resets_the_session_and_the_late_result_is_ignored(state: State) -> None:
+    session = session_in(state)
+    assert session.handle(StepFailed("Boom"), 1) == [EndSession()]
+    expected = State.CARD_INVALID if state is State.AUTHENTICATING else State.SESSION_ERROR
+    assert session.state is expected
+    assert session.view()["choices"] == {"contest-1": [], "contest-2": []}
+    late = {
+        State.AUTHENTICATING: Authenticated(),
+        State.CHECKING_IN: CheckedIn(),
+        State.SEALING: Sealed("aa" * 32),
+        State.SPOILING: Spoiled("aa" * 32, {}),
+        State.CASTING: Cast("aa" * 32),
+    }[state]
+    assert session.handle(late, 2) == [] and session.state is expected
+    next_voter_votes(session, 3)
+
+
+def test_a_step_failure_reported_outside_a_busy_state_changes_nothing() -> None:
+    session = authenticated_session()
+    assert session.handle(StepFailed("Late"), 1) == []
+    assert session.state is State.BALLOT
+
+
+def test_the_result_timeout_clears_the_session_error_screen() -> None:
+    session = session_in(State.CHECKING_IN)
+    session.handle(StepFailed("CheckIn"), 1)
+    session.handle(Tick(), 11)
+    assert session.state is State.IDLE
+
+
+def test_card_removed_while_authenticating_ends_at_once() -> None:
+    session = session_in(State.AUTHENTICATING)
+    assert session.handle(CardTaken(), 1) == [EndSession()]
+    assert session.state is State.CARD_REMOVED
+    assert session.handle(Authenticated(), 2) == [], "a late result revived a finished session"
+    assert session.state is State.CARD_REMOVED
+    next_voter_votes(session, 3)
+
+
+def test_an_authentication_that_succeeds_after_the_card_left_does_not_check_in() -> None:
+    session = session_in(State.AUTHENTICATING)
+    session.card_present = False  # the shell saw the card go while the step ran
+    assert session.handle(Authenticated(), 1) == [EndSession()]
+    assert session.state is State.CARD_REMOVED
+
+
+def test_a_wrong_pin_reported_after_the_card_left_ends_as_removed() -> None:
+    session = session_in(State.AUTHENTICATING)
+    session.card_present = False
+    assert session.handle(AuthenticationFailed(CardProblem.WRONG_PIN, 2), 1) == [EndSession()]
+    assert session.state is State.CARD_REMOVED
+
+
+def test_hub_unreachable_reported_after_the_card_left_ends_as_removed() -> None:
+    session = session_in(State.CHECKING_IN)
+    session.handle(CardTaken(), 1)
+    assert session.state is State.CHECKING_IN, "check-in's own result decides"
+    assert session.handle(CheckInFailed(Refusal.HUB_UNREACHABLE), 2) == [EndSession()]
+    assert session.state is State.CARD_REMOVED
+
+
+def test_a_locked_card_reported_at_once_ends_on_its_screen_and_the_next_card_is_served() -> None:
+    session = session_in(State.AUTHENTICATING)
+    session.handle(AuthenticationFailed(CardProblem.LOCKED, 0), 1)
+    assert session.state is State.CARD_LOCKED
+    next_voter_votes(session, 2)
+
+
+@pytest.mark.parametrize("state", [State.PIN, State.AUTHENTICATING, State.BALLOT, State.CASTING, State.RECEIPT])
+def test_fail_resets_whatever_state_handle_left(state: State) -> None:
+    session = session_in(State.CASTING) if state in (State.CASTING, State.RECEIPT) else session_in(State.AUTHENTICATING)
+    session.state = state  # as a half-applied event could leave it
+    assert session.fail(5) == [EndSession()]
+    assert session.state is State.SESSION_ERROR and session.view()["busy"] is False
+    next_voter_votes(session, 6)
+
+
+def test_fail_when_idle_stays_idle() -> None:
+    session = Session(MANIFEST)
+    assert session.fail(1) == [EndSession()]
+    assert session.state is State.IDLE
+
+
+def test_session_error_is_reachable_from_every_state_with_a_voter() -> None:
+    for state in State:
+        assert allowed(state, State.SESSION_ERROR) is (state not in (State.IDLE, State.OUT_OF_SERVICE))
+    assert allowed(State.SESSION_ERROR, State.PIN) and allowed(State.SESSION_ERROR, State.IDLE)

@@ -129,7 +129,12 @@ def replace_ins(ins: int, response: bytes):
         pytest.param(replace_ins(READ_BINARY, b"\x12\x34\x56"), "invalid status word", id="garbage"),
         pytest.param(replace_ins(READ_BINARY, b"\x90"), "too short", id="one-byte"),
         pytest.param(replace_ins(READ_BINARY, OVERSIZED_RESPONSE), "longer than any", id="oversized"),
-        pytest.param(replace_ins(READ_BINARY, b"\x30\x82\x90\x00"), "for a", id="short-read"),
+        pytest.param(replace_ins(READ_BINARY, b"\x90\x00"), "no data", id="empty-read"),
+        # A legal short read, but the same two bytes at every offset: the header read on is huge.
+        pytest.param(replace_ins(READ_BINARY, b"\x30\x82\x90\x00"), "more than any card", id="stuck-short-read"),
+        pytest.param(replace_ins(READ_BINARY, b"\x6c\x02"), "6Cxx again", id="6cxx-forever"),
+        pytest.param(lambda apdu: b"\x61\x10" if apdu[1] in (READ_BINARY, 0xC0) else None, "kept answering 61xx",
+                     id="61xx-forever"),
         pytest.param(replace_ins(READ_BINARY, b"\x30\x84\x00\x00\x90\x00"), "DER length", id="bad-der"),
         pytest.param(replace_ins(READ_BINARY, b"\x30\x82\xff\xff\x90\x00"), "more than any card", id="huge-der"),
         pytest.param(replace_ins(SELECT, b"\x6a\x82"), "not a My Number card", id="not-jpki"),

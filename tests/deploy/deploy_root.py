@@ -11,14 +11,23 @@ if str(REPO / "deploy") not in sys.path:
     sys.path.insert(0, str(REPO / "deploy"))
 
 # What the Debian packages the installer apt-gets on the device provide and the units run.
-DEBIAN_EXECUTABLES = ("/usr/bin/cage", "/usr/bin/chromium", "/usr/sbin/mosquitto", "/usr/bin/kill")
+DEBIAN_EXECUTABLES = (
+    "/usr/bin/cage", "/usr/bin/chromium", "/usr/sbin/mosquitto", "/usr/bin/kill", "/usr/bin/systemd-tmpfiles",
+)  # fmt: skip
 HOST_UNITS = Path("/lib/systemd/system")
 
 
+def base_interpreters() -> tuple[str, ...]:
+    """The Python a virtualenv built here links to (Debian's /usr/bin/python3 on the device)."""
+    base = Path(getattr(sys, "_base_executable", sys.executable))
+    return tuple(sorted({str(base), str(base.resolve())}))
+
+
 def make_target_root(root: Path) -> Path:
-    """A stock Raspberry Pi OS root as far as the units care: systemd's units, the Debian programs."""
+    """A stock Raspberry Pi OS root as far as the units care: systemd's units, the Debian programs,
+    and the interpreter the installed virtualenv's ``python`` links to."""
     shutil.copytree(HOST_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-    for program in DEBIAN_EXECUTABLES:
+    for program in (*DEBIAN_EXECUTABLES, *base_interpreters()):
         stub = root / program.lstrip("/")
         stub.parent.mkdir(parents=True, exist_ok=True)
         stub.write_text("#!/bin/sh\nexit 0\n")

@@ -1,4 +1,8 @@
-"""The installer into a temporary root: units, users, permissions, firewall, idempotence."""
+"""The installer into a temporary root: units, users, permissions, firewall, idempotence.
+
+The product really is installed: the installer builds its virtualenv under the temporary root
+(``venv_under_root``) from the product's wheel, exactly as it does on a device.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +12,56 @@ import json
 import re
 import subprocess
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from deploy_root import DEBIAN_EXECUTABLES, REPO, make_target_root
-from install import InstallOptions, install, main
+from install import InstallError, InstallOptions, install, main
+
+from appliance.config import READER_KINDS
 
 BOOTH_UNITS = ("polling-station-booth.service", "polling-station-kiosk.service")
-HUB_UNITS = ("polling-station-broker.service", "polling-station-ledger.service", "polling-station-roll.service")
+HUB_UNITS = (
+    "polling-station-broker.service", "polling-station-ledger.service", "polling-station-roll.service",
+    "polling-station-forwarder.service",
+)  # fmt: skip
 HUB = "192.168.50.1"
+VENV = "opt/polling-station/venv"
 
 
-def booth_options(root: Path, **overrides) -> InstallOptions:
-    return InstallOptions(root=root, role="booth", hub_host=HUB, skip_pip=True, skip_apt=True, **overrides)
+def booth_options(root: Path, wheel: Path, **overrides) -> InstallOptions:
+    return InstallOptions(
+        root=root, role="booth", hub_host=HUB, source=wheel, venv_under_root=True, skip_apt=True, **overrides
+    )
 
 
-def hub_options(root: Path, **overrides) -> InstallOptions:
+def hub_options(root: Path, wheel: Path, **overrides) -> InstallOptions:
     return InstallOptions(
         root=root, role="hub", hub_host=HUB, station_net="192.168.50.0/24", central_host="203.0.113.10",
-        skip_pip=True, skip_apt=True, **overrides,
+        source=wheel, venv_under_root=True, skip_apt=True, **overrides,
     )  # fmt: skip
 
 
+def installed_python(root: Path, code: str) -> str:
+    """Run `code` with the installed virtualenv's Python, from outside the checkout."""
+    done = subprocess.run(
+        [str(root / VENV / "bin/python"), "-c", code], capture_output=True, text=True, timeout=120, cwd=root
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 @pytest.fixture(scope="module")
-def booth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def booth_root(tmp_path_factory: pytest.TempPathFactory, product_wheel: Path) -> Path:
     root = make_target_root(tmp_path_factory.mktemp("booth") / "root")
-    install(booth_options(root, reader="pn532-uart"))
+    install(booth_options(root, product_wheel, reader="pn532-uart"))
     return root
 
 
 @pytest.fixture(scope="module")
-def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def hub_root(tmp_path_factory: pytest.TempPathFactory, product_wheel: Path) -> Path:
     root = make_target_root(tmp_path_factory.mktemp("hub") / "root")
     station = root / "var/lib/polling-station/hub"
     for name in (
@@ -53,7 +75,7 @@ def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (station / name).parent.mkdir(parents=True, exist_ok=True)
         (station / name).write_text("provisioned by station-hub init\n")
         (station / name).chmod(0o600)
-    install(hub_options(root))
+    install(hub_options(root, product_wheel))
     return root
 
 
@@ -133,6 +155,7 @@ def test_verify_would_catch_a_broken_unit(booth_root: Path, tmp_path: Path) -> N
         ("hub_root", "polling-station-broker.service", 2.0),
         ("hub_root", "polling-station-ledger.service", 2.0),
         ("hub_root", "polling-station-roll.service", 2.0),
+        ("hub_root", "polling-station-forwarder.service", 2.0),
     ],
 )
 def test_sandbox_exposure_stays_low(request, fixture: str, unit: str, ceiling: float) -> None:
@@ -149,7 +172,45 @@ def test_booth_users_groups_and_permissions(booth_root: Path) -> None:
     assert (data.st_mode & 0o777, data.st_uid) == (0o700, users["ps-booth"][0])
     config = (booth_root / "etc/polling-station/booth.toml").stat()
     assert (config.st_mode & 0o777, config.st_uid, config.st_gid) == (0o640, 0, users["ps-booth"][1])
-    assert 'kind = "pn532-uart"' in (booth_root / "etc/polling-station/booth.toml").read_text()
+    site = tomllib.loads((booth_root / "etc/polling-station/booth.toml").read_text())
+    pinmap = json.loads((REPO / "hw/schematics/pinmap.json").read_text())
+    assert site["reader"] == {"kind": "pn532-uart", "port": pinmap["pn532"]["uart"]["port"]}
+
+
+def test_the_product_is_installed_from_its_wheel_with_its_files(booth_root: Path, product_wheel: Path) -> None:
+    """The installed virtualenv holds the wheel's product, kiosk page, pin map and firmware — no checkout."""
+    code = (
+        "import json, appliance, importlib.metadata as m\n"
+        "from appliance.ui.server import static_dir\n"
+        "from appliance.drivers.pinmap import load_pinmap\n"
+        "from appliance.drivers.companion import firmware_sources\n"
+        "print(json.dumps([appliance.__file__, str(static_dir()), str(load_pinmap().source),"
+        " [str(p) for p in firmware_sources().values()],"
+        " m.distribution('polling-station').read_text('direct_url.json')]))"
+    )
+    module, static, pinmap, firmware, direct_url = json.loads(installed_python(booth_root, code))
+    venv = str(booth_root / VENV)
+    for path in (module, static, pinmap, *firmware):
+        assert path.startswith(venv) and Path(path).exists(), path
+    assert json.loads(direct_url)["url"].endswith(product_wheel.name)  # from the wheel, not an editable checkout
+    for command in ("booth", "audit-log"):
+        done = subprocess.run([str(booth_root / VENV / "bin" / command), "--help"], capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+
+def test_hub_has_its_forwarder_unit(hub_root: Path) -> None:
+    unit = hub_root / "etc/systemd/system/polling-station-forwarder.service"
+    station = "/var/lib/polling-station/hub"
+    assert values(unit, "ExecStart") == [f"/opt/polling-station/venv/bin/station-hub forward {station}"]
+    assert values(unit, "ConditionPathExists") == [f"{station}/central/link.json"]
+    assert values(unit, "ReadWritePaths") == [f"{station}/forward {station}/ledger"]
+    hidden = values(unit, "InaccessiblePaths")[0].split()
+    assert {f"-{station}/keys/ledger.key", f"-{station}/roll", f"-{station}/ca/ca.key"} <= set(hidden)
+    assert values(unit, "IPAddressAllow") == [f"localhost {HUB} 203.0.113.10"]
+    assert (hub_root / "etc/systemd/system/multi-user.target.wants/polling-station-forwarder.service").is_symlink()
+    forward = (hub_root / station.lstrip("/") / "forward").stat()
+    assert (forward.st_mode & 0o777, forward.st_uid) == (0o700, passwd(hub_root)["ps-ledger"][0])
+    assert (hub_root / VENV / "bin/station-hub").is_file()
 
 
 def test_booth_unit_sandbox_and_devices(booth_root: Path) -> None:
@@ -227,23 +288,65 @@ def test_hub_data_belongs_to_one_service_each(hub_root: Path) -> None:
         assert (status.st_mode & 0o777, status.st_uid) == (mode, uid_of[owner]), name
 
 
-def test_second_run_changes_nothing_and_keeps_the_edited_config(target_root: Path) -> None:
-    install(booth_options(target_root))
+@pytest.mark.slow
+def test_second_run_changes_nothing_and_keeps_the_edited_config(target_root: Path, product_wheel: Path) -> None:
+    install(booth_options(target_root, product_wheel))
     config = target_root / "etc/polling-station/booth.toml"
     config.write_text(config.read_text().replace("port = 8080", "port = 8090"))
-    snapshot = {path: path.read_bytes() for path in target_root.rglob("*") if path.is_file() and not path.is_symlink()}
-    install(booth_options(target_root))
-    after = {path: path.read_bytes() for path in target_root.rglob("*") if path.is_file() and not path.is_symlink()}
+    venv = target_root / VENV
+
+    def files() -> dict[Path, bytes]:
+        # The virtualenv is reinstalled from the wheel (same files; pip stamps fresh bytecode).
+        return {
+            path: path.read_bytes()
+            for path in target_root.rglob("*")
+            if path.is_file() and not path.is_symlink() and not path.is_relative_to(venv)
+        }
+
+    snapshot = files()
+    install(booth_options(target_root, product_wheel))
+    after = files()
     record = target_root / "opt/polling-station/INSTALLED.json"
     assert {path: data for path, data in after.items() if path != record} == {
         path: data for path, data in snapshot.items() if path != record
     }
     edited_hash = hashlib.sha256(config.read_bytes()).hexdigest()
     assert json.loads(record.read_text())["files"]["/etc/polling-station/booth.toml"] == edited_hash
+    assert installed_python(target_root, "import appliance.cli; print('ok')") == "ok"
 
 
-def test_training_mode_and_staging_ssh(target_root: Path) -> None:
-    install(booth_options(target_root, mode="training", ssh_from="192.168.50.0/28"))
+@pytest.mark.slow
+def test_the_wheel_is_built_from_the_project_directory(target_root: Path) -> None:
+    """--source DIR (the default): a wheel is built from a clean copy, then installed like any wheel."""
+    done = install(booth_options(target_root, REPO))
+    assert any(line.endswith("-py3-none-any.whl") for line in done if line.startswith("product installed"))
+    assert not (REPO / "build").exists()  # the checkout is not built in
+    assert installed_python(target_root, "import hw.schematics, sys; print(hw.schematics.__file__)").startswith(
+        str(target_root / VENV)
+    )
+
+
+@pytest.mark.slow
+def test_a_reader_kind_the_installed_booth_refuses_is_refused_before_any_unit(
+    target_root: Path, product_wheel: Path
+) -> None:
+    """The installer offers every kind; it writes a booth.toml only for one the installed booth accepts."""
+    for reader in ("pn532-i2c", "pn532-spi"):  # the second run reuses the virtualenv
+        if reader in READER_KINDS:
+            install(booth_options(target_root, product_wheel, reader=reader))
+            site = tomllib.loads((target_root / "etc/polling-station/booth.toml").read_text())
+            assert site["reader"]["kind"] == reader
+            (target_root / "etc/polling-station/booth.toml").unlink()
+            continue
+        with pytest.raises(InstallError, match=f"--reader {reader}: the installed booth accepts only"):
+            install(booth_options(target_root, product_wheel, reader=reader))
+        assert not (target_root / "etc/polling-station").exists()
+        assert not (target_root / "etc/systemd/system/polling-station-booth.service").exists()
+
+
+@pytest.mark.slow
+def test_training_mode_and_staging_ssh(target_root: Path, product_wheel: Path) -> None:
+    install(booth_options(target_root, product_wheel, mode="training", ssh_from="192.168.50.0/28"))
     unit = target_root / "etc/systemd/system/polling-station-booth.service"
     assert values(unit, "ExecStartPre") == []
     assert values(unit, "DeviceAllow") == ["char-ttyACM rw"]  # pcsc reader: pcscd opens the USB device
@@ -283,7 +386,7 @@ def test_units_only_run_programs_the_installer_or_debian_provides(booth_root: Pa
             for _, key, value in directives(root / "etc/systemd/system" / unit):
                 if key.startswith("Exec"):
                     words = value.split()
-                    programs.add(words[0])
+                    programs.add(words[0].lstrip("+-@!:"))  # systemd's prefixes: "+" runs unsandboxed
                     if "--" in words:  # a compositor running a program
                         programs.add(words[words.index("--") + 1])
     assert {p for p in programs if not p.startswith("/opt/polling-station/")} == set(DEBIAN_EXECUTABLES)

@@ -14,7 +14,7 @@ from install import InstallOptions, install
 from appliance.card.authenticator import AuthMode
 from appliance.card.testca import TestCa
 from appliance.production import ObservedSystem, main, observe, production_refusals
-from station_hub.pki import CA_CERT_FILE, StationCA
+from infra.pki import CA_CERT_FILE, StationCA
 
 CLEAN = ObservedSystem(
     config_mode="production", reader_kind="pcsc", serial_ports=("/dev/ttyACM0",), companion_kind="pico",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,7 @@ def test_the_untouched_record_passes_every_check(simulated_record: Path) -> None
     report = verify_record(DirectoryRecord(simulated_record))
     assert report.passed, {n: o.problems for n, o in report.outcomes.items() if not o.passed}
     assert report.ballots_checked > 12  # cast and spoiled
-    assert [c.number for c in CHECKS] == list(range(1, 19))
+    assert [c.number for c in CHECKS] == list(range(1, 20))
 
 
 @pytest.mark.parametrize(("what", "target", "change", "check"), TAMPERING, ids=[t[0] for t in TAMPERING])
@@ -247,3 +248,158 @@ def test_cli_finds_a_tracking_code_in_the_record(simulated_record: Path) -> None
     assert f"position {spoiled.position}, challenged and spoiled" in found.stdout
     missing = run_cli("lookup", str(simulated_record), "AAAA-AAAA-AAAA-AAAA")
     assert missing.returncode == 1 and "not in this record" in missing.stdout
+
+
+# --- issue 11: the verifier accepts nothing that a verifier written from the docs refuses ---
+
+
+def failed(record: Path) -> dict[int, list[str]]:
+    report = verify_record(DirectoryRecord(record))
+    return {n: o.problems for n, o in report.outcomes.items() if not o.passed}
+
+
+@pytest.mark.parametrize(
+    ("where", "kind", "check"),
+    [
+        ("stray.txt", "file", 19),
+        ("extra", "folder", 19),
+        ("ballots/notes.txt", "file", 6),
+        ("ballots/0123.json.bak", "file", 6),
+        ("ballots/sub", "folder", 6),
+        ("spoiled/README", "file", 6),
+        ("trustees/Trustee-9.json", "file", 3),
+        ("decryption/old", "folder", 14),
+        ("stations/readme.md", "file", 16),
+        ("stations/station-1/notes.txt", "file", 16),
+        ("stations/.hidden", "folder", 16),
+    ],
+)
+def test_stray_files_and_folders_fail_the_check_owning_the_folder(record_copy: Path, where, kind, check) -> None:
+    path = record_copy / where
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"{}")
+    problems = failed(record_copy)
+    assert check in problems, problems
+    assert any("stray" in p for p in problems[check])
+    assert set(problems) <= {check, 2}  # a stray trustees/*.json also differs from the context (2)
+
+
+def test_a_symbolic_link_in_the_record_is_stray(record_copy: Path) -> None:
+    (record_copy / "ballots" / "link.json").symlink_to(first(record_copy / "ballots"))
+    assert 6 in failed(record_copy)
+
+
+@pytest.mark.parametrize(("folder", "check"), [("spoiled", 6), ("decryption", 14), ("trustees", 3)])
+def test_mandatory_folders_must_exist(record_copy: Path, folder: str, check: int) -> None:
+    shutil.rmtree(record_copy / folder)
+    problems = failed(record_copy)
+    assert any("mandatory folder" in p for p in problems[check]), problems
+
+
+def test_an_empty_mandatory_folder_is_fine_but_a_missing_station_file_is_not(record_copy: Path) -> None:
+    (record_copy / "stations" / "station-1" / "checkpoint.json").unlink()
+    assert any("checkpoint.json is missing" in p for p in failed(record_copy)[16])
+
+
+def test_the_optional_nist_report_is_not_stray(record_copy: Path) -> None:
+    (record_copy / "results-nist.json").write_bytes(b"{}")
+    assert failed(record_copy) == {}
+
+
+def test_a_share_with_a_wrong_ballot_count_is_not_used_for_the_results(record_copy: Path) -> None:
+    shares = sorted((record_copy / "decryption").glob("*.json"))
+    assert len(shares) == 3  # exactly the quorum: one bad share leaves too few
+    edit(shares[0], lambda d: d.update(ballot_count=d["ballot_count"] + 1))
+    problems = failed(record_copy)
+    assert set(problems) == {14, 15}, problems
+    assert any("another election or tally" in p for p in problems[14])
+    assert any("not checked" in p for p in problems[15])
+
+
+def test_with_more_shares_than_the_quorum_a_bad_one_is_left_out_and_named(record_copy: Path, tmp_path: Path) -> None:
+    """Check 15 passes on the valid shares only when results.json names exactly those."""
+    shares = sorted((record_copy / "decryption").glob("*.json"))
+    edit(shares[0], lambda d: d.update(base_hash="00" * 32))
+    problems = failed(record_copy)
+    assert 14 in problems
+
+
+def test_two_rows_with_the_same_id_up_to_a_trailing_newline_fail(record_copy: Path) -> None:
+    edit(record_copy / "manifest.json", lambda d: d["contests"][0]["selections"][1].update(id="candidate-1\n"))
+    problems = failed(record_copy)
+    assert 1 in problems and any("candidate-1" in p for p in problems[1])
+
+
+@pytest.mark.parametrize(
+    ("target", "check"),
+    [
+        ("manifest.json", 1),
+        ("context.json", 2),
+        ("trustees", 3),
+        ("devices.json", 5),
+        ("ballots", 6),
+        ("spoiled", 6),
+        ("tally.json", 13),
+        ("decryption", 14),
+        ("results.json", 15),
+        ("stations/station-1/station.json", 16),
+        ("stations/station-1/checkpoint.json", 16),
+    ],
+)
+def test_version_true_is_refused_in_every_record_file(record_copy: Path, target: str, check: int) -> None:
+    path = record_copy / target
+    path = first(path) if path.is_dir() else path
+    path.write_bytes(path.read_bytes().replace(b'"version":1', b'"version":true', 1))
+    problems = failed(record_copy)
+    assert check in problems, problems
+    assert any("version" in p for p in problems[check])
+
+
+def test_a_chain_line_with_version_true_fails_check_16(record_copy: Path) -> None:
+    lines = chain_file(record_copy).read_bytes().replace(b'"version":1', b'"version":true', 1)
+    chain_file(record_copy).write_bytes(lines)
+    assert 16 in failed(record_copy)
+
+
+@pytest.mark.parametrize("change", [b"\n", b" "], ids=["trailing newline", "trailing space"])
+def test_a_record_file_that_is_not_canonical_fails(record_copy: Path, change: bytes) -> None:
+    path = first(record_copy / "ballots")
+    path.write_bytes(path.read_bytes() + change)
+    problems = failed(record_copy)
+    assert any("canonical" in p for p in problems[6]), problems
+
+
+def test_a_lone_surrogate_or_a_huge_integer_in_a_record_file_is_a_reason_not_a_crash(record_copy: Path) -> None:
+    path = first(record_copy / "ballots")
+    path.write_bytes(path.read_bytes().replace(b'"device_id":"', b'"device_id":"\\ud800', 1))
+    (record_copy / "tally.json").write_bytes(b'{"ballot_count":' + b"9" * 5000 + b"}")
+    problems = failed(record_copy)
+    assert any("surrogate" in p for p in problems[6])
+    assert any("digits" in p for p in problems[13])
+
+
+def test_a_trustee_out_of_its_context_order_fails_check_3(record_copy: Path) -> None:
+    edit(record_copy / "context.json", lambda d: d["trustee_ids"].reverse())
+    problems = failed(record_copy)
+    assert any("place in context.trustee_ids" in p for p in problems[3]), problems
+
+
+def test_the_empty_chain_verifies_with_a_checkpoint_at_its_genesis(tmp_path: Path) -> None:
+    from election.manifest import sample_manifest
+    from election.record import RecordWriter
+    from election.simulation import simulate
+
+    root = tmp_path / "record"
+    simulate(sample_manifest(1, 2, 1), RecordWriter(root), 2, trustee_count=1, quorum=1, station_count=2,
+             device_count=1, spoil_rate=0.0, seed=3)  # fmt: skip
+    empty = root / "stations" / "station-2"
+    assert (empty / "chain.jsonl").read_bytes() == b""
+    checkpoint = json.loads((empty / "checkpoint.json").read_bytes())
+    assert checkpoint["position"] == 0
+    assert failed(root) == {}
+    (empty / "chain.jsonl").write_bytes(b"\n")  # one empty line is not the empty chain
+    assert 16 in failed(root)
+    (empty / "chain.jsonl").unlink()
+    assert 16 in failed(root)

@@ -9,7 +9,7 @@ import pytest
 from gateway_fixtures import STATIONS, make_election, make_station_template, postgres_server
 
 from gateway.central import Central, init_central
-from station_hub.broker import free_port
+from infra.broker import free_port
 
 
 @pytest.fixture(scope="session")

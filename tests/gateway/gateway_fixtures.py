@@ -25,10 +25,11 @@ from hub_fixtures import Hub, copy_station
 from election.encoding import canonical_bytes, parse_json
 from election.manifest import sample_manifest
 from election.simulation import ceremony_to_files
-from gateway.central import Central, CentralLink
-from gateway.protocol import Confirm, DownMessage, down_topic, parse_down, up_topic
-from station_hub.broker import Broker, free_port
-from station_hub.mqtt import HubClient, connect, make_client
+from gateway.central import Central
+from infra.broker import Broker, free_port
+from infra.link import CentralLink
+from infra.mqtt import HubClient, connect, make_client
+from protocol.forwarding import Confirm, DownMessage, down_topic, parse_down, up_topic
 from station_hub.operator import change_polls
 from station_hub.roll import VOTER_KEYS_FORMAT, RollStore, read_voter_keys
 from station_hub.station import Station, init_station

@@ -16,7 +16,7 @@ from election.manifest import sample_manifest
 from election.simulation import SimulatedStation, ceremony
 from election.stations import StationKeys
 from gateway.checker import ElectionKeys, StationJudge, StationProfile, StationSnapshot, prevalidate
-from gateway.protocol import Batch, ClosingSeen, Confirm, ForwardedEntry, batch_payload, parse_up
+from protocol.forwarding import Batch, ClosingSeen, Confirm, ForwardedEntry, batch_payload, parse_up
 from station_hub.forwarder import ForwarderCore, SendBatch, SendHello
 
 MANIFEST = sample_manifest(contests=2, selections=3, limit=1)

@@ -11,13 +11,15 @@ import pytest
 from click.testing import CliRunner
 from gateway_fixtures import fresh_database, read_json, running_station, use_database
 
+from demo.linking import link_station
 from election.record import DirectoryRecord
 from election.stations import normalise_tracking_code
 from election.verify import verify_record
-from gateway.central import Central, register_station
+from gateway.central import Central
 from gateway.cli import main
 from gateway.harness import CentralOffice, export_and_tally, start_forwarder, wait_until_complete
 from gateway.results import NIST_RESULTS_FILE
+from station_hub.cli import main as hub_main
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -30,7 +32,7 @@ def test_two_stations_two_workers_count_what_voters_chose(
     with ExitStack() as stack:
         stations = [stack.enter_context(running_station(station_templates[s], tmp_path / s)) for s in ("st-a", "st-b")]
         for station in stations:
-            register_station(central, station.station.directory)
+            link_station(central, station.station.directory)
             station.polls("open")
         acks = stations[0].vote(7, rng_seed=1) + stations[1].vote(5, rng_seed=2)
         # The hubs forward while the centre is still offline: nothing depends on both being up.
@@ -75,8 +77,15 @@ def test_cli_status_lookup_export_and_tally(
 ) -> None:
     with running_station(station_templates["st-a"], tmp_path / "st-a") as station:
         runner = CliRunner()
-        registered = runner.invoke(main, ["register-station", str(central.directory), str(station.station.directory)])
+        station_dir = station.station.directory
+        registration, grant = tmp_path / "st-a.registration.json", tmp_path / "st-a.link.json"
+        written = runner.invoke(hub_main, ["registration", str(station_dir), str(registration)])
+        assert written.exit_code == 0, written.output
+        registered = runner.invoke(main, ["register-station", str(central.directory), str(registration), str(grant)])
         assert registered.exit_code == 0 and "terminals added: a1, a2" in registered.output
+        assert not (central.directory / "keys" / "st-a.key").exists()  # the centre never holds a hub's key
+        linked = runner.invoke(hub_main, ["link", str(station_dir), str(grant)])
+        assert linked.exit_code == 0, linked.output
         station.polls("open")
         ack = station.vote(2)[1]
         station.polls("close")

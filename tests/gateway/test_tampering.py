@@ -9,14 +9,15 @@ from pathlib import Path
 
 from gateway_fixtures import CentreClient, confirmed_position, running_station
 
+from demo.linking import link_station
 from election.chain import ChainEntry
 from election.encoding import canonical_bytes, sha256
 from election.record import DirectoryRecord
 from election.verify import verify_record
-from gateway.central import Central, register_station
+from gateway.central import Central
 from gateway.export import export_record
 from gateway.harness import CentralOffice, start_forwarder, wait_until_complete
-from gateway.protocol import ForwardedEntry, Refusal, batch_payload, hello_payload
+from protocol.forwarding import ForwardedEntry, Refusal, batch_payload, hello_payload
 from station_hub.forwarder import LedgerReader
 
 
@@ -42,7 +43,7 @@ def test_deleted_altered_inserted_entries_are_reported_and_healed(
     central: Central, station_templates, tmp_path: Path
 ) -> None:
     with running_station(station_templates["st-a"], tmp_path / "st-a") as station:
-        register_station(central, station.station.directory)
+        link_station(central, station.station.directory)
         station.polls("open")
         station.vote(5)
         station.polls("close")
@@ -94,7 +95,7 @@ def test_deleted_altered_inserted_entries_are_reported_and_healed(
 
 def test_unregistered_station_is_refused_and_flagged(central: Central, station_templates, tmp_path: Path) -> None:
     with running_station(station_templates["st-b"], tmp_path / "st-b") as station:
-        register_station(central, station.station.directory)
+        link_station(central, station.station.directory)
         store = central.store()
         store._run("DELETE FROM devices WHERE station_id = ?", ("st-b",))  # the registration is lost
         store._run("DELETE FROM stations WHERE station_id = ?", ("st-b",))

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from gateway_fixtures import running_station
 
+from demo.linking import link_station
 from election.encoding import canonical_bytes
 from election.record import DirectoryRecord
 from election.verify import verify_record
-from gateway.central import Central, register_station
+from gateway.central import Central
 from gateway.export import export_record
 from gateway.harness import CentralOffice, start_forwarder, wait_until_complete
 from station_hub.terminal_client import TerminalClient
@@ -24,7 +25,7 @@ def test_token_spent_at_two_stations_is_caught(central: Central, station_templat
         running_station(station_templates["st-b"], tmp_path / "st-b", roll_key_of=a.station) as b,
     ):
         for station in (a, b):
-            register_station(central, station.station.directory)
+            link_station(central, station.station.directory)
             station.polls("open")
         with TerminalClient(a.station, "a1").connect() as at_a, TerminalClient(b.station, "b1").connect() as at_b:
             token = at_a.check_in(a.voters[0])

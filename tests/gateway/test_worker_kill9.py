@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from gateway_fixtures import fresh_database, running_station, use_database
 
+from demo.linking import link_station
 from election.record import DirectoryRecord
 from election.verify import verify_record
-from gateway.central import Central, register_station
+from gateway.central import Central
 from gateway.harness import CentralOffice, export_and_tally, start_forwarder, wait_until_complete
 
 BALLOTS = 12
@@ -36,7 +37,7 @@ def test_kill9_of_a_worker_mid_stream_loses_and_duplicates_nothing(
     if backend == "postgresql":
         central = use_database(central, fresh_database(request.getfixturevalue("postgres_admin")))
     with running_station(station_templates["st-a"], tmp_path / "st-a") as station:
-        register_station(central, station.station.directory)
+        link_station(central, station.station.directory)
         station.polls("open")
         station.vote(BALLOTS, rng_seed=7)
         station.polls("close")

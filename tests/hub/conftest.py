@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hub_fixtures import STATION_ID, TERMINALS, VOTERS, Hub, copy_station, write_election
 
-from station_hub.broker import Broker
+from infra.broker import Broker
 from station_hub.roll import VOTER_KEYS_FORMAT, RollStore, read_voter_keys
 from station_hub.station import Station, init_station
 

@@ -13,7 +13,7 @@ from election.chain import ChainEntry
 from election.manifest import sample_manifest
 from election.record import RecordWriter
 from election.simulation import ceremony, write_election_package
-from station_hub.broker import free_port
+from infra.broker import free_port
 from station_hub.ledger_service import LedgerService
 from station_hub.ledger_store import LedgerStore
 from station_hub.roll_service import RollService

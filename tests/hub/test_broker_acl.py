@@ -6,10 +6,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from station_hub.broker import Broker
-from station_hub.mqtt import HubClient
-from station_hub.pki import Role, StationCA, write_certificate
-from station_hub.station import Station, _private_pem
+from infra.broker import Broker
+from infra.files import private_pem
+from infra.mqtt import HubClient
+from infra.pki import Role, StationCA, write_certificate
+from station_hub.station import Station
 
 NOT_AUTHORIZED = 135
 
@@ -63,7 +64,7 @@ def test_certificate_from_another_ca_is_refused(station: Station, broker: Broker
     rogue = StationCA.create(tmp_path / "rogue-ca", station.station_id)
     key = ed25519.Ed25519PrivateKey.generate()
     write_certificate(tmp_path / "t1.pem", rogue.issue(key.public_key(), "t1", Role.TERMINAL))
-    (tmp_path / "t1.key").write_bytes(_private_pem(key))
+    (tmp_path / "t1.key").write_bytes(private_pem(key))
     client = HubClient(
         station,
         "t1",

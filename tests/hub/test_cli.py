@@ -12,7 +12,7 @@ from hub_fixtures import write_election
 
 from election.chain import verify_document
 from election.encoding import canonical_bytes
-from station_hub.broker import free_port, wait_for_port
+from infra.broker import free_port, wait_for_port
 from station_hub.roll import VOTER_KEYS_FORMAT
 from station_hub.station import Station
 from station_hub.terminal_client import TerminalClient

@@ -15,8 +15,8 @@ from hub_fixtures import chain_of
 
 from election.chain import verify_chain
 from election.encoding import canonical_bytes, parse_json
-from station_hub.broker import Broker
-from station_hub.mqtt import HubClient
+from infra.broker import Broker
+from infra.mqtt import HubClient
 from station_hub.operator import change_polls
 from station_hub.roll_service import RollService
 from station_hub.station import Station

@@ -13,7 +13,7 @@ from election import tokens
 from election.ballot import Token
 from election.chain import ChainEntry, Checkpoint, tracking_code, verify_chain, verify_document
 from election.encoding import canonical_bytes, parse_json
-from station_hub.mqtt import HubClient
+from infra.mqtt import HubClient
 from station_hub.operator import change_polls
 from station_hub.station import Station
 from station_hub.terminal_client import CheckinRefused, TerminalClient
@@ -143,7 +143,7 @@ def test_every_bad_ballot_is_refused_with_a_reason_and_changes_no_database(
         with pytest.raises(CheckinRefused) as refused:
             t2.check_in(secrets.token_hex(32))
         assert refused.value.reason == "not_eligible"
-        reply = t2.ask_roll(b'{"version":1,"type":"checkin"}')
+        reply = parse_json(t2.ask_roll(b'{"version":1,"type":"checkin"}'))
         assert reply["result"] == "refused" and reply["reason"] == "malformed"
     hub.stop()
     assert file_digests(station) == before

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from station_hub.logs import LogfmtFormatter
+from infra.logs import LogfmtFormatter
 
 
 def test_a_record_becomes_one_parseable_line() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from election.encoding import canonical_bytes
-from station_hub.broker import Broker
+from infra.broker import Broker
+from infra.mqtt import HubClient
+from protocol.topics import Topics
 from station_hub.monitor import MonitorApp, MonitorState, subscribe_all
-from station_hub.mqtt import HubClient
 from station_hub.station import Station
 from station_hub.terminal_client import TerminalClient
-from station_hub.topics import Topics
 
 
 def status(**fields: object) -> bytes:
@@ -38,12 +38,17 @@ def test_a_crashed_terminal_shows_offline_through_its_last_will(station: Station
 def test_alerts_for_tamper_refusals_and_a_stalled_chain():
     state = MonitorState(Topics("st-1"))
     topics = state.topics
-    ledger = {"version": 1, "type": "ledger_status", "online": True, "polls": "open"}
+    ledger = {"version": 1, "type": "ledger_status", "online": True, "polls": "open", "head_hash": "00" * 32,
+              "forward_lag": None}  # fmt: skip
     state.apply(topics.ledger_status, canonical_bytes({**ledger, "position": 3, "refused": 0}), 0)
-    state.apply(topics.roll_status, canonical_bytes({"online": True, "eligible": 9}), 0)
-    state.apply(topics.terminal_status("t1"), status(online=True, tamper=True, outbox_depth=2), 0)
+    roll = {"version": 1, "type": "roll_status", "online": True, "polls": "open", "eligible": 9}
+    state.apply(topics.roll_status, canonical_bytes(roll), 0)
+    state.apply(topics.terminal_status("t1"), status(online=True, tamper=True, outbox_depth=2, reader="pn532",
+                                                     ballots_cast=0), 0)  # fmt: skip
     state.apply(topics.terminal_status("t2"), b"{not json", 0)
-    assert state.alerts(1) == ["terminal t1 reports TAMPER"]
+    assert state.alerts(1)[0] == "terminal t1 reports TAMPER"
+    assert state.alerts(1)[1].startswith(f"unreadable status on {topics.terminal_status('t2')}")
+    assert "t2" not in state.terminals
     state.apply(topics.ledger_status, canonical_bytes({**ledger, "position": 3, "refused": 2}), 5)
     alerts = state.alerts(20)
     assert "2 ballot(s) refused by the ledger" in alerts

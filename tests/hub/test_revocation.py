@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hub_fixtures import TERMINALS
 
-from station_hub.pki import StationCA, load_certificate
+from infra.pki import StationCA, load_certificate
 from station_hub.station import DeviceDirectory, Station
 
 

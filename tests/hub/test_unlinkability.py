@@ -10,7 +10,7 @@ from pathlib import Path
 from hub_fixtures import Hub, chain_of
 
 from election.encoding import canonical_bytes
-from station_hub.mqtt import HubClient
+from infra.mqtt import HubClient
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore
 from station_hub.station import Station

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.drivers.companion import firmware_sources
+from appliance.drivers.companion import firmware_dir, firmware_sources
 from appliance.drivers.pinmap import (
-    DEFAULT_PINMAP_PATH,
     PinMapError,
+    default_pinmap_path,
     gpio_signals,
     header_pin,
     load_pinmap,
@@ -27,8 +27,16 @@ def generator():
 
 
 def test_drivers_firmware_and_diagrams_share_one_pin_map_file():
-    assert DEFAULT_PINMAP_PATH == SCHEMATICS / "pinmap.json"
-    assert firmware_sources()["pinmap.json"] == DEFAULT_PINMAP_PATH
+    assert default_pinmap_path() == SCHEMATICS / "pinmap.json"
+    assert load_pinmap().source == default_pinmap_path()
+    assert firmware_sources()["pinmap.json"] == default_pinmap_path()
+
+
+def test_the_firmware_is_found_in_its_package_not_beside_the_drivers():
+    """importlib.resources finds it: in a checkout that is companion/firmware; installed, site-packages."""
+    assert firmware_dir() == SCHEMATICS.parents[1] / "companion" / "firmware"
+    assert sorted(firmware_sources()) == ["board.py", "link.py", "main.py", "pinmap.json"]
+    assert all(path.is_file() for path in firmware_sources().values())
 
 
 def test_committed_diagrams_are_drawn_from_the_current_pin_map():
@@ -55,7 +63,7 @@ def test_the_documented_pins_of_the_drivers():
 
 
 def mutated(change):
-    raw = json.loads(DEFAULT_PINMAP_PATH.read_text())
+    raw = json.loads(default_pinmap_path().read_text())
     change(raw)
     return raw
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from appliance.simulators.companion_board import VirtualCompanionBoard
-from station_hub.pki import StationCA
+from infra.pki import StationCA
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from infra.files import private_pem, write_atomically, write_private
 
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
@@ -60,6 +61,7 @@ class Role(StrEnum):
     ROLL = "roll"
     OPERATOR = "operator"
     BROKER = "broker"
+    FORWARDER = "forwarder"
 
 
 @dataclass(frozen=True)
@@ -75,22 +77,6 @@ class IssuedRecord:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Create a file readable only by its owner, atomically (temp file then rename)."""
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    temp.replace(path)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a public file so a reader never sees half of it."""
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_bytes(data)
-    temp.replace(path)
 
 
 def certificate_pem(certificate: x509.Certificate) -> bytes:
@@ -188,12 +174,7 @@ class StationCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        _write_private(directory / CA_KEY_FILE, key_pem)
+        write_private(directory / CA_KEY_FILE, private_pem(key))
         write_atomically(directory / CA_CERT_FILE, certificate_pem(certificate))
         ca = cls(directory, key, certificate)
         ca._write_index([])
@@ -230,6 +211,11 @@ class StationCA:
         """Certify a public key as `name` in `role`; brokers also get their host names."""
         _check_common_name(name)
         role = Role(role)
+        # The broker knows an identity only by its CN: one CN, one role, or an operator
+        # certificate named like a terminal would get that terminal's topics.
+        clash = [r for r in self.issued() if r.common_name == name and r.role is not role and r.revoked_at is None]
+        if clash:
+            raise PkiError(f"{name!r} already holds a {clash[0].role} certificate; one name has one role")
         strong_rsa = isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= 2048
         if not (isinstance(public_key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey) or strong_rsa):
             raise PkiError("only Ed25519, ECDSA or RSA (>= 2048 bit) keys can be certified")
@@ -294,6 +280,22 @@ class StationCA:
             raise PkiError(f"serial {serial:x} was not issued by this CA")
         self._write_index(records)
         return self.write_crl()
+
+    def revoked_names(self) -> set[str]:
+        """CNs with a revoked certificate and no later valid one (left out of the broker ACL)."""
+        revoked, valid = set(), set()
+        for record in self.issued():
+            (revoked if record.revoked_at is not None else valid).add(record.common_name)
+        return revoked - valid
+
+    def revoke_name(self, name: str) -> list[int]:
+        """Revoke every unrevoked certificate issued for ``name``; returns their serials."""
+        serials = [r.serial for r in self.issued() if r.common_name == name and r.revoked_at is None]
+        if not serials and name not in {r.common_name for r in self.issued()}:
+            raise PkiError(f"no certificate was issued for {name!r}")
+        for serial in serials:
+            self.revoke(serial)
+        return serials
 
     def crl(self) -> x509.CertificateRevocationList:
         now = _now()

@@ -1,4 +1,4 @@
-"""MQTT v5 over mutual TLS for every station identity, and a small synchronous client.
+"""MQTT v5 over mutual TLS for every site identity, and a small synchronous client.
 
 :class:`HubClient` is what a terminal, an operator console, the tests and the benchmark use
 to talk to the hub: connect with a certificate, wait for the connection, publish and wait for
@@ -15,21 +15,34 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from station_hub.errors import HubError
-from station_hub.messages import offline_status
-from station_hub.station import Station
+from infra.errors import SiteError
+from protocol.messages import offline_status
+from protocol.topics import Topics
 
 CONNECT_TIMEOUT = 10.0
 
 
+class BrokerSite(Protocol):
+    """What a client needs of a site to reach its broker: address, CA, certificates and keys."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def ca_file(self) -> Path: ...
+    def cert_file(self, name: str) -> Path: ...
+    def key_file(self, name: str) -> Path: ...
+
+
 def make_client(
-    station: Station,
+    station: BrokerSite,
     name: str,
     *,
     cert_file: Path | None = None,
@@ -49,7 +62,7 @@ def make_client(
     return client
 
 
-def connect(client: mqtt.Client, station: Station, *, session_expiry: int = 0) -> None:
+def connect(client: mqtt.Client, station: BrokerSite, *, session_expiry: int = 0) -> None:
     """Connect and start the network loop (reconnects on its own afterwards)."""
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = session_expiry
@@ -83,11 +96,11 @@ class Message:
 
 
 class HubClient:
-    """A blocking client: every wait has a timeout and raises HubError when it runs out."""
+    """A blocking client: every wait has a timeout and raises SiteError when it runs out."""
 
     def __init__(
         self,
-        station: Station,
+        station: BrokerSite,
         name: str,
         *,
         will: tuple[str, bytes] | None = None,
@@ -95,7 +108,7 @@ class HubClient:
     ) -> None:
         self.station = station
         self.name = name
-        self.topics = station.topics
+        self.topics = Topics(getattr(station, "station_id", ""))
         self._client = make_client(station, name, **files)
         self._connected = threading.Event()
         self._disconnected = threading.Event()
@@ -155,7 +168,7 @@ class HubClient:
         connect(self._client, self.station)
         if not self._connected.wait(timeout):
             self.close()
-            raise HubError(f"{self.name}: not connected within {timeout} s ({self.connect_failure})")
+            raise SiteError(f"{self.name}: not connected within {timeout} s ({self.connect_failure})")
         return self
 
     def wait_refused(self, timeout: float = CONNECT_TIMEOUT) -> str:
@@ -164,14 +177,14 @@ class HubClient:
         refused = self._disconnected.wait(timeout) and not self._connected.is_set()
         self.close()
         if not refused:
-            raise HubError(f"{self.name}: the broker accepted the connection")
+            raise SiteError(f"{self.name}: the broker accepted the connection")
         return self.connect_failure or "refused"
 
     def _wait_ack(self, table: dict, mid: int, timeout: float, what: str) -> list[int]:
         with self._lock:
             event, codes = table.setdefault(mid, (threading.Event(), []))
         if not event.wait(timeout):
-            raise HubError(f"{self.name}: no {what} within {timeout} s")
+            raise SiteError(f"{self.name}: no {what} within {timeout} s")
         with self._lock:
             table.pop(mid, None)
         return codes
@@ -180,7 +193,7 @@ class HubClient:
         """Subscribe at QoS 1; returns the granted reason code."""
         result, mid = self._client.subscribe(topic, qos=1)
         if result != mqtt.MQTT_ERR_SUCCESS:
-            raise HubError(f"{self.name}: subscribe failed with rc {result}")
+            raise SiteError(f"{self.name}: subscribe failed with rc {result}")
         return self._wait_ack(self._subacks, mid, timeout, "SUBACK")[0]
 
     def publish(
@@ -195,7 +208,7 @@ class HubClient:
         """Publish at QoS 1 and return the PUBACK reason code (0 or 16 = delivered)."""
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise HubError(f"{self.name}: publish failed with rc {info.rc}")
+            raise SiteError(f"{self.name}: publish failed with rc {info.rc}")
         return self._wait_ack(self._pubacks, info.mid, timeout, "PUBACK")[0]
 
     def request(self, topic: str, response_topic: str, payload: bytes, timeout: float = 10.0) -> Message:
@@ -210,11 +223,11 @@ class HubClient:
             properties.CorrelationData = correlation
             code = self.publish(topic, payload, properties=properties)
             if code not in (0, 16):
-                raise HubError(f"{self.name}: the broker refused the request (reason {code})")
+                raise SiteError(f"{self.name}: the broker refused the request (reason {code})")
             try:
                 return answers.get(timeout=timeout)
             except queue.Empty:
-                raise HubError(f"{self.name}: no answer on {response_topic} in {timeout} s") from None
+                raise SiteError(f"{self.name}: no answer on {response_topic} in {timeout} s") from None
         finally:
             with self._lock:
                 self._waiters.pop(correlation, None)
@@ -227,7 +240,7 @@ class HubClient:
             try:
                 message = self._inbox.get(timeout=max(remaining, 0.0))
             except queue.Empty:
-                raise HubError(f"{self.name}: no expected message within {timeout} s") from None
+                raise SiteError(f"{self.name}: no expected message within {timeout} s") from None
             if accept(message):
                 return message
 

@@ -1,4 +1,4 @@
-"""Starting and stopping the station's Mosquitto with the generated configuration."""
+"""Starting and stopping a site's Mosquitto (station hub or centre) with its generated configuration."""
 
 from __future__ import annotations
 
@@ -6,11 +6,20 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Protocol
 
-from station_hub.errors import HubError
-from station_hub.station import Station
+from infra.errors import SiteError
 
 START_TIMEOUT = 10.0
+
+
+class BrokerProcessSite(Protocol):
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def broker_config(self) -> Path: ...
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -23,19 +32,19 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise HubError(f"mosquitto exited with code {process.returncode}")
+            raise SiteError(f"mosquitto exited with code {process.returncode}")
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.01)
-    raise HubError(f"mosquitto did not open {host}:{port} within {timeout} s")
+    raise SiteError(f"mosquitto did not open {host}:{port} within {timeout} s")
 
 
 class Broker:
     """A Mosquitto process owned by the hub (or by a test), stopped on exit."""
 
-    def __init__(self, station: Station, log_file: Path | None = None) -> None:
+    def __init__(self, station: BrokerProcessSite, log_file: Path | None = None) -> None:
         self.station = station
         self._log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(

@@ -1,0 +1,49 @@
+"""A hub's credentials for the central broker: ``STATION_DIR/central/`` (``link.json``,
+``ca.pem``, ``hub.pem``, ``hub.key``), shaped like a site for :func:`infra.mqtt.make_client`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.certdir import read_json
+from infra.errors import SiteError
+
+LINK_DIR = "central"
+LINK_FILE = "link.json"
+LINK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CentralLink:
+    directory: Path
+    station_id: str
+    host: str
+    port: int
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.pem"
+
+    def cert_file(self, name: str) -> Path:
+        return self.directory / "hub.pem"
+
+    def key_file(self, name: str) -> Path:
+        return self.directory / "hub.key"
+
+    @staticmethod
+    def directory_of(station_dir: Path) -> Path:
+        return Path(station_dir) / LINK_DIR
+
+    @classmethod
+    def exists(cls, station_dir: Path) -> bool:
+        return (cls.directory_of(station_dir) / LINK_FILE).exists()
+
+    @classmethod
+    def open(cls, station_dir: Path) -> CentralLink:
+        directory = cls.directory_of(station_dir)
+        data = read_json(directory / LINK_FILE, "central link")
+        fields = {"version", "station_id", "host", "port"}
+        if not isinstance(data, dict) or set(data) != fields or data["version"] != LINK_VERSION:
+            raise SiteError(f"{directory}/{LINK_FILE}: expected version 1 with {sorted(fields)}")
+        return cls(directory, data["station_id"], data["host"], data["port"])

@@ -1,0 +1,68 @@
+"""Why a message is refused: one error root for what arrives, with its reason as an enum.
+
+Every decoder in :mod:`protocol` raises only :class:`Refusal` (a :class:`FormatError`, so a
+caller that handles the election core's format errors handles these too).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from election.errors import FormatError
+
+
+class Reason(StrEnum):
+    """Why the ledger refused a message on a ballot topic (the ``reason`` of a refusal ack)."""
+
+    TOO_LARGE = "too_large"
+    MALFORMED = "malformed"
+    WRONG_ELECTION = "wrong_election"
+    POLLS_NOT_OPEN = "polls_not_open"
+    DEVICE_MISMATCH = "device_mismatch"
+    UNKNOWN_DEVICE = "unknown_device"
+    REVOKED_DEVICE = "revoked_device"
+    BAD_SIGNATURE = "bad_signature"
+    DEVICE_CHAIN = "device_chain"
+    DUPLICATE_BALLOT_ID = "duplicate_ballot_id"
+    NO_TOKEN = "no_token"
+    BAD_TOKEN = "bad_token"
+    TOKEN_USED = "token_used"
+    TOKEN_ON_SPOILED = "token_on_spoiled"
+    BAD_PROOF = "bad_proof"
+    BAD_OPENING = "bad_opening"
+    TOO_MANY_SPOILED = "too_many_spoiled"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL_ERROR = "internal_error"
+
+
+class CheckinReason(StrEnum):
+    """Why the roll refused a check-in (the ``reason`` of a refused check-in reply)."""
+
+    NOT_ELIGIBLE = "not_eligible"
+    ALREADY_VOTED = "already_voted"
+    POLLS_NOT_OPEN = "polls_not_open"
+    MALFORMED = "malformed"
+    INTERNAL_ERROR = "internal_error"
+    BAD_CHALLENGE = "bad_challenge"
+    """The challenge is unknown, already used, expired, or was issued to another terminal."""
+    BAD_CARD_SIGNATURE = "bad_card_signature"
+    """The card's signature does not verify over this check-in's binding."""
+    UNKNOWN_ISSUER = "unknown_issuer"
+    """The card certificate does not chain to a JPKI CA the roll trusts."""
+    CARD_EXPIRED = "card_expired"
+    CARD_REVOKED = "card_revoked"
+    STALE_CRL = "stale_crl"
+    """The roll's CRL for the card's CA is past its next update (or missing): no card passes."""
+    REVOKED = "revoked"
+    """The terminal's own station certificate is revoked."""
+    NOT_A_TERMINAL = "not_a_terminal"
+    """The sender holds no valid terminal-role certificate of this station."""
+
+
+class Refusal(FormatError):
+    """A message that is not what its topic carries; ``reason`` says which rule it broke."""
+
+    def __init__(self, reason: Reason | CheckinReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,606 @@
+"""Every message between a booth and its station hub, defined once: a frozen value per message,
+one strict decoder (``decode``) and one encoder (``encode``) each. Formats: docs/ledger.md and
+the JSON Schemas in docs/schemas/.
+
+Decoders are total: any byte string gives the value or a :class:`protocol.errors.Refusal`.
+Everything a hub signs, hashes or stores arrives in canonical JSON (docs/formats.md §1);
+integers are bounded and never booleans, hex fields have their exact length, enums are closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from election.ballot import BallotOpening, SealedBallot
+from election.encoding import HASH_SIZE, canonical_bytes, hex_bytes, parse_json, strict_int
+from election.errors import FormatError
+from election.manifest import Manifest
+from protocol.errors import CheckinReason, Reason, Refusal
+
+MESSAGE_VERSION = 1
+MAX_BALLOT_BYTES = 256 * 1024
+"""A cast ballot, or a spoiled ballot with its opening (the station broker allows twice this)."""
+MAX_SMALL_MESSAGE_BYTES = 64 * 1024
+"""Every other booth↔hub message: acks, check-ins, statuses, reports, commands."""
+MAX_COUNT = 2**40
+"""Bound of every count and position in a status or report (far beyond any station)."""
+MAX_DETAIL = 500
+SPOILED_TYPE = "spoiled_ballot"
+POLLS_STATES = ("pending", "open", "closing", "closed")
+"""``closing``: no new check-ins, ballots of tokens issued before still chained (docs/ledger.md)."""
+PollsState = Literal["pending", "open", "closing", "closed"]
+POLLS_COMMANDS = ("open", "close", "final")
+"""``close`` starts closing (the roll stops issuing tokens); ``final`` ends it (docs/ledger.md)."""
+MAX_UNREACHABLE = 1000
+
+
+def _document(
+    payload: bytes, kind: str, fields: set[str], *, max_size: int = MAX_SMALL_MESSAGE_BYTES, canonical: bool = True
+) -> dict[str, Any]:
+    """The payload as a canonical JSON object of exactly ``fields``, version 1 and ``type`` kind."""
+    try:
+        data = parse_json(payload, max_size=max_size, canonical=canonical)
+    except FormatError as error:
+        raise Refusal(Reason.MALFORMED, f"{kind}: {error}") from None
+    if not isinstance(data, dict) or set(data) != fields:
+        raise Refusal(Reason.MALFORMED, f"{kind}: expected exactly the fields {sorted(fields)}")
+    if type(data["version"]) is not int or data["version"] != MESSAGE_VERSION or data["type"] != kind:
+        raise Refusal(Reason.MALFORMED, f"{kind}: expected version {MESSAGE_VERSION} and type {kind!r}")
+    return data
+
+
+def _field(check: Any, *args: Any, **options: Any) -> Any:
+    try:
+        return check(*args, **options)
+    except FormatError as error:
+        raise Refusal(Reason.MALFORMED, str(error)) from None
+
+
+def _count(value: Any, what: str) -> int:
+    return _field(strict_int, value, what, minimum=0, maximum=MAX_COUNT)
+
+
+def _text(value: Any, what: str, limit: int = MAX_DETAIL) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise Refusal(Reason.MALFORMED, f"{what}: expected a string of at most {limit} characters")
+    return value
+
+
+def _choice(value: Any, what: str, choices: tuple[str, ...]) -> Any:
+    if not isinstance(value, str) or value not in choices:
+        raise Refusal(Reason.MALFORMED, f"{what}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _flag(value: Any, what: str) -> bool:
+    if type(value) is not bool:
+        raise Refusal(Reason.MALFORMED, f"{what}: expected true or false")
+    return value
+
+
+# --- ballots (booth → ledger) --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BallotSubmission:
+    """A cast ballot (``opening`` None) or a challenged, spoiled ballot with its opening."""
+
+    ballot: SealedBallot
+    opening: BallotOpening | None
+
+    def encode(self, manifest: Manifest) -> bytes:
+        if self.opening is None:
+            return canonical_bytes(self.ballot.to_json())
+        if self.ballot.token is not None:
+            raise ValueError("a spoiled ballot must not carry the voter's token")
+        return canonical_bytes(
+            {
+                "version": MESSAGE_VERSION,
+                "type": SPOILED_TYPE,
+                "ballot": self.ballot.to_json(),
+                "opening": self.opening.to_json(manifest),
+            }
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes, manifest: Manifest) -> BallotSubmission:
+        if len(payload) > MAX_BALLOT_BYTES:
+            raise Refusal(Reason.TOO_LARGE, f"{len(payload)} bytes, the limit is {MAX_BALLOT_BYTES}")
+        try:
+            data = parse_json(payload, max_size=MAX_BALLOT_BYTES, canonical=True)
+            if not (isinstance(data, dict) and data.get("type") == SPOILED_TYPE):
+                return cls(SealedBallot.from_json(data, manifest), None)
+            if set(data) != {"version", "type", "ballot", "opening"}:
+                raise FormatError("spoiled ballot: expected exactly version, type, ballot and opening")
+            if type(data["version"]) is not int or data["version"] != MESSAGE_VERSION:
+                raise FormatError(f"spoiled ballot: expected version {MESSAGE_VERSION}")
+            return cls(
+                SealedBallot.from_json(data["ballot"], manifest), BallotOpening.from_json(data["opening"], manifest)
+            )
+        except Refusal:
+            raise
+        except FormatError as error:
+            raise Refusal(Reason.MALFORMED, str(error)) from None
+
+    @staticmethod
+    def ballot_id_of(payload: bytes) -> str | None:
+        """The ballot id a (possibly invalid) submission names, for the booth's own bookkeeping."""
+        try:
+            data = parse_json(payload, max_size=MAX_BALLOT_BYTES)
+            inner = data["ballot"] if data.get("type") == SPOILED_TYPE else data
+            return str(inner["ballot_id"])
+        except (FormatError, KeyError, TypeError, AttributeError):
+            return None
+
+
+# --- acknowledgements (ledger → booth) -----------------------------------------------------
+
+_ACK_ACCEPTED = {"version", "type", "result", "ballot_hash", "position", "entry_hash", "tracking_code"}
+_ACK_REFUSED = {"version", "type", "result", "ballot_hash", "reason", "detail"}
+MAX_TRACKING_CODE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AckAccepted:
+    """The ballot is durably in the ledger: the booth may forget it."""
+
+    ballot_hash: bytes
+    position: int
+    entry_hash: bytes
+    tracking_code: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": MESSAGE_VERSION,
+            "type": "ack",
+            "result": "accepted",
+            "ballot_hash": self.ballot_hash.hex(),
+            "position": self.position,
+            "entry_hash": self.entry_hash.hex(),
+            "tracking_code": self.tracking_code,
+        }
+
+    def encode(self) -> bytes:
+        return canonical_bytes(self.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class AckRefused:
+    """The message was refused; ``ballot_hash`` is the SHA-256 of the refused payload's bytes."""
+
+    ballot_hash: bytes
+    reason: Reason
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": MESSAGE_VERSION,
+            "type": "ack",
+            "result": "refused",
+            "ballot_hash": self.ballot_hash.hex(),
+            "reason": self.reason.value,
+            "detail": self.detail[:MAX_DETAIL],
+        }
+
+    def encode(self) -> bytes:
+        return canonical_bytes(self.to_json())
+
+
+Ack = AckAccepted | AckRefused
+
+
+def decode_ack(payload: bytes) -> Ack:
+    try:
+        data = parse_json(payload, max_size=MAX_SMALL_MESSAGE_BYTES, canonical=True)
+    except FormatError as error:
+        raise Refusal(Reason.MALFORMED, f"ack: {error}") from None
+    result = data.get("result") if isinstance(data, dict) else None
+    if result == "accepted":
+        data = _document(payload, "ack", _ACK_ACCEPTED)
+        return AckAccepted(
+            _field(hex_bytes, data["ballot_hash"], HASH_SIZE, "ack.ballot_hash"),
+            _count(data["position"], "ack.position"),
+            _field(hex_bytes, data["entry_hash"], HASH_SIZE, "ack.entry_hash"),
+            _text(data["tracking_code"], "ack.tracking_code", MAX_TRACKING_CODE),
+        )
+    if result == "refused":
+        data = _document(payload, "ack", _ACK_REFUSED)
+        try:
+            reason = Reason(data["reason"])
+        except ValueError:
+            raise Refusal(Reason.MALFORMED, "ack.reason: not a documented refusal reason") from None
+        return AckRefused(
+            _field(hex_bytes, data["ballot_hash"], HASH_SIZE, "ack.ballot_hash"),
+            reason,
+            _text(data["detail"], "ack.detail"),
+        )
+    raise Refusal(Reason.MALFORMED, "ack: result must be accepted or refused")
+
+
+# --- check-in (booth ↔ roll) ---------------------------------------------------------------
+#
+# Two request/response rounds on the terminal's check-in topic (docs/ledger.md, "Check-in"):
+# the terminal asks for a challenge (CheckinChallengeRequest → CheckinChallenge), has the card
+# sign checkin_binding(station, terminal, challenge, blinded), and sends CheckinRequest with
+# the card's certificate and signature. The roll answers CheckinGranted or CheckinRefused.
+
+CHALLENGE_BYTES = 32
+MAX_CARD_CERTIFICATE_BYTES = 8192
+MIN_CARD_SIGNATURE_BYTES = 256
+MAX_CARD_SIGNATURE_BYTES = 512
+MAX_CHECKIN_BYTES = 40 * 1024
+CHECKIN_BINDING_DOMAIN = b"polling-station/checkin-binding/v1"
+
+
+def checkin_binding(station_id: str, terminal_id: str, challenge: bytes, blinded: bytes) -> bytes:
+    """What the card signs (as DigestInfo(SHA-256(binding)), PKCS#1 v1.5): the roll's fresh
+    challenge, the station and terminal, and the blinded token, each length-prefixed."""
+    parts = (CHECKIN_BINDING_DOMAIN, station_id.encode(), terminal_id.encode(), challenge, blinded)
+    return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinChallengeRequest:
+    """First round: "give me a challenge for my next check-in"."""
+
+    def encode(self) -> bytes:
+        return canonical_bytes({"version": MESSAGE_VERSION, "type": "checkin_challenge_request"})
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinRequest:
+    """Second round: the card's proof over the roll's challenge and the blinded token.
+
+    No voter key: the roll derives it from ``certificate``, which it never stores or logs."""
+
+    challenge: bytes
+    blinded: bytes
+    certificate: bytes
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return canonical_bytes(
+            {
+                "version": MESSAGE_VERSION,
+                "type": "checkin",
+                "challenge": self.challenge.hex(),
+                "blinded": self.blinded.hex(),
+                "certificate": self.certificate.hex(),
+                "signature": self.signature.hex(),
+            }
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes, modulus_length: int) -> CheckinRequest:
+        """``modulus_length``: the roll key's size in bytes, the blinded value's exact length."""
+        fields = {"version", "type", "challenge", "blinded", "certificate", "signature"}
+        data = _document(payload, "checkin", fields, max_size=MAX_CHECKIN_BYTES)
+        blinded = _field(hex_bytes, data["blinded"], modulus_length, "blinded")
+        if not any(blinded):
+            raise Refusal(CheckinReason.MALFORMED, "blinded: must not be zero")
+        return cls(
+            _field(hex_bytes, data["challenge"], CHALLENGE_BYTES, "challenge"),
+            blinded,
+            _variable_hex(data["certificate"], "certificate", 1, MAX_CARD_CERTIFICATE_BYTES),
+            _variable_hex(data["signature"], "signature", MIN_CARD_SIGNATURE_BYTES, MAX_CARD_SIGNATURE_BYTES),
+        )
+
+
+CheckinMessage = CheckinChallengeRequest | CheckinRequest
+
+
+def decode_checkin_message(payload: bytes, modulus_length: int) -> CheckinMessage:
+    """Either round of a check-in, strictly (anything else: a ``malformed`` Refusal)."""
+    try:
+        data = parse_json(payload, max_size=MAX_CHECKIN_BYTES, canonical=True)
+    except FormatError as error:
+        raise Refusal(CheckinReason.MALFORMED, f"check-in: {error}") from None
+    if isinstance(data, dict) and data.get("type") == "checkin_challenge_request":
+        _document(payload, "checkin_challenge_request", {"version", "type"}, max_size=1024)
+        return CheckinChallengeRequest()
+    return CheckinRequest.decode(payload, modulus_length)
+
+
+def _variable_hex(value: Any, what: str, minimum: int, maximum: int) -> bytes:
+    raw = _field(hex_bytes, value, None, what) if isinstance(value, str) and len(value) <= 2 * maximum else None
+    if raw is None or not minimum <= len(raw) <= maximum:
+        raise Refusal(CheckinReason.MALFORMED, f"{what}: expected {minimum} to {maximum} bytes of lowercase hex")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinChallenge:
+    """The roll's fresh, single-use challenge (valid for ``expires_in`` seconds, this terminal only)."""
+
+    challenge: bytes
+    expires_in: int
+
+    def encode(self) -> bytes:
+        return canonical_bytes(
+            {
+                "version": MESSAGE_VERSION,
+                "type": "checkin_reply",
+                "result": "challenge",
+                "challenge": self.challenge.hex(),
+                "expires_in": self.expires_in,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinGranted:
+    blind_signature: bytes
+
+    def encode(self) -> bytes:
+        return canonical_bytes(
+            {
+                "version": MESSAGE_VERSION,
+                "type": "checkin_reply",
+                "result": "granted",
+                "blind_signature": self.blind_signature.hex(),
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinRefused:
+    reason: CheckinReason
+    detail: str
+
+    def encode(self) -> bytes:
+        return canonical_bytes(
+            {
+                "version": MESSAGE_VERSION,
+                "type": "checkin_reply",
+                "result": "refused",
+                "reason": self.reason.value,
+                "detail": self.detail[:MAX_DETAIL],
+            }
+        )
+
+
+CheckinReply = CheckinChallenge | CheckinGranted | CheckinRefused
+
+
+def decode_checkin_reply(payload: bytes, modulus_length: int) -> CheckinReply:
+    try:
+        data = parse_json(payload, max_size=MAX_SMALL_MESSAGE_BYTES, canonical=True)
+    except FormatError as error:
+        raise Refusal(CheckinReason.MALFORMED, f"check-in reply: {error}") from None
+    result = data.get("result") if isinstance(data, dict) else None
+    if result == "challenge":
+        data = _document(payload, "checkin_reply", {"version", "type", "result", "challenge", "expires_in"})
+        return CheckinChallenge(
+            _field(hex_bytes, data["challenge"], CHALLENGE_BYTES, "challenge"),
+            _field(strict_int, data["expires_in"], "expires_in", minimum=1, maximum=3600),
+        )
+    if result == "granted":
+        data = _document(payload, "checkin_reply", {"version", "type", "result", "blind_signature"})
+        return CheckinGranted(_field(hex_bytes, data["blind_signature"], modulus_length, "blind_signature"))
+    if result == "refused":
+        data = _document(payload, "checkin_reply", {"version", "type", "result", "reason", "detail"})
+        try:
+            reason = CheckinReason(data["reason"])
+        except ValueError:
+            raise Refusal(CheckinReason.MALFORMED, "check-in reply: not a documented reason") from None
+        return CheckinRefused(reason, _text(data["detail"], "check-in reply detail"))
+    raise Refusal(CheckinReason.MALFORMED, "check-in reply: result must be challenge, granted or refused")
+
+
+# --- polls command (operator → ledger, roll) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PollsCommand:
+    """``open``, ``close`` (start closing) or ``final`` with the terminals the officials declare
+    unreachable (their undelivered ballots will be chained ``late``)."""
+
+    command: Literal["open", "close", "final"]
+    unreachable: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"version": MESSAGE_VERSION, "type": "polls", "command": self.command}
+        if self.command == "final":
+            body["unreachable"] = sorted(set(self.unreachable))
+        elif self.unreachable:
+            raise ValueError("only the final close declares unreachable terminals")
+        return canonical_bytes(body)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> PollsCommand:
+        try:
+            data = parse_json(payload, max_size=MAX_SMALL_MESSAGE_BYTES, canonical=True)
+        except FormatError as error:
+            raise Refusal(Reason.MALFORMED, f"polls: {error}") from None
+        final = isinstance(data, dict) and data.get("command") == "final"
+        fields = {"version", "type", "command", *(["unreachable"] if final else [])}
+        data = _document(payload, "polls", fields)
+        command = _choice(data["command"], "polls.command", POLLS_COMMANDS)
+        if not final:
+            return cls(command)
+        names = data["unreachable"]
+        if not isinstance(names, list) or len(names) > MAX_UNREACHABLE:
+            raise Refusal(Reason.MALFORMED, "polls.unreachable: expected a list of terminal ids")
+        names = [_text(name, "polls.unreachable[]", 64) for name in names]
+        if names != sorted(set(names)):
+            raise Refusal(Reason.MALFORMED, "polls.unreachable: expected sorted, distinct terminal ids")
+        return cls(command, tuple(names))
+
+
+def polls_command(command: str, unreachable: tuple[str, ...] = ()) -> bytes:
+    return PollsCommand(command, unreachable).encode()  # type: ignore[arg-type]
+
+
+def parse_polls_command(payload: bytes) -> str:
+    return PollsCommand.decode(payload).command
+
+
+# --- retained statuses (every service and terminal → operators) ----------------------------
+
+
+def offline_status(kind: str) -> bytes:
+    """The retained last will of a service or terminal: ``{"online": false}`` of its kind."""
+    return canonical_bytes({"version": MESSAGE_VERSION, "type": kind, "online": False})
+
+
+def _offline(payload: bytes, kind: str) -> bool:
+    """Whether the payload is the offline form of status ``kind`` (an empty retained payload
+    clears a status, and reads as offline too)."""
+    if not payload:
+        return True
+    try:
+        data = parse_json(payload, max_size=MAX_SMALL_MESSAGE_BYTES)
+    except FormatError:
+        return False
+    return isinstance(data, dict) and data.get("online") is False and set(data) == {"version", "type", "online"}
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalStatus:
+    online: bool
+    reader: str | None = None
+    tamper: bool | None = None
+    ballots_cast: int | None = None
+    outbox_depth: int | None = None
+
+    def encode(self) -> bytes:
+        if not self.online:
+            return offline_status("terminal_status")
+        return canonical_bytes(
+            {
+                "version": MESSAGE_VERSION,
+                "type": "terminal_status",
+                "online": True,
+                "reader": self.reader,
+                "tamper": self.tamper,
+                "ballots_cast": self.ballots_cast,
+                "outbox_depth": self.outbox_depth,
+            }
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> TerminalStatus:
+        if _offline(payload, "terminal_status"):
+            _offline_document(payload, "terminal_status")
+            return cls(False)
+        data = _document(
+            payload,
+            "terminal_status",
+            {"version", "type", "online", "reader", "tamper", "ballots_cast", "outbox_depth"},
+        )
+        if data["online"] is not True:
+            raise Refusal(Reason.MALFORMED, "terminal_status.online: an online status says true")
+        return cls(
+            True,
+            _text(data["reader"], "terminal_status.reader", 32),
+            _flag(data["tamper"], "terminal_status.tamper"),
+            _count(data["ballots_cast"], "terminal_status.ballots_cast"),
+            _count(data["outbox_depth"], "terminal_status.outbox_depth"),
+        )
+
+
+def _offline_document(payload: bytes, kind: str) -> None:
+    if payload:
+        _document(payload, kind, {"version", "type", "online"})
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStatus:
+    online: bool
+    polls: PollsState | None = None
+    position: int | None = None
+    head_hash: bytes | None = None
+    refused: int | None = None
+    forward_lag: int | None = None
+    """Entries not yet confirmed by the centre; None while the station never forwarded."""
+
+    def encode(self) -> bytes:
+        if not self.online:
+            return offline_status("ledger_status")
+        assert self.head_hash is not None
+        return canonical_bytes(
+            {
+                "version": MESSAGE_VERSION,
+                "type": "ledger_status",
+                "online": True,
+                "polls": self.polls,
+                "position": self.position,
+                "head_hash": self.head_hash.hex(),
+                "refused": self.refused,
+                "forward_lag": self.forward_lag,
+            }
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> LedgerStatus:
+        if _offline(payload, "ledger_status"):
+            _offline_document(payload, "ledger_status")
+            return cls(False)
+        data = _document(
+            payload,
+            "ledger_status",
+            {"version", "type", "online", "polls", "position", "head_hash", "refused", "forward_lag"},
+        )
+        if data["online"] is not True:
+            raise Refusal(Reason.MALFORMED, "ledger_status.online: an online status says true")
+        lag = data["forward_lag"]
+        return cls(
+            True,
+            _choice(data["polls"], "ledger_status.polls", POLLS_STATES),
+            _count(data["position"], "ledger_status.position"),
+            _field(hex_bytes, data["head_hash"], HASH_SIZE, "ledger_status.head_hash"),
+            _count(data["refused"], "ledger_status.refused"),
+            None if lag is None else _count(lag, "ledger_status.forward_lag"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RollStatus:
+    online: bool
+    polls: PollsState | None = None
+    eligible: int | None = None
+
+    def encode(self) -> bytes:
+        if not self.online:
+            return offline_status("roll_status")
+        return canonical_bytes(
+            {"version": MESSAGE_VERSION, "type": "roll_status", "online": True, "polls": self.polls,
+             "eligible": self.eligible}
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, payload: bytes) -> RollStatus:
+        if _offline(payload, "roll_status"):
+            _offline_document(payload, "roll_status")
+            return cls(False)
+        data = _document(payload, "roll_status", {"version", "type", "online", "polls", "eligible"})
+        if data["online"] is not True:
+            raise Refusal(Reason.MALFORMED, "roll_status.online: an online status says true")
+        return cls(
+            True,
+            _choice(data["polls"], "roll_status.polls", POLLS_STATES),
+            _count(data["eligible"], "roll_status.eligible"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RollReport:
+    """The roll's totals once the polls closed (the ledger sets them beside its ballots)."""
+
+    eligible: int
+    checked_in: int
+
+    def encode(self) -> bytes:
+        return canonical_bytes(
+            {"version": MESSAGE_VERSION, "type": "roll_report", "polls": "closed", "eligible": self.eligible,
+             "checked_in": self.checked_in}
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, payload: bytes) -> RollReport:
+        data = _document(payload, "roll_report", {"version", "type", "polls", "eligible", "checked_in"})
+        _choice(data["polls"], "roll_report.polls", ("closed",))
+        return cls(
+            _count(data["eligible"], "roll_report.eligible"), _count(data["checked_in"], "roll_report.checked_in")
+        )

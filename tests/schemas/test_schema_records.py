@@ -1,0 +1,190 @@
+"""Real records follow the schemas file by file, and hostile variants of each file do not.
+
+The record comes from the project's own simulation (`election simulate`: ceremony, sealed
+ballots, challenges, stations, tally, decryption), plus the published test-vector record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hostile import root_variants, variants
+from schema_tools import SCHEMAS, assert_invalid, assert_valid, errors
+
+from election.cli import main as election_cli
+from election.encoding import canonical_bytes, parse_json
+from election.manifest import Manifest
+from election.record import DirectoryRecord
+from election.simulation import ceremony_to_files
+from election.tally import Results
+from election.verify import verify_record
+from gateway.results import nist_results
+
+TOP_FILES = {
+    "manifest.json": "manifest.schema.json",
+    "context.json": "context.schema.json",
+    "devices.json": "devices.schema.json",
+    "tally.json": "tally.schema.json",
+    "results.json": "results.schema.json",
+    "results-nist.json": "results-nist.schema.json",
+}
+FOLDER_FILES = {
+    "trustees": "trustee.schema.json",
+    "ballots": "sealed-ballot.schema.json",
+    "spoiled": "spoiled.schema.json",
+    "decryption": "decryption-share.schema.json",
+}
+STATION_FILES = {
+    "station.json": "station.schema.json",
+    "checkpoint.json": "checkpoint.schema.json",
+    "chain.jsonl": "chain-entry.schema.json",
+}
+
+
+def schema_of(relative: str) -> str:
+    """The schema of a record file by its path (KeyError: a file the schemas do not know)."""
+    parts = relative.split("/")
+    if len(parts) == 1:
+        return TOP_FILES[parts[0]]
+    if len(parts) == 2 and parts[1].endswith(".json"):
+        return FOLDER_FILES[parts[0]]
+    if len(parts) == 3 and parts[0] == "stations":
+        return STATION_FILES[parts[2]]
+    raise KeyError(relative)
+
+
+def record_documents(root: Path) -> list[tuple[str, str, Any]]:
+    """(file, schema, parsed document) for every file of a record (every line of a chain)."""
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        schema = schema_of(relative)
+        data = path.read_bytes()
+        if path.suffix == ".jsonl":
+            lines = data.split(b"\n")
+            assert lines[-1] == b"", f"{relative}: the last line must end with a newline"
+            found += [(f"{relative}:{n}", schema, parse_json(line)) for n, line in enumerate(lines[:-1], 1)]
+        else:
+            found.append((relative, schema, parse_json(data)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real record: 2 stations, 3 devices, limit-2 contests, challenged ballots, 2 of 3 trustees."""
+    out = tmp_path_factory.mktemp("simulated") / "record"
+    result = CliRunner().invoke(election_cli, [
+        "simulate", "--out", str(out), "--ballots", "12", "--contests", "2", "--selections", "3",
+        "--limit", "2", "--trustees", "3", "--quorum", "2", "--devices", "3", "--stations", "2",
+        "--spoil-rate", "0.4", "--seed", "7",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.from_json(parse_json((out / "manifest.json").read_bytes()))
+    results = Results.from_json(parse_json((out / "results.json").read_bytes()), manifest)
+    # results-nist.json as `gateway tally` writes it (the simulation writes the core files only).
+    nist = nist_results(manifest, results, "central-office")
+    (out / "results-nist.json").write_bytes(canonical_bytes(nist))
+    return out
+
+
+def test_simulated_record_follows_the_schemas_file_by_file(simulated: Path):
+    documents = record_documents(simulated)
+    kinds = {schema for _, schema, _ in documents}
+    assert kinds == {*TOP_FILES.values(), *FOLDER_FILES.values(), *STATION_FILES.values()}, "every kind present"
+    for relative, schema, document in documents:
+        assert_valid(schema, document, relative)
+    (simulated / "results-nist.json").unlink()
+    assert verify_record(DirectoryRecord(simulated)).passed, "the record is a valid one, not only well-shaped"
+
+
+def test_published_test_vector_record_follows_the_schemas():
+    root = SCHEMAS.parent / "test-vectors" / "record"
+    documents = record_documents(root)
+    assert documents
+    for relative, schema, document in documents:
+        assert_valid(schema, document, relative)
+
+
+def test_ceremony_files_follow_the_schemas(tmp_path: Path, simulated: Path):
+    manifest = Manifest.from_json(parse_json((simulated / "manifest.json").read_bytes()))
+    _context, key_files = ceremony_to_files(manifest, 3, 2, tmp_path / "package", tmp_path / "secrets")
+    for path in key_files:
+        assert_valid("trustee-key.schema.json", parse_json(path.read_bytes()), path.name)
+    for relative, schema, document in record_documents(tmp_path / "package"):
+        assert_valid(schema, document, relative)
+
+
+def one_of_each(root: Path) -> dict[str, tuple[str, Any]]:
+    picked: dict[str, tuple[str, Any]] = {}
+    for relative, schema, document in record_documents(root):
+        picked.setdefault(schema, (relative, document))
+    return picked
+
+
+def test_hostile_variants_of_every_record_file_are_refused(simulated: Path):
+    checked = 0
+    for schema, (relative, document) in sorted(one_of_each(simulated).items()):
+        for label, variant in [*root_variants(document), *variants(document)]:
+            assert_invalid(schema, variant, f"{relative}: {label}")
+            checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize(
+    ("schema", "mutate", "what"),
+    [
+        ("manifest.schema.json", lambda d: d["contests"][0].update(limit=0), "limit 0"),
+        ("manifest.schema.json", lambda d: d["name"].update(en="   "), "a blank name"),
+        ("manifest.schema.json", lambda d: d["name"].update(fr="Élection"), "a third language"),
+        ("manifest.schema.json", lambda d: d["contests"].clear(), "no contest"),
+        ("manifest.schema.json", lambda d: d.update(election_id="Sample"), "an uppercase id"),
+        ("manifest.schema.json", lambda d: d.update(election_id="-sample"), "an id starting with -"),
+        ("manifest.schema.json", lambda d: d.update(election_id="s" * 65), "an id of 65 characters"),
+        ("context.schema.json", lambda d: d.update(quorum=0), "quorum 0"),
+        ("context.schema.json", lambda d: d["trustee_ids"].append(d["trustee_ids"][0]), "a trustee twice"),
+        ("context.schema.json", lambda d: d.update(joint_public_key="01" + "00" * 31), "the identity as key"),
+        ("sealed-ballot.schema.json", lambda d: d.update(device_seq=0), "device_seq 0"),
+        ("sealed-ballot.schema.json", lambda d: d.update(device_id="terminal 1"), "a space in the device id"),
+        ("sealed-ballot.schema.json", lambda d: d.update(device_id="términal"), "a non-ASCII device id"),
+        ("sealed-ballot.schema.json", lambda d: d["token"].update(signature=""), "an empty token signature"),
+        (
+            "sealed-ballot.schema.json",
+            lambda d: d["contests"][0]["selections"][0]["ciphertext"].update(alpha="01" + "00" * 31),
+            "alpha the identity",
+        ),
+        (
+            "sealed-ballot.schema.json",
+            lambda d: d["contests"][0]["selections"][0]["proof"]["challenges"].append("00" * 32),
+            "a selection proof with 3 challenges",
+        ),
+        (
+            "sealed-ballot.schema.json",
+            lambda d: d["contests"][0]["selections"][0]["proof"]["responses"].__setitem__(0, "ff" * 32),
+            "a scalar of 2^256 − 1",
+        ),
+        (
+            "spoiled.schema.json",
+            lambda d: d["ballot"].update(token={"message": "00" * 32, "signature": "00" * 256}),
+            "a spoiled ballot carrying a token",
+        ),
+        ("spoiled.schema.json", lambda d: d["opening"]["contests"][0]["selections"][0].update(vote=2), "vote 2"),
+        ("spoiled.schema.json", lambda d: d["opening"]["contests"][0]["selections"][0].update(vote=True), "vote true"),
+        ("results.schema.json", lambda d: d["trustees_present"].clear(), "no trustee present"),
+        ("checkpoint.schema.json", lambda d: d.update(position=-1), "position −1"),
+        ("chain-entry.schema.json", lambda d: d.update(kind="Cast"), "kind Cast"),
+        ("chain-entry.schema.json", lambda d: d.update(position=0), "position 0"),
+        ("station.schema.json", lambda d: d.update(roll_key="00" * 300), "a roll key that is no DER sequence"),
+        ("station.schema.json", lambda d: d.update(station_id="station-1\n"), "a station id with a newline"),
+        ("devices.schema.json", lambda d: d["devices"].append(d["devices"][0]), "a device listed twice"),
+    ],
+)
+def test_targeted_hostile_record_values_are_refused(simulated: Path, schema: str, mutate: Any, what: str):
+    relative, document = one_of_each(simulated)[schema]
+    if schema == "sealed-ballot.schema.json":
+        assert document["token"] is not None
+    assert not errors(schema, document)
+    mutate(document)
+    assert_invalid(schema, document, f"{relative}: {what}")
