@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import click
 from election.encoding import parse_json
 from election.errors import ElectionError
 from election.manifest import Manifest, sample_manifest
+from election.pool import WorkerLost
 from election.record import DirectoryRecord, RecordWriter
 from election.simulation import ceremony_to_files, simulate
 from election.stations import lookup_tracking_code, normalise_tracking_code
@@ -116,11 +118,23 @@ def simulate_command(
 
 @main.command("verify")
 @click.argument("record", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def verify_command(record: Path) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="every core",
+    help="Processes sharing the per-ballot checks (the report is the same for any number).",
+)
+def verify_command(record: Path, workers: int) -> None:
     """Re-check a whole election record from its files; exit status 1 if any check fails."""
     started = time.monotonic()
     progress = ProgressLine()
-    report = verify_record(DirectoryRecord(record), lambda done, total: progress("checking ballots", done, total))
+    try:
+        report = verify_record(
+            DirectoryRecord(record), lambda done, total: progress("checking ballots", done, total), workers=workers
+        )
+    except WorkerLost as exc:
+        raise click.ClickException(f"{exc}; the record was NOT fully checked") from None
     for check in CHECKS:
         outcome = report.outcomes[check.number]
         mark = "PASS" if outcome.passed else "FAIL"
@@ -129,6 +143,8 @@ def verify_command(record: Path) -> None:
             click.echo(f"         - {problem}")
         if outcome.problem_count > len(outcome.problems):
             click.echo(f"         … and {outcome.problem_count - len(outcome.problems)} more")
+    for station_id, counts in sorted(report.stations.items()):
+        click.echo(counts.describe(station_id))
     failed = report.failed_checks()
     elapsed = time.monotonic() - started
     if failed:
@@ -151,7 +167,9 @@ def lookup_command(record: Path, tracking_code: str) -> None:
         click.echo(f"{normalise_tracking_code(tracking_code)} is not in this record")
         sys.exit(1)
     entry = match.entry
-    counted = "counted in the tally" if entry.kind == "cast" else "challenged and spoiled: not counted"
+    counted = {"cast": "counted in the tally", "late": "chained late (after the polls closed): counted"}.get(
+        entry.kind, "challenged and spoiled: not counted"
+    )
     click.echo(f"{entry.tracking_code}: station {match.station_id}, position {entry.position}, {counted}")
     click.echo(f"ballot hash {entry.ballot_hash.hex()}")
 

@@ -39,6 +39,11 @@ class Point:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Point is immutable")
 
+    def __reduce__(self) -> tuple[type[Point], tuple[bytes]]:
+        # Points cross process boundaries (the verifier's worker pool) as their encoding; the
+        # encoding was validated when the point was first made, so no re-check is needed.
+        return (Point, (self.raw,))
+
     @classmethod
     def from_bytes(cls, raw: bytes, *, allow_identity: bool = False) -> Point:
         if not isinstance(raw, bytes | bytearray) or len(raw) != 32:

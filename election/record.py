@@ -83,6 +83,9 @@ class DirectoryRecord:
     canonical JSON of its content: an outside verifier hashing the file must get our hash.
     """
 
+    shareable = True
+    """Another process can reopen it from its path (the verifier's workers do)."""
+
     def __init__(self, root: str | os.PathLike[str], *, canonical: bool = True) -> None:
         self.root = Path(root)
         self.canonical = canonical

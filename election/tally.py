@@ -10,7 +10,7 @@ by baby-step giant-step.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from election.group import IDENTITY, G, Point, point_from_hex
 from election.ids import check_trustee_id
 from election.keyceremony import Trustee, TrusteePublic, lagrange_coefficient, public_share
 from election.manifest import Manifest
+from election.pool import ordered_chunks
 from election.proofs import ChaumPedersenProof
 
 TALLY_VERSION = 1
@@ -51,8 +52,61 @@ class TallyAccumulator:
                 self.sums[key] = self.sums[key] + selection.ciphertext
         self.ballot_count += 1
 
+    def merge(self, other: TallyAccumulator) -> None:
+        """Add another accumulator's sums (a worker's chunk): addition is associative and
+        commutative, so any split of the ballots gives the same tally."""
+        for key, ciphertext in other.sums.items():
+            self.sums[key] = self.sums[key] + ciphertext
+        self.ballot_count += other.ballot_count
+
     def result(self) -> EncryptedTally:
         return EncryptedTally(self.manifest.base_hash, self.ballot_count, dict(self.sums))
+
+
+class _ChunkAdder:
+    """Reads, validates and adds one chunk of cast ballot files (picklable for a worker)."""
+
+    def __init__(self, source: Any, manifest: Manifest, folder: str) -> None:
+        self.source, self.manifest, self.folder = source, manifest, folder
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self.source, "manifest": self.manifest.to_json(), "folder": self.folder}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.source, self.folder = state["source"], state["folder"]
+        self.manifest = Manifest.from_json(state["manifest"])
+
+    def __call__(self, names: list[str]) -> TallyAccumulator:
+        partial = TallyAccumulator(self.manifest)
+        for name in names:
+            where = f"{self.folder}/{name}.json"
+            try:
+                partial.add(SealedBallot.from_json(self.source.read(where), self.manifest))
+            except FormatError as error:
+                raise FormatError(f"{where}: {error}") from None
+        return partial
+
+
+def add_ballot_files(
+    source: Any,
+    manifest: Manifest,
+    folder: str,
+    *,
+    workers: int = 1,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> EncryptedTally:
+    """The homomorphic sum of every ballot file in ``folder`` of a record ``source``, parsed and
+    validated in ``workers`` processes (the sum is the same for any split; a source that cannot
+    be reopened in another process is read here). Raises FormatError naming a bad file."""
+    names = source.names(folder)
+    workers = workers if getattr(source, "shareable", False) else 1
+    accumulator = TallyAccumulator(manifest)
+    done = 0
+    for count, partial in ordered_chunks(_ChunkAdder(source, manifest, folder), names, workers):
+        accumulator.merge(partial)
+        done += count
+        progress(done, len(names))
+    return accumulator.result()
 
 
 def _per_selection(manifest: Manifest, data: Any, what: str) -> list[tuple[Position, Any]]:

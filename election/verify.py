@@ -12,15 +12,15 @@ that owns the folder (``trustees/`` 3, ``ballots/`` and ``spoiled/`` 6, ``decryp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from election.ballot import BALLOT_ID_SIZE, GENESIS_HASH, BallotOpening, SealedBallot
-from election.chain import Checkpoint, genesis_hash, verify_chain
+from election.ballot import BALLOT_ID_SIZE, GENESIS_HASH, BallotOpening, SealedBallot, Token
+from election.chain import COUNTED_KINDS, Checkpoint, genesis_hash, verify_chain, verify_document
 from election.context import ElectionContext
 from election.encoding import check_version, hex_bytes
 from election.errors import ElectionError, FormatError
@@ -28,6 +28,7 @@ from election.group import G
 from election.ids import check_device_id, check_station_id, check_trustee_id
 from election.keyceremony import TrusteePublic, joint_public_key
 from election.manifest import Manifest
+from election.pool import ordered_chunks
 from election.record import (
     BALLOTS,
     CONTEXT,
@@ -49,7 +50,9 @@ from election.record import (
 from election.stations import (
     CHAIN_FILE,
     CHECKPOINT_FILE,
+    CLOSING_FILE,
     MAX_CHAIN_FILE,
+    OPTIONAL_STATION_FILES,
     STATION_FILE,
     STATION_FILES,
     STATIONS,
@@ -106,9 +109,32 @@ class CheckOutcome:
 
 
 @dataclass(slots=True)
+class StationCounts:
+    """What one station's chain counts, beside its roll's check-ins (from its closing report)."""
+
+    cast: int = 0
+    late: int = 0
+    """Cast ballots chained after the final close (counted; docs/ledger.md)."""
+    spoiled: int = 0
+    check_ins: int | None = None
+    """None when the record holds no closing report of the station with the roll's count."""
+
+    @property
+    def counted(self) -> int:
+        return self.cast + self.late
+
+    def describe(self, station_id: str) -> str:
+        check_ins = "no closing report" if self.check_ins is None else f"{self.check_ins} check-ins"
+        differ = "" if self.check_ins in (None, self.counted) else "  ← differs"
+        return (f"station {station_id}: {check_ins}, {self.counted} ballots counted ({self.late} late), "
+                f"{self.spoiled} spoiled{differ}")  # fmt: skip
+
+
+@dataclass(slots=True)
 class VerificationReport:
     outcomes: dict[int, CheckOutcome]
     ballots_checked: int = 0
+    stations: dict[str, StationCounts] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -144,16 +170,21 @@ class _DeviceLink:
     where: str
 
 
-def verify_record(source: RecordSource, progress: Progress | None = None) -> VerificationReport:
+def verify_record(source: RecordSource, progress: Progress | None = None, *, workers: int = 1) -> VerificationReport:
+    """Run every check; ``workers`` processes share the per-ballot work (same report for any
+    number). A record that cannot be reopened by path in another process (one in memory) is
+    checked in this process whatever ``workers`` says. A worker that dies raises
+    :class:`election.pool.WorkerLost`: the record was not fully checked, never a partial pass."""
     report = VerificationReport({c.number: CheckOutcome(c) for c in CHECKS})
-    _Verifier(source, report, progress).run()
+    _Verifier(source, report, progress, workers).run()
     return report
 
 
 class _Verifier:
-    def __init__(self, source: RecordSource, report: VerificationReport, progress: Progress | None):
+    def __init__(self, source: RecordSource, report: VerificationReport, progress: Progress | None, workers: int):
         self.source = source
         self.report = report
+        self.workers = max(1, workers)
         self.progress = progress or (lambda done, total: None)
         self.chained: dict[bytes, _ChainedBallot] = {}
         self.roll_keys: dict[str, rsa.RSAPublicKey] = {}
@@ -236,7 +267,7 @@ class _Verifier:
             return
         entries = self.source.listing(f"{STATIONS}/{name}") or {}
         for entry, entry_kind in sorted(entries.items()):
-            if entry not in STATION_FILES or entry_kind != FILE:
+            if entry not in (*STATION_FILES, *OPTIONAL_STATION_FILES) or entry_kind != FILE:
                 self.report.fail(16, f"{STATIONS}/{name}/{entry}: stray {entry_kind}")
         for required in STATION_FILES:
             if required not in entries:
@@ -343,13 +374,51 @@ class _Verifier:
                 or not checkpoint.matches(genesis_hash(manifest.base_hash, station_id), hashes)
             ):
                 self.report.fail(16, f"{folder}: the signed checkpoint is not the head of the published chain")
+            counts = self.report.stations.setdefault(station_id, StationCounts())
+            for entry in entries:
+                setattr(counts, entry.kind, getattr(counts, entry.kind) + 1)
+            self.check_closing(folder, station_id, manifest, keys.ledger_key, entries, hashes, counts)
             for entry in entries:
                 where = f"{folder} entry {entry.position}"
                 if entry.ballot_hash in self.chained:
                     self.report.fail(17, f"{where}: ballot already in {self.chained[entry.ballot_hash].where}")
                 self.chained[entry.ballot_hash] = _ChainedBallot(station_id, entry.kind, where)
 
-    def check_station_membership(self, where: str, ballot: SealedBallot, kind: str) -> None:
+    def check_closing(self, folder: str, station_id: str, manifest: Manifest, ledger_key: Ed25519PublicKey,
+                      entries: list[Any], hashes: list[bytes], counts: StationCounts) -> None:  # fmt: skip
+        """The optional signed closing report: it describes this chain, and no more ballots are
+        counted than the roll checked voters in (a voter may check in and not vote: fewer is fine)."""
+        name = f"{folder}/{CLOSING_FILE}"
+        if CLOSING_FILE not in (self.source.listing(folder) or {}):
+            return
+        document = self.read(16, name)
+        if document is None:
+            return
+        try:
+            body = verify_document(document, ledger_key)
+            position, check_ins = body.get("position"), body.get("check_ins")
+            if body.get("type") != "closing_report" or body.get("station_id") != station_id:
+                raise FormatError("not this station's closing report")
+            if body.get("base_hash") != manifest.base_hash.hex():
+                raise FormatError("signed for another election")
+            if type(position) is not int or not 0 <= position <= len(entries):
+                raise FormatError("its position is not in the chain")
+            head = genesis_hash(manifest.base_hash, station_id) if position == 0 else hashes[position - 1]
+            if body.get("head_hash") != head.hex():
+                raise FormatError(f"its head is not the chain's entry at position {position}")
+            counted = sum(1 for entry in entries[:position] if entry.kind in COUNTED_KINDS)
+            if body.get("ballots") != counted:
+                raise FormatError(f"it counts {body.get('ballots')} ballots, the chain {counted} up to it")
+            if check_ins is not None and (type(check_ins) is not int or check_ins < 0):
+                raise FormatError("check_ins must be a count")
+        except ElectionError as exc:
+            self.report.fail(16, f"{name}: {exc}")
+            return
+        counts.check_ins = check_ins
+        if check_ins is not None and counts.counted > check_ins:
+            self.report.fail(18, f"{folder}: {counts.counted} ballots counted, the roll checked in only {check_ins}")
+
+    def check_station_membership(self, where: str, ballot: _BallotFacts, kind: str) -> None:
         """Checks 17 and 18 for one ballot: its chain entry and its token."""
         if kind == "spoiled" and ballot.token is not None:
             self.report.fail(18, f"{where}: a spoiled ballot must not carry the voter's token")
@@ -360,7 +429,7 @@ class _Verifier:
             self.report.fail(17, f"{where}: in no station's chain")
             return
         chained.found = True
-        if chained.kind != kind:
+        if ("cast" if chained.kind == "late" else chained.kind) != kind:
             self.report.fail(17, f"{where}: recorded as {kind}, chained as {chained.kind} ({chained.where})")
         roll_key = self.roll_keys.get(chained.station)
         if (
@@ -370,78 +439,30 @@ class _Verifier:
         ):
             self.report.fail(18, f"{where}: the token is not signed by station {chained.station}'s roll")
 
-    def iter_ballots(self, manifest: Manifest) -> Iterator[tuple[str, SealedBallot, Any]]:
-        """Every sealed ballot, cast then spoiled, with its file name and (for spoiled) opening."""
-        total = self.source.count(BALLOTS) + self.source.count(SPOILED)
-        done = 0
-        for folder in (BALLOTS, SPOILED):
-            for name in self.source.names(folder):
-                done += 1
-                self.progress(done, total)
-                where = f"{folder}/{name}.json"
-                data = self.read(6, where)
-                if data is None:
-                    continue
-                opening = None
-                if folder == SPOILED:
-                    if not isinstance(data, dict) or set(data) != {"version", "ballot", "opening"}:
-                        self.report.fail(6, f"{where}: expected version, ballot and opening")
-                        continue
-                    try:
-                        check_version(data, RECORD_VERSION, "spoiled ballot")
-                    except FormatError as exc:
-                        self.report.fail(6, f"{where}: {exc}")
-                        continue
-                    data, opening = data["ballot"], data["opening"]
-                try:
-                    ballot = SealedBallot.from_json(data, manifest)
-                except ElectionError as exc:
-                    self.report.fail(6, f"{where}: {exc}")
-                    continue
-                if ballot.ballot_id.hex() != name:
-                    self.report.fail(6, f"{where}: holds ballot {ballot.ballot_id.hex()}")
-                if ballot.base_hash != manifest.base_hash:
-                    self.report.fail(6, f"{where}: belongs to another election")
-                yield where, ballot, opening
-
     def check_ballots(
         self, manifest: Manifest, context: ElectionContext, devices: dict[str, Ed25519PublicKey]
     ) -> TallyAccumulator:
+        """Checks 6–12 on every ballot, then 8, 9, 17 and 18 across them.
+
+        The per-ballot work (parsing and validating every point, the device signature, every
+        proof, a spoiled ballot's opening) is stateless and runs in ``workers`` processes over
+        chunks of ballots; what ties ballots together is merged here, in the record's order, so
+        the report is the same for any number of workers.
+        """
         accumulator = TallyAccumulator(manifest)
-        links: dict[str, list[_DeviceLink]] = {}
-        seen_ids: set[bytes] = set()
-        seen_tokens: set[bytes] = set()
-        key = context.joint_public_key
-        for where, ballot, opening in self.iter_ballots(manifest):
-            self.report.ballots_checked += 1
-            device_key = devices.get(ballot.device_id)
-            if device_key is None:
-                self.report.fail(7, f"{where}: device {ballot.device_id} is not in devices.json")
-            elif not ballot.signature_valid(device_key):
-                self.report.fail(7, f"{where}: device signature does not verify")
-            links.setdefault(ballot.device_id, []).append(
-                _DeviceLink(ballot.device_seq, ballot.ballot_hash, ballot.prev_hash, where)
-            )
-            if ballot.ballot_id in seen_ids:
-                self.report.fail(9, f"{where}: ballot id used twice")
-            seen_ids.add(ballot.ballot_id)
-            if ballot.token is not None:
-                if ballot.token.message in seen_tokens:
-                    self.report.fail(9, f"{where}: token used twice")
-                seen_tokens.add(ballot.token.message)
-            for failure in ballot.proof_failures(manifest, key):
-                self.report.fail(11 if failure.startswith("contest") else 10, f"{where}: {failure}")
-            self.check_station_membership(where, ballot, "cast" if opening is None else "spoiled")
-            if opening is None:
-                accumulator.add(ballot)
-                continue
-            try:
-                problems = BallotOpening.from_json(opening, manifest).opening_failures(ballot, manifest, key)
-            except ElectionError as exc:
-                problems = [str(exc)]
-            for problem in problems:
-                self.report.fail(12, f"{where}: {problem}")
-        for device_id, device_links in links.items():
+        merge = _Merge(self, accumulator)
+        names = [(folder, name) for folder in (BALLOTS, SPOILED) for name in self.source.names(folder)]
+        total = len(names)
+        judge = _Judge(self.source, manifest, context, devices)
+        workers = self.workers if getattr(self.source, "shareable", False) else 1
+        done = 0
+        for count, (judged, partial) in ordered_chunks(judge.chunk, names, workers):
+            for item in judged:
+                merge.take(item)
+            accumulator.merge(partial)
+            done += count
+            self.progress(done, total)
+        for device_id, device_links in merge.links.items():
             self.check_device_chain(device_id, device_links)
         for chained in self.chained.values():
             if not chained.found:
@@ -539,6 +560,143 @@ class _Verifier:
             marked = sum(results.totals[contest.id, s.id] for s in contest.selections)
             if marked > contest.limit * tally.ballot_count:
                 self.report.fail(15, f"{contest.id}: {marked} marks exceed what {tally.ballot_count} ballots allow")
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """What one ballot file showed on its own: enough to check what ties ballots together."""
+
+    where: str
+    problems: tuple[tuple[int, str], ...]
+    facts: _BallotFacts | None
+    """None when the file could not be read as a sealed ballot of this election (check 6)."""
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class _BallotFacts:
+    """The few fields of a ballot that the cross-ballot checks need (not its ciphertexts)."""
+
+    ballot_id: bytes
+    ballot_hash: bytes
+    device_id: str
+    device_seq: int
+    prev_hash: bytes
+    token: Token | None
+
+    @classmethod
+    def of(cls, ballot: SealedBallot) -> _BallotFacts:
+        return cls(ballot.ballot_id, ballot.ballot_hash, ballot.device_id, ballot.device_seq, ballot.prev_hash,
+                   ballot.token)  # fmt: skip
+
+
+class _Judge:
+    """The stateless per-ballot checks (6, 7, 10, 11, 12), picklable for a worker process."""
+
+    def __init__(
+        self, source: RecordSource, manifest: Manifest, context: ElectionContext, devices: dict[str, Ed25519PublicKey]
+    ) -> None:
+        self.source = source
+        self.manifest = manifest
+        self.key = context.joint_public_key
+        self.devices = devices
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "manifest": self.manifest.to_json(),
+            "key": self.key,
+            "devices": {name: key.public_bytes_raw() for name, key in self.devices.items()},
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.source = state["source"]
+        self.manifest = Manifest.from_json(state["manifest"])
+        self.key = state["key"]
+        self.devices = {name: Ed25519PublicKey.from_public_bytes(raw) for name, raw in state["devices"].items()}
+
+    def chunk(self, names: list[tuple[str, str]]) -> tuple[list[_Judged], TallyAccumulator]:
+        """Judge a run of ballot files; the cast ones that are well-formed are summed here."""
+        partial = TallyAccumulator(self.manifest)
+        judged = []
+        for folder, name in names:
+            item, ballot = self.one(folder, name)
+            judged.append(item)
+            if ballot is not None and item.kind == "cast":
+                partial.add(ballot)
+        return judged, partial
+
+    def one(self, folder: str, name: str) -> tuple[_Judged, SealedBallot | None]:
+        where = f"{folder}/{name}.json"
+        kind = "cast" if folder == BALLOTS else "spoiled"
+        problems: list[tuple[int, str]] = []
+        try:
+            data = self.source.read(where)
+        except FileNotFoundError:
+            return _Judged(where, ((6, f"{where} is missing"),), None, kind), None
+        except (FormatError, OSError) as exc:
+            return _Judged(where, ((6, f"{where}: {exc}"),), None, kind), None
+        opening = None
+        try:
+            if folder == SPOILED:
+                if not isinstance(data, dict) or set(data) != {"version", "ballot", "opening"}:
+                    raise FormatError("expected version, ballot and opening")
+                check_version(data, RECORD_VERSION, "spoiled ballot")
+                data, opening = data["ballot"], data["opening"]
+            ballot = SealedBallot.from_json(data, self.manifest)
+        except ElectionError as exc:
+            return _Judged(where, ((6, f"{where}: {exc}"),), None, kind), None
+        if ballot.ballot_id.hex() != name:
+            problems.append((6, f"{where}: holds ballot {ballot.ballot_id.hex()}"))
+        if ballot.base_hash != self.manifest.base_hash:
+            problems.append((6, f"{where}: belongs to another election"))
+        device_key = self.devices.get(ballot.device_id)
+        if device_key is None:
+            problems.append((7, f"{where}: device {ballot.device_id} is not in devices.json"))
+        elif not ballot.signature_valid(device_key):
+            problems.append((7, f"{where}: device signature does not verify"))
+        for failure in ballot.proof_failures(self.manifest, self.key):
+            problems.append((11 if failure.startswith("contest") else 10, f"{where}: {failure}"))
+        if opening is not None:
+            try:
+                failures = BallotOpening.from_json(opening, self.manifest).opening_failures(
+                    ballot, self.manifest, self.key
+                )
+            except ElectionError as exc:
+                failures = [str(exc)]
+            problems += [(12, f"{where}: {failure}") for failure in failures]
+        return _Judged(where, tuple(problems), _BallotFacts.of(ballot), kind), ballot
+
+
+class _Merge:
+    """What ties ballots together, checked in the record's order: 8's links, 9, 17 and 18."""
+
+    def __init__(self, verifier: _Verifier, accumulator: TallyAccumulator) -> None:
+        self.verifier = verifier
+        self.report = verifier.report
+        self.links: dict[str, list[_DeviceLink]] = {}
+        self.seen_ids: set[bytes] = set()
+        self.seen_tokens: set[bytes] = set()
+
+    def take(self, item: _Judged) -> None:
+        for number, problem in item.problems:
+            self.report.fail(number, problem)
+        ballot = item.facts
+        if ballot is None:
+            return
+        self.report.ballots_checked += 1
+        where = item.where
+        self.links.setdefault(ballot.device_id, []).append(
+            _DeviceLink(ballot.device_seq, ballot.ballot_hash, ballot.prev_hash, where)
+        )
+        if ballot.ballot_id in self.seen_ids:
+            self.report.fail(9, f"{where}: ballot id used twice")
+        self.seen_ids.add(ballot.ballot_id)
+        if ballot.token is not None:
+            if ballot.token.message in self.seen_tokens:
+                self.report.fail(9, f"{where}: token used twice")
+            self.seen_tokens.add(ballot.token.message)
+        self.verifier.check_station_membership(where, ballot, item.kind)
 
 
 def check_title(number: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -147,11 +148,15 @@ def export(directory: Path, record: Path, database: str | None) -> None:
     type=click.Path(path_type=Path, exists=True),
     help="A present trustee's key file (repeat for each; any quorum of them).",
 )
-def tally(record: Path, keys: tuple[Path, ...]) -> None:
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="every core",
+    help="Processes reading and adding the ballots (the tally is the same for any number).",
+)  # fmt: skip
+def tally(record: Path, keys: tuple[Path, ...], workers: int) -> None:
     from gateway.results import NIST_RESULTS_FILE, tally_and_decrypt
 
     try:
-        results = tally_and_decrypt(record, list(keys), ProgressLine())
+        results = tally_and_decrypt(record, list(keys), ProgressLine(), workers=workers)
     except GatewayError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{results.ballot_count} ballots; trustees present: {', '.join(results.trustees_present)}")
@@ -174,7 +179,9 @@ def lookup(directory: Path, tracking_code: str, database: str | None) -> None:
         click.echo(f"{tracking_code} is not (yet) at the central office")
         sys.exit(1)
     station_id, entry = found
-    counted = "counted in the tally" if entry.kind == "cast" else "challenged and spoiled: not counted"
+    counted = {"cast": "counted in the tally", "late": "chained late (after the polls closed): counted"}.get(
+        entry.kind, "challenged and spoiled: not counted"
+    )
     click.echo(f"{entry.tracking_code}: station {station_id}, position {entry.position}, {counted}")
 
 

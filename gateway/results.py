@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from election.ballot import SealedBallot
 from election.encoding import parse_json
 from election.errors import ElectionError
 from election.keyceremony import Trustee
 from election.manifest import Manifest
+from election.pool import WorkerLost
 from election.record import BALLOTS, DECRYPTION, RESULTS, TALLY, DirectoryRecord, RecordWriter
-from election.tally import DecryptionShare, EncryptedTally, Results, TallyAccumulator, decrypt_totals
+from election.tally import DecryptionShare, EncryptedTally, Results, add_ballot_files, decrypt_totals
 from gateway.central import CentralElection, load_election_package
 from gateway.errors import GatewayError
 
@@ -28,18 +28,17 @@ NIST_RESULTS_FILE = "results-nist.json"
 Progress = Callable[[str, int, int], None]
 
 
-def tally_record(record: Path, manifest: Manifest, progress: Progress) -> EncryptedTally:
-    """Add every cast ballot of the record (streamed, constant memory); writes ``tally.json``."""
-    source = DirectoryRecord(record)
-    names = source.names(BALLOTS)
-    accumulator = TallyAccumulator(manifest)
-    for done, name in enumerate(names, start=1):
-        try:
-            accumulator.add(SealedBallot.from_json(source.read(f"{BALLOTS}/{name}.json"), manifest))
-        except ElectionError as error:
-            raise GatewayError(f"{BALLOTS}/{name}.json: {error}") from error
-        progress("adding ballots", done, len(names))
-    tally = accumulator.result()
+def tally_record(record: Path, manifest: Manifest, progress: Progress, *, workers: int = 1) -> EncryptedTally:
+    """Add every cast ballot of the record on ``workers`` cores; writes ``tally.json``."""
+    try:
+        tally = add_ballot_files(
+            DirectoryRecord(record), manifest, BALLOTS, workers=workers,
+            progress=lambda done, total: progress("adding ballots", done, total),
+        )  # fmt: skip
+    except ElectionError as error:
+        raise GatewayError(str(error)) from error
+    except WorkerLost as error:
+        raise GatewayError(f"{error}; no tally was written") from error
     RecordWriter(record).write(TALLY, tally.to_json(manifest))
     return tally
 
@@ -65,13 +64,15 @@ def tally_and_decrypt(
     progress: Progress = lambda stage, done, total: None,
     *,
     reporting_unit: str = "central-office",
+    workers: int = 1,
 ) -> Results:
-    """Tally the record, let the given trustees decrypt the totals, write every results file."""
+    """Tally the record on ``workers`` cores, let the given trustees decrypt the totals, write
+    every results file."""
     election = load_election_package(Path(record))
     trustees = load_trustee_keys(key_files, election)
     if len({t.trustee_id for t in trustees}) < election.context.quorum:
         raise GatewayError(f"{len(trustees)} trustee key files given, {election.context.quorum} needed to decrypt")
-    tally = tally_record(Path(record), election.manifest, progress)
+    tally = tally_record(Path(record), election.manifest, progress, workers=workers)
     writer = RecordWriter(record)
     shares = []
     for done, trustee in enumerate(trustees, start=1):

@@ -1,0 +1,62 @@
+"""Verification throughput of a whole record: ballots per second with 1, 2, … workers (same
+record, same process, one after the other), the speed-up over one worker, and the record's
+size per ballot. The record is simulated first (2 contests × 4 selections by default, like
+the record measured in issue 18) and reused for every run.
+
+    python benchmarks/bench_verify.py --ballots 2000
+    python benchmarks/bench_verify.py --ballots 100000 --workers 1,2 --record /tmp/record-100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from election.cli import ProgressLine
+from election.manifest import sample_manifest
+from election.record import DirectoryRecord, RecordWriter
+from election.simulation import simulate
+from election.verify import verify_record
+
+
+def record_size(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ballots", type=int, default=2000)
+    parser.add_argument("--contests", type=int, default=2)
+    parser.add_argument("--selections", type=int, default=4)
+    parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}", help="comma-separated worker counts")
+    parser.add_argument("--record", type=Path, default=None, help="where to keep the simulated record (reused)")
+    args = parser.parse_args()
+    root = args.record or Path(f"/tmp/bench-verify-{args.ballots}-{args.contests}x{args.selections}")
+    if not (root / "results.json").exists():
+        started = time.perf_counter()
+        manifest = sample_manifest(args.contests, args.selections, 1)
+        progress = ProgressLine()
+        simulate(manifest, RecordWriter(root), args.ballots, trustee_count=3, quorum=2, spoil_rate=0.02, seed=1,
+                 progress=progress)  # fmt: skip
+        print(f"simulated {args.ballots} ballots into {root} in {time.perf_counter() - started:.1f} s")
+    size = record_size(root)
+    print(f"record: {size / 2**20:.1f} MiB, {size / args.ballots / 1024:.2f} KiB per ballot")
+    baseline = None
+    for workers in (int(w) for w in args.workers.split(",")):
+        progress = ProgressLine()
+        started = time.perf_counter()
+        report = verify_record(
+            DirectoryRecord(root), lambda done, total: progress("verifying", done, total), workers=workers
+        )
+        elapsed = time.perf_counter() - started
+        rate = report.ballots_checked / elapsed
+        baseline = baseline or rate
+        verdict = "passed" if report.passed else f"FAILED {report.failed_checks()}"
+        print(f"workers={workers}: {report.ballots_checked} ballots in {elapsed:.1f} s = {rate:.0f} ballots/s "
+              f"({rate / baseline:.2f}× one worker), {verdict}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
