@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--selections", type=int, default=4)
     parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}", help="comma-separated worker counts")
     parser.add_argument("--record", type=Path, default=None, help="where to keep the simulated record (reused)")
+    parser.add_argument("--cluster-workers", type=int, default=2,
+                        help="Dask worker processes of the local cluster measured last (0: skip)")  # fmt: skip
     args = parser.parse_args()
     root = args.record or Path(f"/tmp/bench-verify-{args.ballots}-{args.contests}x{args.selections}")
     if not (root / "results.json").exists():
@@ -48,7 +50,7 @@ def main() -> None:
         progress = ProgressLine()
         started = time.perf_counter()
         report = verify_record(
-            DirectoryRecord(root), lambda done, total: progress("verifying", done, total), workers=workers
+            DirectoryRecord(root), lambda done, total, show=progress: show("verifying", done, total), workers=workers
         )
         elapsed = time.perf_counter() - started
         rate = report.ballots_checked / elapsed
@@ -56,6 +58,20 @@ def main() -> None:
         verdict = "passed" if report.passed else f"FAILED {report.failed_checks()}"
         print(f"workers={workers}: {report.ballots_checked} ballots in {elapsed:.1f} s = {rate:.0f} ballots/s "
               f"({rate / baseline:.2f}× one worker), {verdict}")  # fmt: skip
+    if args.cluster_workers:
+        from distributed import LocalCluster
+
+        # Scheduler and workers as separate processes on loopback, as on a real cluster.
+        with LocalCluster(n_workers=args.cluster_workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None, host="127.0.0.1") as cluster:  # fmt: skip
+            progress = ProgressLine()
+            started = time.perf_counter()
+            report = verify_record(DirectoryRecord(root), lambda done, total: progress("verifying", done, total),
+                                   cluster=cluster.scheduler_address)  # fmt: skip
+            elapsed = time.perf_counter() - started
+        rate = report.ballots_checked / elapsed
+        print(f"Dask local cluster, {args.cluster_workers} workers: {elapsed:.1f} s = {rate:.0f} ballots/s "
+              f"({rate / (baseline or rate):.2f}× one worker), {'passed' if report.passed else 'FAILED'}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -125,13 +125,23 @@ def simulate_command(
     show_default="every core",
     help="Processes sharing the per-ballot checks (the report is the same for any number).",
 )
-def verify_command(record: Path, workers: int) -> None:
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    default=None,
+    help="Run the per-ballot checks on a Dask cluster (scheduler address, e.g. tcp://host:8786) "
+    "whose workers see RECORD at the same path.",
+)
+def verify_command(record: Path, workers: int, cluster: str | None) -> None:
     """Re-check a whole election record from its files; exit status 1 if any check fails."""
     started = time.monotonic()
     progress = ProgressLine()
     try:
         report = verify_record(
-            DirectoryRecord(record), lambda done, total: progress("checking ballots", done, total), workers=workers
+            DirectoryRecord(record),
+            lambda done, total: progress("checking ballots", done, total),
+            workers=workers,
+            cluster=cluster,
         )
     except WorkerLost as exc:
         raise click.ClickException(f"{exc}; the record was NOT fully checked") from None

@@ -93,16 +93,19 @@ def add_ballot_files(
     folder: str,
     *,
     workers: int = 1,
+    cluster: str | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> EncryptedTally:
     """The homomorphic sum of every ballot file in ``folder`` of a record ``source``, parsed and
-    validated in ``workers`` processes (the sum is the same for any split; a source that cannot
-    be reopened in another process is read here). Raises FormatError naming a bad file."""
+    validated in ``workers`` processes or on a Dask ``cluster`` (the sum is the same for any
+    split; a source that cannot be reopened in another process is read here). Raises
+    FormatError naming a bad file."""
     names = source.names(folder)
-    workers = workers if getattr(source, "shareable", False) else 1
+    shareable = getattr(source, "shareable", False)
+    workers, cluster = (workers, cluster) if shareable else (1, None)
     accumulator = TallyAccumulator(manifest)
     done = 0
-    for count, partial in ordered_chunks(_ChunkAdder(source, manifest, folder), names, workers):
+    for count, partial in ordered_chunks(_ChunkAdder(source, manifest, folder), names, workers, cluster=cluster):
         accumulator.merge(partial)
         done += count
         progress(done, len(names))

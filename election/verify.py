@@ -170,21 +170,33 @@ class _DeviceLink:
     where: str
 
 
-def verify_record(source: RecordSource, progress: Progress | None = None, *, workers: int = 1) -> VerificationReport:
+def verify_record(
+    source: RecordSource, progress: Progress | None = None, *, workers: int = 1, cluster: str | None = None
+) -> VerificationReport:
     """Run every check; ``workers`` processes share the per-ballot work (same report for any
     number). A record that cannot be reopened by path in another process (one in memory) is
-    checked in this process whatever ``workers`` says. A worker that dies raises
-    :class:`election.pool.WorkerLost`: the record was not fully checked, never a partial pass."""
+    checked in this process whatever ``workers`` says. With ``cluster`` (a Dask scheduler
+    address) the per-ballot work runs on that cluster's workers, which must see the record at
+    the same path. A worker that dies for good raises :class:`election.pool.WorkerLost`: the
+    record was not fully checked, never a partial pass."""
     report = VerificationReport({c.number: CheckOutcome(c) for c in CHECKS})
-    _Verifier(source, report, progress, workers).run()
+    _Verifier(source, report, progress, workers, cluster).run()
     return report
 
 
 class _Verifier:
-    def __init__(self, source: RecordSource, report: VerificationReport, progress: Progress | None, workers: int):
+    def __init__(
+        self,
+        source: RecordSource,
+        report: VerificationReport,
+        progress: Progress | None,
+        workers: int = 1,
+        cluster: str | None = None,
+    ):
         self.source = source
         self.report = report
         self.workers = max(1, workers)
+        self.cluster = cluster if getattr(source, "shareable", False) else None
         self.progress = progress or (lambda done, total: None)
         self.chained: dict[bytes, _ChainedBallot] = {}
         self.roll_keys: dict[str, rsa.RSAPublicKey] = {}
@@ -456,7 +468,7 @@ class _Verifier:
         judge = _Judge(self.source, manifest, context, devices)
         workers = self.workers if getattr(self.source, "shareable", False) else 1
         done = 0
-        for count, (judged, partial) in ordered_chunks(judge.chunk, names, workers):
+        for count, (judged, partial) in ordered_chunks(judge.chunk, names, workers, cluster=self.cluster):
             for item in judged:
                 merge.take(item)
             accumulator.merge(partial)

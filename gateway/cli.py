@@ -152,11 +152,13 @@ def export(directory: Path, record: Path, database: str | None) -> None:
     "--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="every core",
     help="Processes reading and adding the ballots (the tally is the same for any number).",
 )  # fmt: skip
-def tally(record: Path, keys: tuple[Path, ...], workers: int) -> None:
+@click.option("--cluster", metavar="ADDRESS", default=None,
+              help="Add the ballots on a Dask cluster (scheduler address) whose workers see RECORD.")  # fmt: skip
+def tally(record: Path, keys: tuple[Path, ...], workers: int, cluster: str | None) -> None:
     from gateway.results import NIST_RESULTS_FILE, tally_and_decrypt
 
     try:
-        results = tally_and_decrypt(record, list(keys), ProgressLine(), workers=workers)
+        results = tally_and_decrypt(record, list(keys), ProgressLine(), workers=workers, cluster=cluster)
     except GatewayError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"{results.ballot_count} ballots; trustees present: {', '.join(results.trustees_present)}")

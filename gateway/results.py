@@ -28,11 +28,13 @@ NIST_RESULTS_FILE = "results-nist.json"
 Progress = Callable[[str, int, int], None]
 
 
-def tally_record(record: Path, manifest: Manifest, progress: Progress, *, workers: int = 1) -> EncryptedTally:
-    """Add every cast ballot of the record on ``workers`` cores; writes ``tally.json``."""
+def tally_record(
+    record: Path, manifest: Manifest, progress: Progress, *, workers: int = 1, cluster: str | None = None
+) -> EncryptedTally:
+    """Add every cast ballot of the record on ``workers`` cores (or a Dask cluster); writes ``tally.json``."""
     try:
         tally = add_ballot_files(
-            DirectoryRecord(record), manifest, BALLOTS, workers=workers,
+            DirectoryRecord(record), manifest, BALLOTS, workers=workers, cluster=cluster,
             progress=lambda done, total: progress("adding ballots", done, total),
         )  # fmt: skip
     except ElectionError as error:
@@ -65,6 +67,7 @@ def tally_and_decrypt(
     *,
     reporting_unit: str = "central-office",
     workers: int = 1,
+    cluster: str | None = None,
 ) -> Results:
     """Tally the record on ``workers`` cores, let the given trustees decrypt the totals, write
     every results file."""
@@ -72,7 +75,7 @@ def tally_and_decrypt(
     trustees = load_trustee_keys(key_files, election)
     if len({t.trustee_id for t in trustees}) < election.context.quorum:
         raise GatewayError(f"{len(trustees)} trustee key files given, {election.context.quorum} needed to decrypt")
-    tally = tally_record(Path(record), election.manifest, progress, workers=workers)
+    tally = tally_record(Path(record), election.manifest, progress, workers=workers, cluster=cluster)
     writer = RecordWriter(record)
     shares = []
     for done, trustee in enumerate(trustees, start=1):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from election.manifest import sample_manifest
+from election.pool import CHUNK
 from election.record import RecordWriter
 from election.simulation import simulate
 
@@ -25,3 +26,12 @@ def record_copy(simulated_record: Path, tmp_path: Path) -> Path:
     target = tmp_path / "record"
     shutil.copytree(simulated_record, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def many_ballots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough ballots for several chunks per worker."""
+    root = tmp_path_factory.mktemp("many") / "record"
+    simulate(sample_manifest(contests=1, selections=2, limit=1), RecordWriter(root), 3 * CHUNK + 5,
+             trustee_count=3, quorum=2, spoil_rate=0.1, seed=11)  # fmt: skip
+    return root

@@ -12,21 +12,11 @@ from pathlib import Path
 import pytest
 from test_verify import edit, first, flip_hex_bit, selection
 
-from election.manifest import Manifest, sample_manifest
-from election.pool import CHUNK, WorkerLost
-from election.record import DirectoryRecord, RecordWriter
-from election.simulation import simulate
+from election.manifest import Manifest
+from election.pool import WorkerLost
+from election.record import DirectoryRecord
 from election.tally import add_ballot_files
 from election.verify import VerificationReport, verify_record
-
-
-@pytest.fixture(scope="module")
-def many_ballots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Enough ballots for several chunks per worker."""
-    root = tmp_path_factory.mktemp("many") / "record"
-    simulate(sample_manifest(contests=1, selections=2, limit=1), RecordWriter(root), 3 * CHUNK + 5,
-             trustee_count=3, quorum=2, spoil_rate=0.1, seed=11)  # fmt: skip
-    return root
 
 
 def outcome(report: VerificationReport) -> dict[int, tuple[list[str], int]]:
