@@ -12,18 +12,15 @@ The audit log (docs/audit-log.md) gets what happened, never who or how: session 
 ended (by outcome), card errors by kind, ballots sealed, challenged, cast and acknowledged
 by ballot id, tamper, reader and hub-link changes.
 
-``BOOTH_FAILPOINT=after-seal|after-commit`` stops the process (SIGSTOP) at that point after
-printing ``FAILPOINT <name>`` to stderr, so fault tests can kill -9 it exactly there.
+``POLLING_STATION_FAILPOINT=booth-after-seal|booth-after-commit`` stops the process there
+(infra/failpoints.py), so fault tests can kill -9 it exactly at that point.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import secrets
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -57,11 +54,16 @@ from election.encoding import parse_json
 from election.errors import FormatError
 from election.group import Point
 from election.manifest import Manifest
+from infra.failpoints import failpoint
 from protocol.messages import (
     SPOILED_TYPE,
     AckAccepted,
+    CheckinChallenge,
+    CheckinChallengeRequest,
+    CheckinGranted,
     CheckinRefused,
     CheckinRequest,
+    checkin_binding,
     decode_checkin_reply,
 )
 
@@ -159,12 +161,6 @@ def ballot_id_of(payload: bytes) -> str:
     """The ballot id (hex) in one of our own outbox payloads, cast or spoiled."""
     data = parse_json(payload)
     return str((data["ballot"] if data.get("type") == SPOILED_TYPE else data)["ballot_id"])
-
-
-def _failpoint(name: str) -> None:
-    if os.environ.get("BOOTH_FAILPOINT") == name:
-        print(f"FAILPOINT {name}", file=sys.stderr, flush=True)
-        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class Booth:
@@ -408,30 +404,53 @@ class Booth:
         return None
 
     def _authenticate(self, secret: str) -> ev.Event:
+        card = self.authenticator(self.reader)
         try:
-            voter = self.authenticator(self.reader).authenticate(secret)
+            voter = card.authenticate(secret)
         except CardError as error:
             self.audit.record("card_error", error=card_error_word(error))
             if isinstance(error, ReaderUnavailable):
                 log.error("reader failed during authentication: %s", error)
                 return ev.AuthenticationFailed(ev.CardProblem.INVALID)
             return card_problem(error)
-        self._voter_key = voter.voter_key
+        # The card handle names this card's uncast check-in in the outbox (no voter key: only
+        # the roll derives that). The authenticated card signs the roll's challenge next.
+        self._voter_key = voter.card_handle
+        self._card = card
         return ev.Authenticated()
 
     def _check_in(self) -> ev.Event:
-        voter_key = self._voter_key
-        assert voter_key is not None, "check-in without an authenticated voter"
-        stored = self.outbox.stored_checkin(voter_key)
+        """Card-proven check-in (docs/card-protocol.md §5): the roll's fresh challenge, the card's
+        signature over it, the station, this terminal and the blinded token; the roll checks
+        the certificate and derives the voter key itself."""
+        handle, card = self._voter_key, getattr(self, "_card", None)
+        self._card = None  # one check-in per authentication: the next needs the PIN again
+        assert handle is not None and card is not None, "check-in without an authenticated voter"
+        stored = self.outbox.stored_checkin(handle)
         if stored is None:
             message = secrets.token_bytes(32)
             request = tokens.blind(self.election.token_key, message)
             stored = StoredCheckin(message, request.blinded, request.inverse)
-            self.outbox.store_checkin(voter_key, stored)  # before sending: a retry sends the same
-        payload = CheckinRequest(bytes.fromhex(voter_key), stored.blinded).encode()
+            self.outbox.store_checkin(handle, stored)  # before sending: a retry sends the same
         try:
-            answer = self.link.request_checkin(payload, CHECKIN_TIMEOUT)
-            reply = decode_checkin_reply(answer, len(stored.blinded))
+            challenge = decode_checkin_reply(
+                self.link.request_checkin(CheckinChallengeRequest().encode(), CHECKIN_TIMEOUT), len(stored.blinded)
+            )
+            if isinstance(challenge, CheckinChallenge):
+                binding = checkin_binding(self.link.topics.station, self.link.terminal_id, challenge.challenge,
+                                          stored.blinded)  # fmt: skip
+                try:
+                    signature = card.sign_checkin(binding)
+                    certificate = card.certificate_der
+                except CardError as error:
+                    self.audit.record("card_error", error=card_error_word(error))
+                    log.info("the card did not sign the check-in: %s", type(error).__name__)
+                    return ev.CheckInFailed(ev.Refusal.NOT_ELIGIBLE)
+                payload = CheckinRequest(challenge.challenge, stored.blinded, certificate, signature).encode()
+                del certificate, signature  # held for this one request only
+                reply = decode_checkin_reply(self.link.request_checkin(payload, CHECKIN_TIMEOUT), len(stored.blinded))
+            else:
+                reply = challenge
         except HubUnreachable as error:
             log.warning("check-in failed: %s", error)
             return ev.CheckInFailed(ev.Refusal.HUB_UNREACHABLE)
@@ -442,9 +461,19 @@ class Booth:
             reason = reply.reason.value
             log.info("check-in refused: %s", reason)
             refusal = REFUSALS.get(reason, ev.Refusal.HUB_UNREACHABLE)
+            # The roll's verdict on the card itself (its CRL may be fresher than the booth's):
+            # the voter sees "not eligible"; the audit log gets the card error's kind.
+            card_refusals = {"card_revoked": "card_revoked", "card_expired": "certificate_expired",
+                             "unknown_issuer": "unknown_issuer", "bad_card_signature": "bad_signature"}  # fmt: skip
+            if reason in card_refusals:
+                self.audit.record("card_error", error=card_refusals[reason])
+                return ev.CheckInFailed(ev.Refusal.NOT_ELIGIBLE)
             if refusal in AUDITED_REFUSALS:
                 self.audit.record("card_error", error=refusal.value)
             return ev.CheckInFailed(refusal)
+        if not isinstance(reply, CheckinGranted):
+            log.error("the roll answered a check-in with another challenge")
+            return ev.CheckInFailed(ev.Refusal.HUB_UNREACHABLE)
         try:
             signature = tokens.finalize(
                 self.election.token_key,
@@ -472,7 +501,7 @@ class Booth:
         )
         self._sealed = (ballot, opening)
         self.audit.record("ballot_sealed", ballot_id=ballot.ballot_id.hex())
-        _failpoint("after-seal")
+        failpoint("booth-after-seal")
         return ev.Sealed(ballot.ballot_hash.hex())
 
     def _challenge(self) -> ev.Event:
@@ -492,7 +521,7 @@ class Booth:
         self._awaiting_ack[ballot.ballot_hash] = ballot.ballot_id.hex()
         item = self.outbox.add("cast", ballot, cast_payload(ballot), voter_key=self._voter_key)
         self.audit.record("ballot_cast", ballot_id=ballot.ballot_id.hex())
-        _failpoint("after-commit")
+        failpoint("booth-after-commit")
         self.link.send(item)
         return ev.Cast(ballot.ballot_hash.hex())
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from infra.failpoints import FAILPOINT_ENV, armed
+
 PRODUCTION = "production"
 SIMULATED_KINDS = frozenset({"emulator", "virtual", "pn532-emulator", "vpcd", "virtual-card", "simulator"})
 VIRTUAL_READER_NAME = "Virtual PCD"
@@ -72,6 +74,7 @@ class ObservedSystem:
     demo_key_files: tuple[str, ...]
     certificates: tuple[CertificateNames, ...]
     ssh_enabled: tuple[str, ...]  # enabled SSH units and boot flags
+    failpoint: str | None = None  # a fault-injection point armed in the environment
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ def production_refusals(state: ObservedSystem) -> list[Refusal]:
             )
     for item in state.ssh_enabled:
         refusals.append(Refusal("ssh_enabled", f"SSH is enabled ({item}): systemctl mask ssh.service ssh.socket"))
+    if state.failpoint:
+        refusals.append(Refusal("failpoint_armed", f"{FAILPOINT_ENV}={state.failpoint} would stop the booth"))
     return refusals
 
 
@@ -245,6 +250,7 @@ def observe(config_path: Path, root: Path = Path("/"), ask_pcscd: bool = True) -
         demo_key_files=tuple(demo_keys),
         certificates=tuple(certificates),
         ssh_enabled=tuple(_ssh_enabled(root)),
+        failpoint=armed(),
     )
 
 

@@ -6,8 +6,8 @@ accepted entry in one durable transaction, and only then publishes the acknowled
 releases the PUBACKs. A crash anywhere before the commit loses nothing the terminal was told;
 a crash after it makes the resend a duplicate, which gets the same acknowledgement.
 
-``STATION_HUB_FAILPOINT=ledger-before-commit|ledger-after-commit`` stops the process (SIGSTOP)
-at that point after printing ``FAILPOINT <name>`` to stderr, so fault tests can kill it there.
+``POLLING_STATION_FAILPOINT=ledger-before-commit|ledger-after-commit`` stops the process there
+(infra/failpoints.py), so fault tests can kill it at that point.
 
 Audit log (docs/audit-log.md): ``ledger/audit/ledger.log``, signed with ``ledger/audit/audit.key``
 — the ledger's own storage, never shared with the roll. It records polls changes with the
@@ -24,10 +24,8 @@ redelivers it in a crash loop.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ from audit.service import ServiceAudit
 from election.chain import ChainHead, Checkpoint, sign_document
 from election.encoding import canonical_bytes, sha256
 from election.errors import FormatError
+from infra.failpoints import failpoint
 from infra.mqtt import connect, make_client, publish_last_words, set_will
 from protocol.errors import Reason
 from protocol.messages import MESSAGE_VERSION, LedgerStatus, PollsCommand, RollReport, offline_status
@@ -71,7 +70,6 @@ class LedgerService:
         self.station = station
         self.topics = station.topics
         self.checkpoint_interval = checkpoint_interval
-        self.failpoint = os.environ.get("STATION_HUB_FAILPOINT")
         election = station.election()
         self.base_hash = election.manifest.base_hash
         self.genesis = station.genesis
@@ -89,6 +87,8 @@ class LedgerService:
         self.refused = 0
         self._refusal_counts: dict[tuple[str, str], int] = {}
         """(terminal, reason) → refusals since the last audit flush."""
+        self._refusal_totals: dict[tuple[str, str], int] = {}
+        """(terminal, reason) → refusals since the service started (in the status, for the monitor)."""
         self.check_ins: int | None = None
         self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
@@ -98,6 +98,7 @@ class LedgerService:
         self.client = make_client(station, "ledger", clean_start=False)
         set_will(self.client, self.topics.ledger_status, offline_status("ledger_status"))
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda client, userdata, message: self._inbox.put(message)
 
     # --- network thread -------------------------------------------------------------------
@@ -106,6 +107,8 @@ class LedgerService:
         if reason.is_failure:
             log.error("broker refused the ledger: %s", reason)
             return
+        log.info("connected to the station broker; polls %s, chain position %d",
+                 self.core.state.polls, self.core.state.head.position)  # fmt: skip
         client.subscribe(
             [
                 (self.topics.ballot("+"), 1),
@@ -115,6 +118,10 @@ class LedgerService:
         )
         self._publish_status()
 
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not self._stop.is_set():
+            log.warning("lost the station broker (%s); reconnecting", reason)
+
     # --- worker ---------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -123,6 +130,7 @@ class LedgerService:
     def run(self) -> None:
         log_path, key_path = ledger_audit_paths(self.station)
         self.audit = ServiceAudit.start(log_path, key_path, f"{self.station.station_id}.ledger", "ledger")
+        log.info("ledger of station %s starting", self.station.station_id)
         self._audit_crl()
         try:
             connect(self.client, self.station, session_expiry=SESSION_EXPIRY)
@@ -202,9 +210,9 @@ class LedgerService:
     def _flush(self, pending: list[tuple[mqtt.MQTTMessage, str, Decision]]) -> None:
         accepted = [d for _, _, d in pending if isinstance(d, Accepted)]
         if accepted:
-            self._fail_here("ledger-before-commit")
+            failpoint("ledger-before-commit")
             self.store.append(accepted)
-            self._fail_here("ledger-after-commit")
+            failpoint("ledger-after-commit")
             late = [a for a in accepted if a.entry.kind == "late"]
             for a in late:
                 log.warning("chained a LATE ballot of %s at position %d (its token was issued before the close)",
@@ -221,6 +229,7 @@ class LedgerService:
                 if key not in self._refusal_counts:  # logged once per terminal, reason and interval
                     log.warning("refused a message from %s: %s (%s)", sender, decision.reason.value, decision.detail)
                 self._refusal_counts[key] = self._refusal_counts.get(key, 0) + 1
+                self._refusal_totals[key] = self._refusal_totals.get(key, 0) + 1
             props = getattr(message, "properties", None)
             correlation = getattr(props, "CorrelationData", None)
             properties = None
@@ -229,11 +238,6 @@ class LedgerService:
                 properties.CorrelationData = correlation
             self._publish(self.topics.ack(sender), decision.ack().encode(), properties=properties)
             self.client.ack(message.mid, message.qos)
-
-    def _fail_here(self, name: str) -> None:
-        if self.failpoint == name:
-            print(f"FAILPOINT {name}", file=sys.stderr, flush=True)
-            os.kill(os.getpid(), signal.SIGSTOP)
 
     def _handle_control(self, message: mqtt.MQTTMessage) -> None:
         try:
@@ -347,6 +351,7 @@ class LedgerService:
             state.head.entry_hash,
             self.refused,
             _forward_lag(state.head.position, confirmed_position(self.station.directory)),
+            tuple(sorted((terminal, reason, count) for (terminal, reason), count in self._refusal_totals.items())),
         )
         self._publish(self.topics.ledger_status, status.encode(), retain=True)
 

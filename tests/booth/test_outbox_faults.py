@@ -39,7 +39,7 @@ class BoothProcess:
     """``booth run`` in its own process; stderr is watched for the FAILPOINT line."""
 
     def __init__(self, config: Path, failpoint: str | None = None) -> None:
-        env = {**os.environ, "BOOTH_FAILPOINT": failpoint or ""}
+        env = {**os.environ, "POLLING_STATION_FAILPOINT": f"booth-{failpoint}" if failpoint else ""}
         self.process = subprocess.Popen([*BOOTH, "run", "--config", str(config)], env=env, stderr=subprocess.PIPE)
         self.failpoint_hit = threading.Event()
         self.lines: list[str] = []

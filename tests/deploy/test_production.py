@@ -37,6 +37,7 @@ def test_a_clean_terminal_is_accepted() -> None:
         ({"companion_kind": "virtual"}, "simulated_device", "companion board is configured as kind 'virtual'"),
         ({"serial_ports": ("/dev/pts/4",)}, "simulated_device", "/dev/pts/4 is a pseudo-terminal"),
         ({"ssh_enabled": ("multi-user.target.wants/ssh.service",)}, "ssh_enabled", "systemctl mask"),
+        ({"failpoint": "booth-after-commit"}, "failpoint_armed", "POLLING_STATION_FAILPOINT=booth-after-commit"),
     ],
 )
 def test_each_deviation_is_refused_with_its_reason(change: dict, code: str, reason: str) -> None:

@@ -41,11 +41,11 @@ def test_kill9_of_a_worker_mid_stream_loses_and_duplicates_nothing(
         station.polls("open")
         station.vote(BALLOTS, rng_seed=7)
         station.polls("close")
-        failing = {"gateway-2": {"GATEWAY_FAILPOINT": "after-commit"}}
+        failing = {"gateway-2": {"POLLING_STATION_FAILPOINT": "gateway-after-commit"}}
         with CentralOffice(central, workers=2, worker_env=failing) as office:
             forwarder = start_forwarder(station.station.directory, timeout=2.0, batch=2)
             try:
-                wait_for_line(office.log_dir / "gateway-2.log", "FAILPOINT after-commit")
+                wait_for_line(office.log_dir / "gateway-2.log", "FAILPOINT gateway-after-commit")
                 store = central.store()
                 head_at_kill = store.station_state("st-a").head.position
                 store.close()

@@ -27,9 +27,9 @@ CHOICES = {"contest-1": {"candidate-1"}, "contest-2": {"candidate-3"}}
 
 @contextmanager
 def ledger_process(station: Station, failpoint: str | None = None) -> Iterator[queue.Queue[str]]:
-    env = {k: v for k, v in os.environ.items() if k != "STATION_HUB_FAILPOINT"}
+    env = {k: v for k, v in os.environ.items() if k != "POLLING_STATION_FAILPOINT"}
     if failpoint:
-        env["STATION_HUB_FAILPOINT"] = failpoint
+        env["POLLING_STATION_FAILPOINT"] = failpoint
     command = [sys.executable, "-m", "station_hub.cli", "ledger", str(station.directory),
                "--checkpoint-interval", "0.2"]  # fmt: skip
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
