@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from appliance.card.authenticator import AuthMode
 from appliance.card.trust import TrustStore
 from appliance.card.voter_key import voter_key_of
+from infra.files import private_pem, write_private
 
 CARD_FORMAT = "jpki-virtual-card/v1"
 ROLL_FORMAT = "polling-station/voter-keys/v1"
@@ -45,14 +46,6 @@ def new_rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _key_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
 def _cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
@@ -68,7 +61,7 @@ class CardCredential:
     def to_json(self) -> dict[str, str]:
         return {
             "certificate": _cert_pem(self.certificate),
-            "private_key": _key_pem(self.private_key),
+            "private_key": private_pem(self.private_key).decode(),
             "secret": self.secret,
         }
 
@@ -116,8 +109,7 @@ class CardFile:
         )
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2))
-        path.chmod(0o600)
+        write_private(path, json.dumps(self.to_json(), indent=2).encode())
 
     @classmethod
     def load(cls, path: Path | str) -> CardFile:
@@ -190,9 +182,7 @@ class TestCa:
                 .sign(key, hashes.SHA256())
             )
             (directory / f"{mode}-ca.pem").write_text(_cert_pem(cert))
-            key_path = directory / f"{mode}-ca-key.pem"
-            key_path.write_text(_key_pem(key))
-            key_path.chmod(0o600)
+            write_private(directory / f"{mode}-ca-key.pem", private_pem(key))
         (directory / "revoked.json").write_text(json.dumps({mode: [] for mode in AuthMode}))
         ca = cls(directory)
         ca.publish_crl()
