@@ -1,7 +1,7 @@
 """The forwarder: sends the station's chain, in order, to the central office and resumes where
 the centre says it stands.
 
-Protocol (``docs/gateway.md``, code in ``gateway/protocol.py``): stop-and-wait per station.
+Protocol (``docs/gateway.md``, code in ``protocol/forwarding.py``): stop-and-wait per station.
 The hub sends one message (``hello`` or a ``batch`` of entries with the ledger's latest signed
 statements) with a fresh request number and waits for the ``confirm`` echoing it. The confirm
 says how far the centre holds the chain (committed before it was sent), and the next batch
@@ -35,6 +35,7 @@ from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import ElectionError
 from infra.link import CentralLink
 from infra.mqtt import connect, make_client
+from infra.store import open_store
 from protocol.forwarding import (
     Confirm,
     ForwardedEntry,
@@ -43,6 +44,7 @@ from protocol.forwarding import (
     down_topic,
     hello_payload,
     parse_down,
+    parse_statement,
     up_topic,
 )
 from protocol.topics import FORWARDER_NAME
@@ -231,6 +233,7 @@ def split_stored_ballot(entry: ChainEntry, stored: bytes) -> tuple[dict[str, Any
     return data, None
 
 
+FORWARD_SCHEMA_VERSION = 1
 FORWARD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS confirmed (id INTEGER PRIMARY KEY CHECK (id = 1), position INTEGER NOT NULL,
                                       head_hash BLOB NOT NULL);
@@ -242,11 +245,7 @@ class ForwardState:
     """``forward/forward.db``: what the centre confirmed, and the ledger's latest statements."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(FORWARD_SCHEMA)
+        self._db = open_store(path, FORWARD_SCHEMA, FORWARD_SCHEMA_VERSION)
         self._lock = threading.Lock()
 
     def confirmed(self) -> ChainHead | None:
@@ -347,10 +346,12 @@ class Forwarder:
 
     def _statement(self, payload: bytes) -> None:
         try:
-            document = parse_json(payload, max_size=65536)
+            # Exactly what the centre accepts (protocol.forwarding.check_statement), so an
+            # honest hub never forwards a statement that gets its whole batch refused.
+            document = parse_statement(payload)
             body = verify_document(document, self.ledger_key)
-            if body.get("type") not in STATEMENT_KINDS or type(body.get("position")) is not int:
-                raise ElectionError("not a ledger statement")
+            if body["station_id"] != self.station.station_id:
+                raise ElectionError(f"a statement of station {body['station_id']}")
         except ElectionError as error:
             log.warning("ignored a ledger statement: %s", error)
             return

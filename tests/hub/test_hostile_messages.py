@@ -167,7 +167,8 @@ def test_the_monitor_survives_a_hostile_retained_status(station: Station, broker
             for message in operator.pending():
                 state.apply(message.topic, message.payload, 0.0)
             time.sleep(0.05)
-    assert state.rows() == [("t2", "online", "pn532", "ok", "3", "0")]
+    assert [row[:6] for row in state.rows() if row[0] == "t2"] == [("t2", "online", "pn532", "ok", "3", "0")]
+    assert "t1" not in state.terminals, "an unreadable status replaces nothing"
     assert any(alert.startswith(f"unreadable status on {topics.terminal_status('t1')}") for alert in state.alerts(0))
 
 
