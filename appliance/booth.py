@@ -189,6 +189,7 @@ class Booth:
         self.session.ballots_cast = outbox.ballots_cast()
         link.on_ack = self._on_ack
         link.on_link = self._on_link
+        link.on_polls = self._on_polls
         self._link_up = False
         # Ballot hash → ballot id of what awaits the ledger's ack (the ack names only the hash).
         self._awaiting_ack = {item.ballot_hash: ballot_id_of(item.payload) for item in outbox.unacknowledged()}
@@ -207,7 +208,10 @@ class Booth:
     # --- the voter's secrets, held only for one session -----------------------------------
 
     def _forget(self) -> None:
+        """Drop the session's secrets (card handle, authenticated card, token, sealed ballot and
+        opening): memory only — the one durable copy of a check-in is in the check-in store."""
         self._voter_key: str | None = None
+        self._card: JpkiAuthenticator | None = None
         self._token: Token | None = None
         self._sealed: tuple[SealedBallot, BallotOpening] | None = None
 
@@ -357,6 +361,19 @@ class Booth:
             self._link_up = online
             self.audit.record("hub_link", state="up" if online else "down")
         self.submit(ev.HubLink(online))
+
+    def _on_polls(self, polls: str) -> None:
+        """The ledger's retained status (MQTT thread): once the polls are closed, no check-in
+        can be granted or spent any more, so every check-in never cast is purged from the
+        check-in store and its RAM keys deleted (idempotent; on every reconnect too)."""
+        if polls != "closed" or self.outbox.checkins.polls_closed:
+            return
+        try:
+            purged = self.outbox.purge_checkins()
+        except Exception:
+            log.exception("could not purge the uncast check-ins at the close of the polls")
+            return
+        log.info("polls closed: %d check-in(s) never cast were purged", purged)
 
     def _on_ack(self, ack: AckAccepted) -> None:
         ballot_id = self._awaiting_ack.pop(ack.ballot_hash, None)
@@ -519,7 +536,10 @@ class Booth:
         assert self._sealed is not None and self._token is not None, "cast without a sealed ballot and token"
         ballot = self._sealed[0].with_token(self._token, self.signer)
         self._awaiting_ack[ballot.ballot_hash] = ballot.ballot_id.hex()
-        item = self.outbox.add("cast", ballot, cast_payload(ballot), voter_key=self._voter_key)
+        # One commit casts it; the outbox then removes the check-in (found by the token message)
+        # from the check-in store, so no card handle, blinded value or inverse survives the cast.
+        item = self.outbox.add("cast", ballot, cast_payload(ballot))
+        self._voter_key = self._token = None  # the session holds nothing of the voter after this
         self.audit.record("ballot_cast", ballot_id=ballot.ballot_id.hex())
         failpoint("booth-after-commit")
         self.link.send(item)

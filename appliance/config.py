@@ -4,10 +4,10 @@ plus the booth's own keys, every path relative to the data directory that holds 
     {"schema": "polling-station/terminal-config/1", "station": "st-1", "terminal": "t1",
      "broker": "127.0.0.1:8883", "companion_port": "/dev/ttyACM0" | null,
      "election": {"path": "election", "sha256": "…"},
-     "reader": {"kind": "pcsc", "name": null} | {"kind": "pn532-uart", "port": "/dev/ttyS0"},
+     "reader": {"kind": "pcsc", "name": null} | {"kind": "pn532-uart", "port": "/dev/ttyS0"}
+               | {"kind": "pn532-i2c", "address": 36} | {"kind": "pn532-spi"},
      "ui_port": 8080,
-     "card": {"mode": "auth", "trust_anchors": ["card/auth-ca.pem"], "crls": ["card/auth-crl.pem"],
-              "roll_salt": "hex, >= 16 bytes"},
+     "card": {"mode": "auth", "trust_anchors": ["card/auth-ca.pem"], "crls": ["card/auth-crl.pem"]},
      "token_key": "device/token.pem",
      "outbox": "outbox/outbox.db",
      "audit_log": "audit/booth.log", "audit_key": "audit/audit.key",
@@ -34,7 +34,9 @@ from typing import Any
 from appliance.provision import CONFIG_SCHEMA, TerminalFiles
 from appliance.session import Timeouts
 
-READER_KINDS = ("pcsc", "pn532-uart")
+READER_KINDS = ("pcsc", "pn532-uart", "pn532-i2c", "pn532-spi")
+"""Every reader kind the installer offers (deploy/install.py checks the installed booth accepts it).
+The I2C and SPI buses and pins come from the pin map (hw/schematics/pinmap.json)."""
 
 
 class ConfigError(Exception):
@@ -52,11 +54,11 @@ class BoothConfig:
     election_dir: Path
     reader_kind: str
     reader_name: str | None
+    """pcsc: the reader name (None: the first); pn532-uart: the serial port."""
     ui_port: int
     card_mode: str
     trust_anchors: tuple[Path, ...]
     crls: tuple[Path, ...]
-    roll_salt: bytes
     token_key: Path
     outbox: Path
     audit_log: Path
@@ -66,6 +68,8 @@ class BoothConfig:
     """``production`` on a deployed booth (simulators and test credentials refused)."""
     site_file: Path | None = None
     """The booth.toml the configuration came from, if any (read by the production checks)."""
+    reader_address: int | None = None
+    """pn532-i2c: the I2C address (None: the pin map's)."""
 
 
 def _field(data: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
@@ -142,13 +146,21 @@ def load_config(path: Path) -> BoothConfig:
     if not isinstance(reader, dict) or reader.get("kind") not in READER_KINDS:
         raise ConfigError(f"reader.kind: one of {READER_KINDS}")
     reader_name = reader.get("name") if reader["kind"] == "pcsc" else reader.get("port")
-    if reader["kind"] == "pn532-uart" and not isinstance(reader_name, str):
+    if reader["kind"] == "pn532-uart" and not (isinstance(reader_name, str) and reader_name):
         raise ConfigError("reader.port: the PN532's serial port is required")
+    if reader_name is not None and not isinstance(reader_name, str):
+        raise ConfigError("reader.name / reader.port: expected a string")
+    reader_address = reader.get("address")
+    if reader_address is not None and (
+        reader["kind"] != "pn532-i2c" or type(reader_address) is not int or not 0x08 <= reader_address <= 0x77
+    ):
+        raise ConfigError("reader.address: an I2C address (8..119) for pn532-i2c")
     card = _field(data, "card", dict)
-    try:
-        roll_salt = bytes.fromhex(_field(card, "roll_salt", str, "card."))
-    except ValueError:
-        raise ConfigError("card.roll_salt: expected hex") from None
+    if "roll_salt" in card:
+        # Check-ins are card-proven: the roll alone derives voter keys. A salt on the booth's disk
+        # would map every voter key back to a card serial (issue 12), so it is refused, not ignored.
+        raise ConfigError("card.roll_salt: a booth must not hold the roll salt (only the roll derives "
+                          "voter keys); remove it from config.json and delete any copy on this terminal")  # fmt: skip
     timeouts = data.get("timeouts", {})
     ui_port = data.get("ui_port", 8080)
     if type(ui_port) is not int or not 0 < ui_port < 65536:
@@ -167,7 +179,6 @@ def load_config(path: Path) -> BoothConfig:
         card_mode=card.get("mode", "auth"),
         trust_anchors=tuple(root / p for p in _field(card, "trust_anchors", list, "card.")),
         crls=tuple(root / p for p in _field(card, "crls", list, "card.")),
-        roll_salt=roll_salt,
         token_key=_relative_path(root, data, "token_key", "device/token.pem"),
         outbox=_relative_path(root, data, "outbox", "outbox/outbox.db"),
         audit_log=_relative_path(root, data, "audit_log", "audit/booth.log"),
@@ -175,6 +186,7 @@ def load_config(path: Path) -> BoothConfig:
         timeouts=Timeouts(float(timeouts.get("voting", 120)), float(timeouts.get("result", 30))),
         mode=mode,
         site_file=site_file,
+        reader_address=reader_address,
     )
     missing = [p for p in (*config.trust_anchors, *config.crls, config.token_key) if not p.is_file()]
     if missing:

@@ -5,6 +5,8 @@
   outbox. A resend of a ballot already in the chain gets the same ack, so resending is safe.
 - Check-in: MQTT v5 request/response with the roll (response topic + correlation data).
 - Status: retained ``terminal_status`` with a last will saying ``online: false``.
+- Polls: the ledger's retained ``ledger_status`` tells the booth the polls state (``on_polls``);
+  when it says ``closed`` the booth purges every check-in never cast (appliance/outbox.py).
 
 Every message received is validated; a malformed one is logged and dropped.
 """
@@ -27,7 +29,7 @@ from paho.mqtt.properties import Properties
 from appliance.outbox import Outbox, OutboxItem
 from election.errors import FormatError
 from infra.mqtt import publish_last_words
-from protocol.messages import AckAccepted, TerminalStatus, decode_ack, offline_status
+from protocol.messages import AckAccepted, LedgerStatus, TerminalStatus, decode_ack, offline_status
 from protocol.topics import Topics
 
 log = logging.getLogger("appliance.publisher")
@@ -59,6 +61,7 @@ class HubLink:
         *,
         on_ack: Callable[[AckAccepted], None] = lambda ack: None,
         on_link: Callable[[bool], None] = lambda online: None,
+        on_polls: Callable[[str], None] = lambda polls: None,
     ) -> None:
         self.address = address
         self.topics = Topics(station_id)
@@ -66,6 +69,9 @@ class HubLink:
         self.outbox = outbox
         self.on_ack = on_ack
         self.on_link = on_link
+        self.on_polls = on_polls
+        self.polls: str | None = None
+        """The polls state in the ledger's last status (None until one arrived)."""
         self.status = {"reader": "unknown", "tamper": False}
         self._connected = threading.Event()
         self._last_send = time.monotonic()
@@ -106,7 +112,8 @@ class HubLink:
         if reason.is_failure:
             log.warning("broker refused the terminal: %s", reason)
             return
-        client.subscribe([(self.topics.ack(self.terminal_id), 1), (self.topics.checkin_reply(self.terminal_id), 1)])
+        client.subscribe([(self.topics.ack(self.terminal_id), 1), (self.topics.checkin_reply(self.terminal_id), 1),
+                          (self.topics.ledger_status, 1)])  # fmt: skip
         self._connected.set()
         self.publish_status()
         for item in self.outbox.unacknowledged():
@@ -131,6 +138,9 @@ class HubLink:
             waiter[1].append(payload)
             waiter[0].set()
             return
+        if message.topic == self.topics.ledger_status:
+            self._ledger_status(payload)
+            return
         try:
             ack = decode_ack(payload)
         except FormatError as error:
@@ -142,6 +152,16 @@ class HubLink:
             self.on_ack(ack)
         elif self.outbox.mark_refused(ack.ballot_hash, ack.reason.value):
             log.error("the ledger REFUSED ballot %s: %s", ack.ballot_hash.hex()[:16], ack.reason.value)
+
+    def _ledger_status(self, payload: bytes) -> None:
+        try:
+            status = LedgerStatus.decode(payload)
+        except FormatError as error:
+            log.warning("dropped a malformed ledger status: %s", error)
+            return
+        if status.online and status.polls is not None:
+            self.polls = status.polls
+            self.on_polls(status.polls)
 
     # --- sending --------------------------------------------------------------------------
 

@@ -39,9 +39,9 @@ def open_reader(config: BoothConfig) -> CardReader:
         from appliance.drivers.pcsc import PcscTransport
 
         return PcscTransport(config.reader_name)
-    from appliance.drivers.pn532.uart import Pn532Uart
+    from appliance.drivers.pn532 import open_pn532
 
-    return Pn532Uart(config.reader_name, 115200)  # type: ignore[arg-type]
+    return open_pn532(config.reader_kind, config.reader_name, config.reader_address)
 
 
 def load_election(config: BoothConfig) -> Election:
@@ -107,7 +107,7 @@ class BoothRunner:
                 outbox,
                 link,
                 reader,
-                lambda transport: JpkiAuthenticator(transport, mode, trust, config.roll_salt),
+                lambda transport: JpkiAuthenticator(transport, mode, trust),
                 audit=audit,
                 timeouts=config.timeouts,
             )

@@ -69,7 +69,9 @@ class SelfTestReport:
 def check_companion_board(context: SelfTestContext) -> CheckResult:
     name = "companion board"
     if context.board_port is None:
-        return CheckResult(name, False, "no companion board port configured")
+        return CheckResult(
+            name, True, "none configured (flash.sh --no-board): WARNING no keypad, no tamper monitoring — training only"
+        )
     expected = local_firmware_hash()
     try:
         with CompanionBoard(context.board_port) as board:
@@ -149,11 +151,39 @@ def check_election_package(context: SelfTestContext) -> CheckResult:
     return CheckResult(name, True, f"present, sha256 {actual[:16]}…")
 
 
+def check_booth_configuration(context: SelfTestContext) -> CheckResult:
+    """What `booth run` loads before it serves anyone: the configuration (reader settings, card
+    trust anchors and CRLs, roll key), the election package, the card trust store, the device key.
+    A failure here is a booth that would exit at start."""
+    from appliance.card import TrustStore
+    from appliance.config import ConfigError, load_config
+    from appliance.runner import load_election, load_signer
+
+    name = "booth configuration"
+    try:
+        config = load_config(context.files.config)
+        election = load_election(config)
+        load_signer(config)
+        TrustStore.from_files([str(p) for p in config.trust_anchors], [str(p) for p in config.crls])
+    except ConfigError as error:
+        return CheckResult(name, False, f"`booth run` would exit: {error}")
+    except Exception as error:  # a check never raises: the trust store's own errors, unreadable files
+        return CheckResult(name, False, f"`booth run` would exit: card trust: {error}")
+    reader = config.reader_kind + (f" {config.reader_name}" if config.reader_name else "")
+    return CheckResult(
+        name,
+        True,
+        f"reader {reader}, {len(config.trust_anchors)} card CA(s), {len(config.crls)} CRL(s), roll key, "
+        f"election {election.manifest.election_id}",
+    )
+
+
 DEFAULT_CHECKS: tuple[Check, ...] = (
     check_clock,
     check_installed_files,
     check_certificates,
     check_election_package,
+    check_booth_configuration,
     check_companion_board,
 )
 

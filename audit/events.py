@@ -157,10 +157,20 @@ EVENT_KINDS: dict[str, EventKind] = {
             "check_ins_counted",
             {
                 "checked_in": COUNT,
+                # One count per refusal reason (protocol.errors.CheckinReason), none folded into another:
                 "not_eligible": COUNT,
                 "already_voted": COUNT,
                 "polls_not_open": COUNT,
                 "malformed": COUNT,
+                "internal_error": COUNT,
+                "bad_challenge": COUNT,
+                "bad_card_signature": COUNT,
+                "unknown_issuer": COUNT,
+                "card_expired": COUNT,
+                "card_revoked": COUNT,
+                "stale_crl": COUNT,
+                "revoked": COUNT,
+                "not_a_terminal": COUNT,
             },
             "the roll's check-ins as totals only (voters marked; refusals by reason since the "
             "service started), so nothing orders a check-in against the ledger's ballots",

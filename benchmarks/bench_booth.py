@@ -23,13 +23,16 @@ from pathlib import Path
 
 from appliance.card import AuthMode
 from appliance.card.testca import TestCa
+from appliance.config import load_config
+from appliance.provision import ReaderSettings
 from appliance.simulators.jpki_card import VirtualJpkiCard
 from appliance.simulators.pn532_emulator import Pn532Emulator, PtyPn532
 from appliance.simulators.scripted_voter import ScriptedVoter, VoterError
-from demo.whole_election import PIN, demo_manifest, hub_process, polls, provision_terminal, random_choices
+from demo.whole_election import OPERATOR, PIN, demo_manifest, hub_process, polls, provision_terminal, random_choices
 from election.record import RecordWriter
 from election.simulation import ceremony, write_election_package
 from infra.broker import free_port
+from station_hub.enrolment import write_package
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.station import init_station
 
@@ -68,13 +71,18 @@ def main() -> None:
         cards = TestCa.create(root / "test-ca")
         voters = [cards.issue_card(pin=PIN) for _ in range(args.voters)]
         salt = rng.randbytes(32)
-        station = init_station(root / "station", "bench", root / "package", ["T01"], ["op1"], port=free_port())
+        # Card-proven check-ins: the roll alone holds the salt and checks each card against the CA and CRL.
+        station = init_station(root / "station", "bench", root / "package", ["T01"], [OPERATOR], port=free_port(),
+                               roll_salt=salt, jpki_anchors=[cards.directory / "auth-ca.pem"],
+                               jpki_crls=[cards.crl_path(AuthMode.AUTH)])  # fmt: skip
         store = RollStore(station.roll_db, (station.token_public_key().key_size + 7) // 8)
         store.import_voters(read_voter_keys(json.dumps(cards.roll(salt, AuthMode.AUTH)).encode()))
         store.close()
+        write_package(station, root / "station-package.json")
         pty = PtyPn532(Pn532Emulator(None))
-        config = provision_terminal(station, "T01", root / "T01", {"kind": "pn532-uart", "port": pty.port}, cards, salt)
-        ui_port = json.loads(config.read_text())["ui_port"]
+        reader = ReaderSettings("pn532-uart", port=pty.port)
+        config = provision_terminal(station, "T01", root / "T01", reader, root / "station-package.json")
+        ui_port = load_config(config).ui_port
         with hub_process(station.directory, root / "hub.log"):
             booth = subprocess.Popen([sys.executable, "-m", "appliance.cli", "run", "--config", str(config)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -1,13 +1,18 @@
-"""Ledger throughput and acknowledgement latency over TLS on loopback (real Mosquitto).
+"""Ledger throughput and acknowledgement latency, and the roll's card-proven check-ins, over
+TLS on loopback (real Mosquitto).
 
 Prints ballots/s accepted (signature, device chain, token, durable commit; with and without
 ZK proof checks) and ack latency p50/p99 at a paced rate. Goal: >= 2,000/s without proofs on
-2 cores, p99 < 200 ms. Usage: .venv/bin/python benchmarks/bench_hub.py [--ballots N]
+2 cores, p99 < 200 ms. Then card-proven check-ins/s and their latency p50/p99 (both rounds:
+challenge, then the JPKI test card's signature, which the roll checks against the CA, the CRL
+and the binding before it derives the voter key, marks the voter and blind-signs), with four
+terminals asking at once. Usage: .venv/bin/python benchmarks/bench_hub.py [--ballots N] [--checkins N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import statistics
 import subprocess
@@ -15,11 +20,14 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from appliance.card import AuthMode
+from appliance.card.testca import TestCa
 from election.ballot import GENESIS_HASH, DeviceSigner, Token, seal_ballot
 from election.encoding import canonical_bytes, parse_json, sha256
 from election.manifest import sample_manifest
@@ -28,17 +36,44 @@ from election.simulation import ceremony, write_election_package
 from infra.broker import Broker, free_port
 from infra.mqtt import HubClient
 from station_hub.operator import change_polls
+from station_hub.roll import RollStore, read_voter_keys
 from station_hub.station import Station, init_station
+from station_hub.terminal_client import TerminalClient
 
 TERMINALS = [f"t{i}" for i in range(1, 5)]
 
 
-def make_station(root: Path) -> Station:
+@dataclass(frozen=True)
+class BenchCard:
+    """A JPKI test card in software: its authentication certificate and the key the card keeps."""
+
+    certificate_der: bytes
+    key: rsa.RSAPrivateKey
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+
+
+def make_station(root: Path, voters: int = 0) -> tuple[Station, list[BenchCard]]:
+    """A station whose roll lists ``voters`` cards of a JPKI test CA (the roll alone has the salt)."""
     manifest = sample_manifest(contests=1, selections=2, limit=1)
     _trustees, publics, context = ceremony(manifest, 2, 2)
     package = root / "package"
     write_election_package(RecordWriter(package), manifest, context, publics)
-    return init_station(root / "station", "bench", package, TERMINALS, ["op1"], port=free_port())
+    ca = TestCa.create(root / "jpki")
+    issued = [ca.issue_card() for _ in range(voters)]
+    salt = secrets.token_bytes(32)
+    station = init_station(root / "station", "bench", package, TERMINALS, ["op1"], port=free_port(),
+                           roll_salt=salt, jpki_anchors=[ca.directory / "auth-ca.pem"],
+                           jpki_crls=[ca.crl_path(AuthMode.AUTH)])  # fmt: skip
+    store = RollStore(station.roll_db, (station.token_public_key().key_size + 7) // 8)
+    store.import_voters(read_voter_keys(json.dumps(ca.roll(salt, AuthMode.AUTH)).encode()))
+    store.close()
+    cards = []
+    for card in issued:
+        credential = card.credential(AuthMode.AUTH)
+        cards.append(BenchCard(credential.certificate.public_bytes(serialization.Encoding.DER), credential.private_key))
+    return station, cards
 
 
 def seal_all(station: Station, count: int) -> dict[str, list[bytes]]:
@@ -103,10 +138,43 @@ def send(station: Station, ballots: dict[str, list[bytes]], rate: float | None) 
     return latencies
 
 
-def run(count: int, proofs: bool, rate: float | None) -> list[float]:
+def check_in_all(station: Station, cards: list[BenchCard]) -> list[float]:
+    """Every card checks in once, four terminals at a time; latencies, then the wall time."""
+    latencies: list[float] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def terminal(name: str, mine: list[BenchCard]) -> None:
+        try:
+            with TerminalClient(station, name).connect() as client:
+                for card in mine:
+                    started = time.perf_counter()
+                    client.check_in(card)
+                    with lock:
+                        latencies.append(time.perf_counter() - started)
+        except BaseException as error:  # reported after the run
+            failures.append(error)
+
+    threads = [threading.Thread(target=terminal, args=(name, cards[index :: len(TERMINALS)]))
+               for index, name in enumerate(TERMINALS)]  # fmt: skip
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if failures or len(latencies) != len(cards):
+        sys.exit(f"only {len(latencies)} of {len(cards)} check-ins granted: {failures[:1]}")
+    latencies.append(elapsed)
+    return latencies
+
+
+def run(count: int, proofs: bool, rate: float | None, checkins: int = 0) -> list[float]:
+    """Ballots (``count``, sealed with directly signed tokens) or, with ``checkins``, card-proven
+    check-ins; latencies, then the wall time."""
     with tempfile.TemporaryDirectory() as tmp:
-        station = make_station(Path(tmp))
-        ballots = seal_all(station, count)
+        station, cards = make_station(Path(tmp), checkins)
+        ballots = seal_all(station, count) if not checkins else {}
         with Broker(station):
             command = [sys.executable, "-m", "station_hub.cli", "ledger", str(station.directory)]
             roll = subprocess.Popen([sys.executable, "-m", "station_hub.cli", "roll", tmp + "/station"])
@@ -114,7 +182,7 @@ def run(count: int, proofs: bool, rate: float | None) -> list[float]:
             try:
                 with HubClient(station, "op1").connect() as operator:
                     change_polls(operator, "open")
-                return send(station, ballots, rate)
+                return check_in_all(station, cards) if checkins else send(station, ballots, rate)
             finally:
                 for process in (ledger, roll):
                     process.terminate()
@@ -124,6 +192,7 @@ def run(count: int, proofs: bool, rate: float | None) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ballots", type=int, default=4000)
+    parser.add_argument("--checkins", type=int, default=100, help="card-proven check-ins (one test card each)")
     args = parser.parse_args()
     for proofs, count in ((False, args.ballots), (True, args.ballots // 4)):
         *latencies, elapsed = run(count, proofs, None)
@@ -134,6 +203,12 @@ def main() -> None:
     cuts = statistics.quantiles(latencies, n=100)
     print(f"ack latency at 200 ballots/s, no proofs: p50 {cuts[49] * 1000:.1f} ms, "
           f"p99 {cuts[98] * 1000:.1f} ms")  # fmt: skip
+    if args.checkins:
+        *latencies, elapsed = run(0, False, None, checkins=args.checkins)
+        cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+        print(f"card-proven check-ins, 4 terminals at once: {len(latencies) / elapsed:,.1f}/s "
+              f"({len(latencies)} in {elapsed:.2f} s), latency p50 {cuts[49] * 1000:.1f} ms, "
+              f"p99 {cuts[98] * 1000:.1f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

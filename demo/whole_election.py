@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import click
 from appliance.card import AuthMode
 from appliance.card.testca import CardFile, TestCa
 from appliance.config import load_config
-from appliance.provision import ProvisionRequest, provision
+from appliance.provision import ProvisionRequest, ReaderSettings, provision
 from appliance.runner import BoothRunner
 from appliance.simulators.jpki_card import VirtualJpkiCard
 from appliance.simulators.pcscd import PrivatePcscd
@@ -48,6 +47,7 @@ from gateway.central import init_central
 from gateway.harness import CentralOffice, export_and_tally, wait_until_complete
 from infra.broker import free_port
 from infra.mqtt import HubClient
+from station_hub.enrolment import enroll, write_package
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.station import Station, init_station
@@ -117,43 +117,23 @@ class Booth:
     challenges: int = 0
 
 
-def provision_terminal(station: Station, terminal: str, data_dir: Path, reader: dict, cards: TestCa,
-                       roll_salt: bytes) -> Path:  # fmt: skip
-    """What flash.sh does for a terminal, then the booth's own settings (reader, card trust, UI)."""
-    provision(
-        ProvisionRequest(
-            terminal_id=terminal,
-            ca_dir=station.directory / "ca",
-            election=station.directory / "election",
-            data_dir=data_dir,
-            board_port=None,
-            broker=f"{station.host}:{station.port}",
-            dry_run=False,
-        )
-    )
-    (data_dir / "card").mkdir(exist_ok=True)
-    shutil.copyfile(cards.directory / "auth-ca.pem", data_dir / "card" / "auth-ca.pem")
-    shutil.copyfile(cards.crl_path(AuthMode.AUTH), data_dir / "card" / "auth-crl.pem")
-    shutil.copyfile(station.token_public_file, data_dir / "device" / "token.pem")
-    # The technician hands the new device certificate to the hub, which from now on knows the
-    # terminal by the key that was created on it (not the one made at `station-hub init`).
-    shutil.copyfile(data_dir / "device" / "device.pem", station.cert_file(terminal))
-    station.key_file(terminal).unlink(missing_ok=True)
-    config_file = data_dir / "config.json"
-    config = json.loads(config_file.read_text())
-    config |= {
-        "reader": reader,
-        "ui_port": free_port(),
-        "card": {
-            "mode": "auth",
-            "trust_anchors": ["card/auth-ca.pem"],
-            "crls": ["card/auth-crl.pem"],
-            "roll_salt": roll_salt.hex(),
-        },
-        "token_key": "device/token.pem",
-    }
-    config_file.write_text(json.dumps(config, indent=2))
-    return config_file
+def provision_terminal(station: Station, terminal: str, data_dir: Path, reader: ReaderSettings,
+                       package: Path) -> Path:  # fmt: skip
+    """The technicians' path (docs/provisioning.md): flash.sh's provisioning from the station
+    package makes the device key and a certificate request, the hub enrols it (`station-hub
+    enroll`), the certificate is installed; the booth's site file (booth.toml) gives its UI port.
+    No file is copied by hand: the card trust, roll key and election come from the package."""
+    request = ProvisionRequest(terminal, package, data_dir, no_board=True, reader=reader)
+    if not provision(request).waiting_for_certificate:
+        raise RuntimeError(f"{terminal}: expected to wait for its certificate")
+    certificate = data_dir.parent / f"{terminal}.pem"
+    certificate.write_bytes(enroll(station, (data_dir / "device" / "request.csr").read_bytes()).pem)
+    result = provision(ProvisionRequest(terminal, package, data_dir, certificate=certificate))
+    if result.waiting_for_certificate:
+        raise RuntimeError(f"{terminal}: the enrolled certificate was not installed")
+    site = data_dir.parent / f"{terminal}-booth.toml"
+    site.write_text(f'mode = "training"\ndata_dir = "{data_dir}"\n\n[ui]\nport = {free_port()}\n')
+    return site
 
 
 @contextmanager
@@ -238,18 +218,24 @@ def run(
     roll = json.dumps(cards.roll(roll_salt, AuthMode.AUTH)).encode()
 
     say(f"station hub {STATION_ID}: CA, certificates, Mosquitto config (mutual TLS, per-client ACL), roll")
-    station = init_station(out / "station", STATION_ID, package, terminals, [OPERATOR], port=free_port())
+    # The roll alone holds the roll salt and verifies each card itself against the JPKI CA and CRL.
+    station = init_station(out / "station", STATION_ID, package, terminals, [OPERATOR], port=free_port(),
+                           roll_salt=roll_salt, jpki_anchors=[cards.directory / "auth-ca.pem"],
+                           jpki_crls=[cards.crl_path(AuthMode.AUTH)])  # fmt: skip
     store = RollStore(station.roll_db, (station.token_public_key().key_size + 7) // 8)
     store.import_voters(read_voter_keys(roll))
     store.close()
 
     say("terminals T01-T03 provisioned the technicians' way (device key made on the device, certificate)")
-    readers = {"T01": {"kind": "pcsc", "name": PrivatePcscd.reader}}
+    station_package = write_package(station, out / "station-package.json")  # `station-hub export-package`
+    readers = {"T01": ReaderSettings("pcsc", name=PrivatePcscd.reader)}
     pn532s = [PtyPn532(Pn532Emulator(None)) for _ in range(2)]
-    readers |= {t: {"kind": "pn532-uart", "port": pty.port} for t, pty in zip(terminals[1:], pn532s, strict=True)}
+    readers |= {t: ReaderSettings("pn532-uart", port=pty.port) for t, pty in zip(terminals[1:], pn532s, strict=True)}
     configs = {
-        t: provision_terminal(station, t, out / "terminals" / t, readers[t], cards, roll_salt) for t in terminals
+        t: provision_terminal(station, t, out / "terminals" / t, readers[t], out / "station-package.json")
+        for t in terminals
     }
+    say(f"station package sha256 {station_package.fingerprint()[:16]}…; terminals enrolled, no terminal key on the hub")
 
     say("central office: its CA and broker; the station registered with its terminals' keys")
     central = init_central(out / "central", package, port=free_port(), workers=2)

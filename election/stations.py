@@ -37,7 +37,11 @@ MIN_ROLL_KEY_BITS = 2048
 MAX_ROLL_KEY_BITS = 8192
 """A roll key is RSA of 2048 to 8192 bits (bounding the cost of every token check)."""
 STATION_FILES = (STATION_FILE, CHAIN_FILE, CHECKPOINT_FILE)
-"""Exactly what a station's folder holds: all three, nothing else."""
+"""What a station's folder must hold."""
+CLOSING_FILE = "closing.json"
+"""The ledger's latest signed closing report (check-ins beside ballots), once the polls closed."""
+OPTIONAL_STATION_FILES = (CLOSING_FILE,)
+"""What a station's folder may hold besides; nothing else belongs there."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,13 +32,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from election import tokens
 from election.ballot import GENESIS_HASH, BallotOpening, SealedBallot
-from election.chain import ChainEntry, ChainHead, tracking_code, verify_document
-from election.encoding import HASH_SIZE, canonical_bytes, hex_bytes, sha256
-from election.errors import ElectionError
+from election.chain import COUNTED_KINDS, ChainEntry, ChainHead, tracking_code, verify_document
+from election.encoding import canonical_bytes, sha256
+from election.errors import ElectionError, FormatError
 from election.group import Point
 from election.manifest import Manifest
 from election.stations import StationKeys
-from protocol.forwarding import STATEMENT_TYPES, Batch, ForwardedEntry
+from protocol.errors import Reason
+from protocol.forwarding import Batch, ForwardedEntry, check_statement
 
 INCIDENT_KINDS = (
     "gap",  # an entry arrived beyond head+1: the positions between are missing (so far)
@@ -49,8 +50,8 @@ INCIDENT_KINDS = (
     "unknown_station",  # a message from a station that is not registered
     "malformed",  # a message that is not the protocol
     "count_mismatch",  # the closing report's ballots differ from the roll's check-ins
+    "late",  # a cast ballot chained after the final close (token issued before it): counted, flagged
 )
-STATION_STATES = ("ok", "forked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,10 @@ class Incident:
     kind: str
     detail: str
     evidence: bytes = b""
+    reason: Reason | None = None
+    """For an entry refused or flagged: the rule it broke, in the ledger's own vocabulary
+    (``protocol.errors.Reason``), so that hub and centre can be held to one admission rule
+    (tests/protocol/bad_ballots.py). Not part of the digest."""
 
     @property
     def digest(self) -> bytes:
@@ -127,67 +132,71 @@ class Prevalidated:
     rejected_positions: set[int] = field(default_factory=set)
 
 
-def _entry_problem(profile: StationProfile, election: ElectionKeys, item: ForwardedEntry) -> tuple[str, Any]:
-    """The first stateless problem of one forwarded entry, or ("", parsed ballot and opening)."""
-    entry, ballot_bytes = item.entry, item.ballot_bytes
-    if sha256(ballot_bytes) != entry.ballot_hash:
-        return "the ballot's bytes do not hash to the entry's ballot_hash (altered on the way?)", None
+Problem = tuple[Reason, str]
+
+
+def _entry_problem(profile: StationProfile, election: ElectionKeys, item: ForwardedEntry) -> tuple[Problem | None, Any]:
+    """The first stateless problem of one forwarded entry (the rule it broke and why), or
+    (None, parsed ballot and opening). The same rules as the ledger's, in the ledger's terms."""
+    entry = item.entry
     try:
+        ballot_bytes = item.ballot_bytes
+        if sha256(ballot_bytes) != entry.ballot_hash:
+            return (
+                Reason.MALFORMED,
+                "the ballot's bytes do not hash to the entry's ballot_hash (altered on the way?)",
+            ), None
         ballot = SealedBallot.from_json(item.ballot, election.manifest)
     except ElectionError as error:
-        return f"malformed ballot: {error}", None
+        return (Reason.MALFORMED, f"malformed ballot: {error}"), None
     if ballot.base_hash != election.manifest.base_hash:
-        return "the ballot belongs to another election", None
+        return (Reason.WRONG_ELECTION, "the ballot belongs to another election"), None
     key = profile.devices.get(ballot.device_id)
     if key is None:
-        return f"device {ballot.device_id} is not a registered terminal of this station", None
+        return (Reason.UNKNOWN_DEVICE, f"device {ballot.device_id} is not a registered terminal of this station"), None
     if not ballot.signature_valid(key):
-        return f"the signature of device {ballot.device_id} does not verify", None
-    failures = ballot.proof_failures(election.manifest, election.joint_key)
-    if failures:
-        return "proofs do not verify: " + ", ".join(failures), None
+        return (Reason.BAD_SIGNATURE, f"the signature of device {ballot.device_id} does not verify"), None
     opening_bytes = None
-    if entry.kind == "cast":
+    opening = None
+    if entry.kind in COUNTED_KINDS:
         if item.opening is not None:
-            return "a cast ballot must not come with an opening", None
+            return (Reason.MALFORMED, "a cast ballot must not come with an opening"), None
         if ballot.token is None:
-            return "a cast ballot without a token", None
+            return (Reason.NO_TOKEN, "a cast ballot without a token"), None
         if not tokens.verify(profile.keys.roll_key, ballot.token.message, ballot.token.signature):
-            return "the token is not signed by this station's roll", None
+            return (Reason.BAD_TOKEN, "the token is not signed by this station's roll"), None
     else:
         if ballot.token is not None:
-            return "a spoiled ballot must not carry a token", None
+            return (Reason.TOKEN_ON_SPOILED, "a spoiled ballot must not carry a token"), None
         if item.opening is None:
-            return "a spoiled ballot without its opening", None
+            return (Reason.MALFORMED, "a spoiled ballot without its opening"), None
         try:
-            problems = BallotOpening.from_json(item.opening, election.manifest).opening_failures(
-                ballot, election.manifest, election.joint_key
-            )
+            opening = BallotOpening.from_json(item.opening, election.manifest)
+            opening_bytes = canonical_bytes(item.opening)
         except ElectionError as error:
-            problems = [str(error)]
+            return (Reason.MALFORMED, f"the opening of the spoiled ballot: {error}"), None
+    failures = ballot.proof_failures(election.manifest, election.joint_key)
+    if failures:
+        return (Reason.BAD_PROOF, "proofs do not verify: " + ", ".join(failures)), None
+    if opening is not None:
+        problems = opening.opening_failures(ballot, election.manifest, election.joint_key)
         if problems:
-            return "the opening does not reproduce the spoiled ballot: " + "; ".join(problems), None
-        opening_bytes = canonical_bytes(item.opening)
-    return "", (ballot, ballot_bytes, opening_bytes)
+            return (
+                Reason.BAD_OPENING,
+                "the opening does not reproduce the spoiled ballot: " + "; ".join(problems),
+            ), None
+    return None, (ballot, ballot_bytes, opening_bytes)
 
 
-def _statement(profile: StationProfile, election: ElectionKeys, document: dict[str, Any]) -> Statement:
-    body = verify_document(document, profile.keys.ledger_key)
-    if body.get("version") != 1 or body.get("type") not in STATEMENT_TYPES:
-        raise ElectionError("not a version 1 ledger statement")
-    if body.get("station_id") != profile.station_id:
-        raise ElectionError(f"signed for station {body.get('station_id')!r}")
-    if body.get("base_hash") != election.manifest.base_hash.hex():
+def _statement(profile: StationProfile, election: ElectionKeys, document: Any) -> Statement:
+    body = verify_document(check_statement(document), profile.keys.ledger_key)
+    if body["station_id"] != profile.station_id:
+        raise ElectionError(f"signed for station {body['station_id']!r}")
+    if body["base_hash"] != election.manifest.base_hash.hex():
         raise ElectionError("signed for another election")
-    position = body.get("position")
-    if type(position) is not int or position < 0:
-        raise ElectionError("position must be a non-negative integer")
-    head = ChainHead(position, hex_bytes(body.get("head_hash"), HASH_SIZE, "head_hash"))
-    check_ins, ballots = body.get("check_ins"), body.get("ballots")
-    if body["type"] == "closing_report" and not (
-        (check_ins is None or type(check_ins) is int) and type(ballots) is int
-    ):
-        raise ElectionError("closing report: ballots and check_ins must be integers")
+    head = ChainHead(body["position"], bytes.fromhex(body["head_hash"]))
+    check_ins = body.get("check_ins")
+    ballots = body.get("ballots")
     return Statement(body["type"], head, canonical_bytes(document), check_ins, ballots)
 
 
@@ -198,8 +207,10 @@ def prevalidate(profile: StationProfile, election: ElectionKeys, batch: Batch) -
     for item in batch.entries:
         problem, parsed = _entry_problem(profile, election, item)
         position = item.entry.position
-        if problem:
-            result.incidents.append(Incident(station, position, "invalid", problem, canonical_bytes(item.to_json())))
+        if problem is not None:
+            reason, detail = problem
+            evidence = _evidence(item)
+            result.incidents.append(Incident(station, position, "invalid", detail, evidence, reason))
             result.rejected_positions.add(position)
             continue
         ballot, ballot_bytes, opening_bytes = parsed
@@ -209,9 +220,18 @@ def prevalidate(profile: StationProfile, election: ElectionKeys, batch: Batch) -
             result.statements.append(_statement(profile, election, document))
         except ElectionError as error:
             result.incidents.append(
-                Incident(station, None, "invalid", f"signed statement refused: {error}", canonical_bytes(document))
+                Incident(station, None, "invalid", f"signed statement refused: {error}", _evidence(document))
             )
     return result
+
+
+def _evidence(value: Any) -> bytes:
+    """What a refused entry or statement was, as bytes to keep (canonical when it can be)."""
+    item = value.to_json() if isinstance(value, ForwardedEntry) else value
+    try:
+        return canonical_bytes(item)
+    except FormatError:
+        return repr(item).encode("utf-8", "backslashreplace")[:65536]
 
 
 @dataclass(slots=True)
@@ -228,6 +248,8 @@ class StationSnapshot:
     ballot_owners: dict[bytes, str]
     pending: list[Statement]
     """Statements stored earlier whose position the chain had not reached yet."""
+    ballot_id_owners: dict[bytes, str] = field(default_factory=dict)
+    """Where each ballot id of the batch is already chained (at any station)."""
 
 
 @dataclass(slots=True)
@@ -244,6 +266,9 @@ class Applied:
     mismatched: list[Statement] = field(default_factory=list)
     """Signed statements that contradict the chain held: kept as evidence of a fork."""
     resolved_gaps_below: int = 0
+    resolved_mismatches_below: int = 0
+    """A verified closing report whose ballots equal the check-ins accounts for the count
+    mismatches of earlier closing reports (the late ballots that arrived since)."""
 
 
 def snapshot_positions(head: ChainHead, prevalidated: Prevalidated, pending: Iterable[Statement]) -> set[int]:
@@ -266,6 +291,7 @@ class StationJudge:
         hashes[0] = self.genesis
         tokens_seen = dict(snapshot.token_owners)
         ballots_seen = dict(snapshot.ballot_owners)
+        ids_seen = dict(snapshot.ballot_id_owners)
         device_heads = dict(snapshot.device_heads)
         gap_reported = False
         for item in sorted(checked.entries, key=lambda e: e.entry.position):
@@ -309,6 +335,7 @@ class StationJudge:
                         f"device {ballot.device_id}: sequence {ballot.device_seq} does not follow "
                         f"its last chained ballot {last_seq} (dropped or replayed ballot)",
                         item.ballot_bytes,
+                        Reason.DEVICE_CHAIN,
                     )
                 )
                 continue
@@ -320,6 +347,19 @@ class StationJudge:
                         position,
                         "ballot_reused",
                         f"the same ballot is already chained at {ballots_seen[ballot.ballot_hash]}",
+                        reason=Reason.DUPLICATE_BALLOT_ID,
+                    )
+                )
+            elif ballot.ballot_id in ids_seen:
+                # A copy (same id, ciphertexts and proofs) re-signed with another token: the
+                # ledger refuses it (duplicate_ballot_id); chained here, it is flagged.
+                out.incidents.append(
+                    Incident(
+                        self.station_id,
+                        position,
+                        "ballot_reused",
+                        f"ballot id {ballot.ballot_id.hex()} is already chained at {ids_seen[ballot.ballot_id]}",
+                        reason=Reason.DUPLICATE_BALLOT_ID,
                     )
                 )
             if ballot.token is not None:
@@ -331,12 +371,24 @@ class StationJudge:
                             position,
                             "token_reused",
                             f"token {ballot.token.message.hex()[:16]}… already spent at {owner}",
+                            reason=Reason.TOKEN_USED,
                         )
                     )
                 tokens_seen[ballot.token.message] = where
             ballots_seen[ballot.ballot_hash] = where
+            ids_seen.setdefault(ballot.ballot_id, where)
             device_heads[ballot.device_id] = (ballot.device_seq, ballot.ballot_hash)
             out.device_heads[ballot.device_id] = (ballot.device_seq, ballot.ballot_hash)
+            if item.entry.kind == "late":
+                out.incidents.append(
+                    Incident(
+                        self.station_id,
+                        position,
+                        "late",
+                        f"a ballot of terminal {ballot.device_id} chained after the polls closed (its token was "
+                        "issued before the close): counted, see docs/operations.md §7",
+                    )
+                )
             out.entries.append(item)
             out.head = ChainHead(position, item.entry_hash)
             hashes[position] = item.entry_hash
@@ -364,6 +416,8 @@ class StationJudge:
             )
             return
         out.verified.append(statement)
+        if statement.kind == "closing_report" and statement.check_ins == statement.ballots:
+            out.resolved_mismatches_below = max(out.resolved_mismatches_below, position)
         if statement.kind == "closing_report" and statement.check_ins not in (None, statement.ballots):
             detail = f"closing report: {statement.ballots} ballots, the roll checked in {statement.check_ins}"
             out.incidents.append(Incident(self.station_id, position, "count_mismatch", detail))

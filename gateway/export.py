@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from election.chain import COUNTED_KINDS
 from election.encoding import parse_json
 from election.record import BALLOTS, DEVICES, RECORD_VERSION, SPOILED, RecordWriter
 from election.simulation import write_election_package
-from election.stations import CHAIN_FILE, CHECKPOINT_FILE, STATION_FILE, STATIONS, chain_lines
+from election.stations import CHAIN_FILE, CHECKPOINT_FILE, CLOSING_FILE, STATION_FILE, STATIONS, chain_lines
 from gateway.central import Central
 from gateway.store import Store
 
@@ -57,7 +58,7 @@ def export_record(
         for stored in store.entries(station_id):
             chain.append(stored.entry)
             name = stored.ballot_id
-            if stored.entry.kind == "cast":
+            if stored.entry.kind in COUNTED_KINDS:  # a late ballot is counted like a cast one
                 writer.write_bytes(f"{BALLOTS}/{name}.json", stored.ballot)
                 summary.cast += 1
             else:
@@ -73,6 +74,9 @@ def export_record(
             summary.problems.append(f"station {station_id}: no signed checkpoint at its head {state.head.position}")
         else:
             writer.write(f"{folder}/{CHECKPOINT_FILE}", parse_json(checkpoint))
+        closing = store.verified_closing_report(station_id)
+        if closing is not None:
+            writer.write(f"{folder}/{CLOSING_FILE}", parse_json(closing))
         if not state.complete:
             summary.problems.append(f"station {station_id}: the closing report has not been reached (incomplete)")
         if state.state != "ok":

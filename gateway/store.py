@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_ballot ON entries (ballot_hash);
 CREATE INDEX IF NOT EXISTS entries_token ON entries (token);
+CREATE INDEX IF NOT EXISTS entries_ballot_id ON entries (ballot_id);
 CREATE INDEX IF NOT EXISTS entries_tracking ON entries (tracking_code);
 CREATE TABLE IF NOT EXISTS statements (
     digest BLOB PRIMARY KEY,
@@ -268,6 +269,12 @@ class Store:
                 self._owners("token", tokens),
                 self._owners("ballot_hash", ballots),
                 pending,
+                {
+                    bytes.fromhex(ballot_id): where
+                    for ballot_id, where in self._text_owners(
+                        "ballot_id", sorted({e.ballot.ballot_id.hex() for e in checked.entries})
+                    ).items()
+                },
             )
             applied = judge.apply(snapshot, checked)
             self._write(station_id, applied, checked)
@@ -276,6 +283,10 @@ class Store:
     def _owners(self, column: str, values: list[bytes]) -> dict[bytes, str]:
         rows = self._where_in(f"SELECT {column}, station_id, position FROM entries WHERE {column}", values)
         return {bytes(value): f"station {station} position {position}" for value, station, position in rows}
+
+    def _text_owners(self, column: str, values: list[str]) -> dict[str, str]:
+        rows = self._where_in(f"SELECT {column}, station_id, position FROM entries WHERE {column}", values)
+        return {value: f"station {station} position {position}" for value, station, position in rows}
 
     def _write(self, station_id: str, applied: Applied, checked: Prevalidated) -> None:
         self._many(
@@ -333,6 +344,10 @@ class Store:
         self._run(
             "UPDATE incidents SET resolved = 1 WHERE station_id = ? AND kind = 'gap' AND position < ?",
             (station_id, applied.resolved_gaps_below),
+        )
+        self._run(
+            "UPDATE incidents SET resolved = 1 WHERE station_id = ? AND kind = 'count_mismatch' AND position < ?",
+            (station_id, applied.resolved_mismatches_below),
         )
 
     def _add_incidents(self, incidents: Sequence[Incident]) -> None:
@@ -417,6 +432,15 @@ class Store:
             "SELECT document FROM statements WHERE station_id = ? AND kind = 'checkpoint' AND status = 'verified' "
             "AND position = ?",
             (station_id, position),
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def verified_closing_report(self, station_id: str) -> bytes | None:
+        """The latest verified closing report (the one re-signed after the last late ballot)."""
+        rows = self._rows(
+            "SELECT document FROM statements WHERE station_id = ? AND kind = 'closing_report' AND status = 'verified' "
+            "ORDER BY position DESC, check_ins IS NOT NULL DESC LIMIT 1",
+            (station_id,),
         )
         return bytes(rows[0][0]) if rows else None
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 from typing import Any
 
@@ -28,6 +27,7 @@ from gateway.checker import ElectionKeys, Incident, StationProfile, prevalidate
 from gateway.store import Store
 from infra.failpoints import failpoint
 from infra.mqtt import connect, make_client
+from infra.service import BrokerWatch, Vitals, run_service
 from protocol.forwarding import (
     MAX_DETAIL,
     MAX_MESSAGE_BYTES,
@@ -57,25 +57,36 @@ class GatewayWorker:
         self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
         self.connected = threading.Event()
+        self.vitals = Vitals()
+        self.broker_watch = BrokerWatch(log, name, "the central broker")
         self.client = make_client(central, name)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *args: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda client, userdata, message: self._inbox.put(message)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            log.error("%s: the central broker refused the connection: %s", self.name, reason)
+            self.broker_watch.refused(reason)
             return
+        self.broker_watch.up()
         client.subscribe(shared_up_subscription(), qos=1)
         self.connected.set()
+        self.vitals.mark_ready()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connected.clear()
+        self.broker_watch.down(reason, stopping=self._stop.is_set())
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> None:
+        log.info("%s starting: %d station(s) registered; the store holds what was committed", self.name,
+                 len(self.profiles))  # fmt: skip
         connect(self.client, self.central)  # type: ignore[arg-type]
         try:
             while not self._stop.is_set():
+                self.vitals.beat()
                 try:
                     message = self._inbox.get(timeout=0.5)
                 except queue.Empty:
@@ -164,7 +175,4 @@ def request_of(payload: bytes) -> int:
 
 def serve(central: Central, name: str, database: str | None = None) -> None:
     """Run one worker until SIGTERM or SIGINT."""
-    worker = GatewayWorker(central, name, database=database)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stop())
-    worker.run()
+    run_service(GatewayWorker(central, name, database=database), f"gateway worker {name}")

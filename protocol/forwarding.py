@@ -57,7 +57,8 @@ _CHECKPOINT_FIELDS = frozenset({"version", "type", "station_id", "base_hash", "p
 STATEMENT_FIELDS: dict[str, frozenset[str]] = {
     "checkpoint": _CHECKPOINT_FIELDS,
     "zero_report": _CHECKPOINT_FIELDS | {"terminals"},
-    "closing_report": _CHECKPOINT_FIELDS | {"terminals", "ballots", "spoiled", "check_ins"},
+    "closing_report": _CHECKPOINT_FIELDS
+    | {"terminals", "ballots", "spoiled", "check_ins", "late", "closed_position", "unreachable"},
 }
 """Exactly the fields of each signed ledger statement (ledger.md, "Chain" and "Reports")."""
 
@@ -239,18 +240,36 @@ def check_statement(document: Any, what: str = "statement") -> dict[str, Any]:
     _checked(hex_bytes, document["signature"], 64, f"{what}.signature")
     _counter(document["position"], f"{what}.position")
     if kind != "checkpoint":
-        terminals = document["terminals"]
-        if not isinstance(terminals, dict) or len(terminals) > MAX_TERMINALS:
-            _refuse(f"{what}.terminals: expected an object of at most {MAX_TERMINALS} terminals")
-        for terminal, count in terminals.items():
-            _checked(check_device_id, terminal, f"{what}.terminals")
-            _counter(count, f"{what}.terminals.{terminal}")
+        _per_terminal(document["terminals"], f"{what}.terminals", _counter)
     if kind == "closing_report":
         _counter(document["ballots"], f"{what}.ballots")
         _counter(document["spoiled"], f"{what}.spoiled")
+        _counter(document["closed_position"], f"{what}.closed_position")
         if document["check_ins"] is not None:
             _counter(document["check_ins"], f"{what}.check_ins")
+        _per_terminal(document["late"], f"{what}.late", _counter)
+        _per_terminal(document["unreachable"], f"{what}.unreachable", _device_head)
     return document
+
+
+def _per_terminal(value: Any, what: str, check: Callable[[Any, str], Any]) -> None:
+    if not isinstance(value, dict) or len(value) > MAX_TERMINALS:
+        _refuse(f"{what}: expected an object of at most {MAX_TERMINALS} terminals")
+    for terminal, item in value.items():
+        _checked(check_device_id, terminal, what)
+        check(item, f"{what}.{terminal}")
+
+
+def _device_head(value: Any, what: str) -> None:
+    _fields(value, frozenset({"device_seq", "ballot_hash"}), what)
+    _counter(value["device_seq"], f"{what}.device_seq")
+    _checked(hex_bytes, value["ballot_hash"], HASH_SIZE, f"{what}.ballot_hash")
+
+
+def parse_statement(payload: bytes) -> dict[str, Any]:
+    """A signed ledger statement as the ledger publishes it (canonical JSON, at most 64 KiB),
+    checked by :func:`check_statement`; its signature is the reader's to check."""
+    return check_statement(_document(payload, MAX_DOWN_BYTES, "statement"))
 
 
 def parse_up(payload: bytes, station_id: str) -> UpMessage:

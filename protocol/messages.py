@@ -514,6 +514,8 @@ class LedgerStatus:
     refused: int | None = None
     forward_lag: int | None = None
     """Entries not yet confirmed by the centre; None while the station never forwarded."""
+    refusals: tuple[tuple[str, str, int], ...] = ()
+    """(terminal, reason, count) of messages refused since the ledger started, sorted."""
 
     def encode(self) -> bytes:
         if not self.online:
@@ -529,6 +531,7 @@ class LedgerStatus:
                 "head_hash": self.head_hash.hex(),
                 "refused": self.refused,
                 "forward_lag": self.forward_lag,
+                "refusals": _refusals_json(self.refusals),
             }
         )
 
@@ -540,11 +543,22 @@ class LedgerStatus:
         data = _document(
             payload,
             "ledger_status",
-            {"version", "type", "online", "polls", "position", "head_hash", "refused", "forward_lag"},
+            {"version", "type", "online", "polls", "position", "head_hash", "refused", "forward_lag", "refusals"},
         )
         if data["online"] is not True:
             raise Refusal(Reason.MALFORMED, "ledger_status.online: an online status says true")
         lag = data["forward_lag"]
+        refusals = data["refusals"]
+        if not isinstance(refusals, dict) or len(refusals) > MAX_UNREACHABLE:
+            raise Refusal(Reason.MALFORMED, "ledger_status.refusals: expected terminal -> reason -> count")
+        rows = []
+        for terminal, reasons in refusals.items():
+            _text(terminal, "ledger_status.refusals terminal", 64)
+            if not isinstance(reasons, dict) or len(reasons) > len(Reason):
+                raise Refusal(Reason.MALFORMED, "ledger_status.refusals: expected reason -> count per terminal")
+            for reason, count in reasons.items():
+                _choice(reason, "ledger_status.refusals reason", tuple(r.value for r in Reason))
+                rows.append((terminal, reason, _count(count, "ledger_status.refusals count")))
         return cls(
             True,
             _choice(data["polls"], "ledger_status.polls", POLLS_STATES),
@@ -552,7 +566,15 @@ class LedgerStatus:
             _field(hex_bytes, data["head_hash"], HASH_SIZE, "ledger_status.head_hash"),
             _count(data["refused"], "ledger_status.refused"),
             None if lag is None else _count(lag, "ledger_status.forward_lag"),
+            tuple(sorted(rows)),
         )
+
+
+def _refusals_json(rows: tuple[tuple[str, str, int], ...]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for terminal, reason, count in rows:
+        out.setdefault(terminal, {})[reason] = count
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,13 +92,15 @@ class Topics:
         for terminal in terminals:
             lines += [
                 "",
-                "# Terminal: only its own topics.",
+                "# Terminal: only its own topics (and the public ledger statements, polls state).",
                 f"user {terminal}",
                 f"topic write {self.ballot(terminal)}",
                 f"topic read {self.ack(terminal)}",
                 f"topic write {self.checkin(terminal)}",
                 f"topic read {self.checkin_reply(terminal)}",
                 f"topic write {self.terminal_status(terminal)}",
+                f"topic read {root}/ledger/#",
+                f"topic read {root}/control/polls",
             ]
         lines += [
             "",

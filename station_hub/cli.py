@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -20,7 +19,8 @@ from infra.files import write_atomically
 from infra.link import CentralLink
 from infra.logs import configure_logging
 from infra.mqtt import HubClient
-from infra.pki import PkiError, StationCA, load_certificate
+from infra.pki import PkiError, StationCA
+from station_hub.enrolment import COMMANDS as ENROLMENT_COMMANDS
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.roll_service import roll_audit_paths, roll_log_id
@@ -49,17 +49,70 @@ def main(verbose: bool) -> None:
 @click.option("--terminal", "terminals", multiple=True, help="Terminal id (repeatable).")
 @click.option("--operator", "operators", multiple=True, help="Operator console id (repeatable).")
 @click.option("--voters", type=click.Path(path_type=Path, dir_okay=False), help="Voter-key file.")
+@click.option(
+    "--roll-salt",
+    "roll_salt_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="File with the roll salt (hex) the voter-key file was made with.",
+)
+@click.option(
+    "--jpki-ca",
+    "jpki_anchors",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="JPKI issuing CA certificate the roll trusts (repeatable).",
+)
+@click.option(
+    "--jpki-crl",
+    "jpki_crls",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="CRL of a JPKI issuing CA (repeatable; refresh with `station-hub jpki-crl`).",
+)
+@click.option(
+    "--training-terminal-keys",
+    is_flag=True,
+    help="Training/demo only: make the terminals' private keys here (real terminals enrol).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8883, show_default=True)
 def init(directory: Path, station_id: str, election_dir: Path, terminals: tuple[str, ...],
-         operators: tuple[str, ...], voters: Path | None, host: str, port: int) -> None:  # fmt: skip
+         operators: tuple[str, ...], voters: Path | None, roll_salt_file: Path | None,
+         jpki_anchors: tuple[Path, ...], jpki_crls: tuple[Path, ...], training_terminal_keys: bool,
+         host: str, port: int) -> None:  # fmt: skip
+    import os
+
+    from station_hub.station import ROLL_PASSPHRASE_ENV
+
+    passphrase = os.environ.get(ROLL_PASSPHRASE_ENV)
+    if not passphrase:
+        click.echo(f"warning: {ROLL_PASSPHRASE_ENV} is not set: the roll's token key is stored unsealed "
+                   "(training stations only)", err=True)  # fmt: skip
     try:
-        station = init_station(directory, station_id, election_dir, list(terminals), list(operators), host, port)
+        salt = bytes.fromhex(roll_salt_file.read_text().strip()) if roll_salt_file else None
+        station = init_station(
+            directory, station_id, election_dir, list(terminals), list(operators), host, port,
+            training_terminal_keys=training_terminal_keys, roll_salt=salt,
+            roll_passphrase=passphrase.encode() if passphrase else None,
+            jpki_anchors=list(jpki_anchors), jpki_crls=list(jpki_crls),
+        )  # fmt: skip
         if voters:
             _import(station, voters)
+    except ValueError as error:
+        raise click.ClickException(f"the roll salt file must hold hex: {error}") from error
     except (SiteError, PkiError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"station {station_id} created in {directory}")
+
+
+@main.command("jpki-crl", help="Install fresh CRLs of the JPKI issuing CAs; the roll uses them at once.")
+@STATION_DIR
+@click.argument("crls", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def jpki_crl(directory: Path, crls: tuple[Path, ...]) -> None:
+    from station_hub.station import install_jpki
+
+    install_jpki(_open(directory), [], list(crls))
+    click.echo(f"{len(crls)} CRL(s) installed")
 
 
 def _open_roll_audit(station: Station) -> AuditLog:
@@ -100,17 +153,31 @@ def import_voters(directory: Path, file: Path) -> None:
         raise click.ClickException(str(error)) from error
 
 
-@main.command(help="Revoke the certificate of NAME (a terminal, say); the ledger refuses it.")
+@main.command(help="Revoke NAME (a terminal, say) at once: CRL, broker ACL and connection, roll and ledger.")
 @STATION_DIR
 @click.argument("name")
 def revoke(directory: Path, name: str) -> None:
+    from infra.broker import drop_client, reload_broker
+    from station_hub.station import write_acl
+
     station = _open(directory)
     try:
-        certificate = load_certificate(station.cert_file(name))
-        StationCA.load(directory / "ca").revoke(certificate.serial_number)
-    except PkiError as error:
+        ca = StationCA.load(directory / "ca")
+        serials = ca.revoke_name(name)  # crl.pem rewritten: the roll and the ledger refuse it now
+        write_acl(station)  # the broker's ACL no longer lists NAME
+        reloaded = reload_broker(station)  # ACL and CRL re-read: NAME can publish nothing, nor reconnect
+        dropped = reloaded and drop_client(station, ca, name)  # and its open connection is closed
+        if reloaded:
+            reload_broker(station)  # the take-over certificate is on the CRL too
+    except (PkiError, SiteError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"revoked {name}; restart the broker so it refuses new connections too")
+    click.echo(f"revoked {name} ({len(serials)} certificate(s)); the roll and the ledger refuse it")
+    if reloaded:
+        click.echo(f"broker reloaded; {name}'s connection closed" if dropped else
+                   f"broker reloaded; could not take over {name}'s session", err=not dropped)  # fmt: skip
+    else:
+        click.echo("no broker of this station is running here: reload it (SIGHUP) to apply the CRL and ACL",
+                   err=True)  # fmt: skip
 
 
 @main.command(help="Run the ledger service alone (until SIGTERM).")
@@ -126,9 +193,10 @@ def ledger(directory: Path, no_proofs: bool, checkpoint_interval: float) -> None
 @main.command(help="Run the roll service alone (until SIGTERM).")
 @STATION_DIR
 def roll(directory: Path) -> None:
-    from station_hub.roll_service import serve
+    from infra.service import run_service
+    from station_hub.roll_service import RollService
 
-    serve(_open(directory))
+    run_service(RollService(_open(directory)), "roll")  # signals, sd_notify (READY, WATCHDOG, STOPPING)
 
 
 @main.command(
@@ -174,33 +242,33 @@ def forward(directory: Path, timeout: float, batch: int) -> None:
     serve(_open(directory), timeout=timeout, batch_entries=batch)
 
 
-@main.command(help="Start Mosquitto (unless --attach) and the services (and the forwarder once registered).")
+@main.command(
+    help="Start Mosquitto (unless --attach) and the services (and the forwarder once registered); "
+    "restart a failed one with backoff; stop them all on exit (they die with this process)."
+)
 @STATION_DIR
 @click.option("--attach", is_flag=True, help="Use an already running broker.")
 def run(directory: Path, attach: bool) -> None:
-    from infra.broker import Broker
+    from station_hub.supervisor import Child, Supervisor, service_argv
 
     station = _open(directory)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    broker = None if attach else Broker(station, directory / "broker" / "mosquitto.log")
-    command = [sys.executable, "-m", "station_hub.cli"]
+    verbose = ["-v"] if logging.getLogger().getEffectiveLevel() <= logging.INFO else []
     names = ["ledger", "roll"] + (["forward"] if CentralLink.exists(directory) else [])
-    services = [subprocess.Popen([*command, name, str(directory)]) for name in names]
-    click.echo(f"station {station.station_id}: broker on {station.host}:{station.port}, running")
+    services = [Child(name, [*service_argv(name, directory)[:3], *verbose, *service_argv(name, directory)[3:]])
+                for name in names]  # fmt: skip
+    broker = None
+    if not attach:
+        broker = Child(
+            "broker", ["mosquitto", "-c", str(station.broker_config)], directory / "broker" / "mosquitto.log"
+        )
+    supervisor = Supervisor(services, broker)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: supervisor.stop_event.set())
+    click.echo(f"station {station.station_id}: broker on {station.host}:{station.port}, running {', '.join(names)}")
     try:
-        while not stop.wait(0.5):
-            for service in services:
-                if service.poll() is not None:
-                    raise click.ClickException(f"a service exited with {service.returncode}")
-    finally:
-        for service in services:
-            service.terminate()
-        for service in services:
-            service.wait(10)
-        if broker:
-            broker.stop()
+        supervisor.run((station.host, station.port))
+    except SiteError as error:
+        raise click.ClickException(str(error)) from error
 
 
 @main.command(
@@ -242,13 +310,27 @@ def polls(directory: Path, command: str, operator: str, timeout: float, drain_wa
     click.echo(canonical_bytes(report).decode())
 
 
-@main.command(help="Live console: terminals, services, chain head, alerts.")
+@main.command(help="Live console: terminals, services, chain head, alerts (or one --json snapshot).")
 @STATION_DIR
-@click.option("--operator", required=True, help="Operator id whose certificate to use.")
-def monitor(directory: Path, operator: str) -> None:
-    from station_hub.monitor import run_monitor
+@click.option("--operator", required=True,
+              help="Identity whose certificate to use: the monitor's own, not the one `polls` uses.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one status snapshot as JSON and exit: 0 no alerts, 1 alerts, 2 no current data.")  # fmt: skip
+@click.option("--wait", default=3.0, show_default=True, help="With --json: seconds to collect statuses.")
+def monitor(directory: Path, operator: str, as_json: bool, wait: float) -> None:
+    from station_hub.monitor import run_monitor, snapshot
 
-    run_monitor(_open(directory), operator)
+    station = _open(directory)
+    if not as_json:
+        run_monitor(station, operator)
+        return
+    document = snapshot(station, operator, wait)
+    click.echo(json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False))
+    sys.exit(2 if document["stale"] or not document["connected"] else 1 if document["alerts"] else 0)
+
+
+for _command in ENROLMENT_COMMANDS:  # export-package, enroll (station_hub/enrolment.py)
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import sqlite3
 import threading
 import time
@@ -35,6 +34,7 @@ from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import ElectionError
 from infra.link import CentralLink
 from infra.mqtt import connect, make_client
+from infra.service import BrokerWatch, Vitals, run_service
 from infra.store import open_store
 from protocol.forwarding import (
     Confirm,
@@ -150,7 +150,8 @@ class ForwarderCore:
     def _statements_missing(self, statements: dict[str, dict[str, Any]]) -> bool:
         assert self.centre is not None
         checkpoint, closing = statements.get("checkpoint"), statements.get("closing_report")
-        if checkpoint is not None and (self.centre.checkpoint or -1) < checkpoint["position"]:
+        held = -1 if self.centre.checkpoint is None else self.centre.checkpoint  # 0 is a checkpoint too
+        if checkpoint is not None and held < checkpoint["position"]:
             return True
         if closing is None:
             return False
@@ -304,22 +305,28 @@ class Forwarder:
         self.core = ForwarderCore(station.station_id, timeout, time.time_ns() // 1000)
         self._events: queue.Queue[Callable[[], None]] = queue.Queue()
         self._stop = threading.Event()
+        self.vitals = Vitals()
+        self.central_watch = BrokerWatch(log, "forwarder", f"the central broker {self.link.host}:{self.link.port}")
+        self.local_watch = BrokerWatch(log, "forwarder", "the station broker")
         self.central = make_client(self.link, station.station_id)  # type: ignore[arg-type]
         self.central.on_connect = self._on_central_connect
+        self.central.on_disconnect = lambda c, u, f, reason, p: self.central_watch.down(reason, self._stop.is_set())
         self.central.on_message = self._on_central_message
         self.central.on_publish = self._on_central_publish
         self._published: dict[int, int] = {}
         """MQTT message id → request number, until the broker's PUBACK."""
         self.local = make_client(station, FORWARDER_NAME)
         self.local.on_connect = self._on_local_connect
+        self.local.on_disconnect = lambda c, u, f, reason, p: self.local_watch.down(reason, self._stop.is_set())
         self.local.on_message = self._on_local_message
 
     # --- network threads -----------------------------------------------------------------
 
     def _on_central_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            log.error("the central broker refused station %s: %s", self.station.station_id, reason)
+            self.central_watch.refused(f"{reason} (station {self.station.station_id})")
             return
+        self.central_watch.up()
         client.subscribe(down_topic(self.station.station_id), qos=1)
         self._events.put(lambda: self._act(self.core.connected(time.monotonic())))
 
@@ -333,9 +340,13 @@ class Forwarder:
         self._events.put(lambda: self._puback(mid, code))
 
     def _on_local_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not reason.is_failure:
-            topics = self.station.topics
-            client.subscribe([(topics.checkpoint, 1), (topics.zero_report, 1), (topics.closing_report, 1)])
+        if reason.is_failure:
+            self.local_watch.refused(reason)
+            return
+        self.local_watch.up()
+        topics = self.station.topics
+        client.subscribe([(topics.checkpoint, 1), (topics.zero_report, 1), (topics.closing_report, 1)])
+        self.vitals.mark_ready()
 
     def _on_local_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         payload = bytes(message.payload)
@@ -368,8 +379,14 @@ class Forwarder:
         except ElectionError as error:
             log.warning("ignored a message from the centre: %s", error)
             return
+        asked_where = self.core.in_flight is not None and isinstance(self.core.in_flight[0], SendHello)
         if not self.core.received(answer, time.monotonic()) or not isinstance(answer, Confirm):
             return
+        if asked_where:  # after a (re)connect or a timeout: where the centre stands, where we resume
+            head = self.reader.head()
+            resume = f"; forwarding from {answer.head.position + 1}" if answer.head.position < head else ""
+            log.info("the centre holds station %s up to position %d (ledger at %d)%s", self.station.station_id,
+                     answer.head.position, head, resume)  # fmt: skip
         ours = self.reader.entry_hash(answer.head.position) if answer.head.position else None
         if ours is not None and ours != answer.head.entry_hash:
             log.error("the centre holds a different chain at position %d: FORK", answer.head.position)
@@ -393,10 +410,14 @@ class Forwarder:
         self._stop.set()
 
     def run(self) -> None:
+        confirmed = self.state.confirmed()
+        log.info("forwarder of station %s starting: ledger head %d, centre last confirmed %s", self.station.station_id,
+                 self.reader.head(), "nothing" if confirmed is None else f"position {confirmed.position}")  # fmt: skip
         connect(self.central, self.link)  # type: ignore[arg-type]
         connect(self.local, self.station)
         try:
             while not self._stop.is_set():
+                self.vitals.beat()
                 try:
                     event = self._events.get(timeout=self.poll_interval)
                     while True:
@@ -416,7 +437,4 @@ class Forwarder:
 
 def serve(station: Station, **options: Any) -> None:
     """Run until SIGTERM or SIGINT."""
-    forwarder = Forwarder(station, **options)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: forwarder.stop())
-    forwarder.run()
+    run_service(Forwarder(station, **options), "forwarder")

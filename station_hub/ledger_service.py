@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from election.encoding import canonical_bytes, sha256
 from election.errors import FormatError
 from infra.failpoints import failpoint
 from infra.mqtt import connect, make_client, publish_last_words, set_will
+from infra.service import BrokerWatch, Vitals, run_service
 from protocol.errors import Reason
 from protocol.messages import MESSAGE_VERSION, LedgerStatus, PollsCommand, RollReport, offline_status
 from station_hub.forward_progress import confirmed_position
@@ -95,6 +95,8 @@ class LedgerService:
         self._checkpointed = -1
         self._crl_digest: str | None = None
         self.audit: ServiceAudit | None = None
+        self.vitals = Vitals()
+        self.broker_watch = BrokerWatch(log, "ledger", "the station broker")
         self.client = make_client(station, "ledger", clean_start=False)
         set_will(self.client, self.topics.ledger_status, offline_status("ledger_status"))
         self.client.on_connect = self._on_connect
@@ -105,10 +107,9 @@ class LedgerService:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            log.error("broker refused the ledger: %s", reason)
+            self.broker_watch.refused(reason)
             return
-        log.info("connected to the station broker; polls %s, chain position %d",
-                 self.core.state.polls, self.core.state.head.position)  # fmt: skip
+        self.broker_watch.up(f"polls {self.core.state.polls}, chain position {self.core.state.head.position}")
         client.subscribe(
             [
                 (self.topics.ballot("+"), 1),
@@ -117,10 +118,10 @@ class LedgerService:
             ]
         )
         self._publish_status()
+        self.vitals.mark_ready()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not self._stop.is_set():
-            log.warning("lost the station broker (%s); reconnecting", reason)
+        self.broker_watch.down(reason, stopping=self._stop.is_set())
 
     # --- worker ---------------------------------------------------------------------------
 
@@ -130,7 +131,10 @@ class LedgerService:
     def run(self) -> None:
         log_path, key_path = ledger_audit_paths(self.station)
         self.audit = ServiceAudit.start(log_path, key_path, f"{self.station.station_id}.ledger", "ledger")
-        log.info("ledger of station %s starting", self.station.station_id)
+        state = self.core.state
+        declared = f", {len(state.unreachable)} terminal(s) declared unreachable" if state.unreachable else ""
+        log.info("ledger of station %s starting: recovered chain position %d, polls %s%s", self.station.station_id,
+                 state.head.position, state.polls, declared)  # fmt: skip
         self._audit_crl()
         try:
             connect(self.client, self.station, session_expiry=SESSION_EXPIRY)
@@ -141,6 +145,7 @@ class LedgerService:
         next_tick = time.monotonic()
         try:
             while not self._stop.is_set():
+                self.vitals.beat()
                 timeout = max(0.0, next_tick - time.monotonic())
                 try:
                     batch = [self._inbox.get(timeout=min(timeout, 0.5))]
@@ -361,10 +366,7 @@ class LedgerService:
 
 def serve(station: Station, **options: Any) -> None:
     """Run until SIGTERM or SIGINT."""
-    service = LedgerService(station, **options)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: service.stop())
-    service.run()
+    run_service(LedgerService(station, **options), "ledger")
 
 
 def _forward_lag(head: int, confirmed: int | None) -> int | None:

@@ -18,7 +18,7 @@ from election.stations import StationKeys
 from infra.errors import SiteError
 from infra.files import private_pem, write_atomically, write_private
 from infra.link import LINK_FILE, LINK_VERSION, CentralLink
-from infra.pki import PkiError, Role, StationCA, write_certificate
+from infra.pki import PkiError, Role, StationCA, load_certificate, role_of, write_certificate
 from protocol.registration import LinkGrant, StationRegistration
 from protocol.topics import FORWARDER_NAME
 from station_hub.station import DeviceDirectory, Station
@@ -80,13 +80,29 @@ def install_link(station: Station, payload: bytes) -> LinkGrant:
     write_atomically(link / "hub.pem", grant.certificate_pem)
     document = {"version": LINK_VERSION, "station_id": grant.station_id, "host": grant.host, "port": grant.port}
     write_atomically(link / LINK_FILE, canonical_bytes(document) + b"\n")
-    if not station.cert_file(FORWARDER_NAME).exists():
-        try:
-            ca = StationCA.load(station.directory / "ca")
-            key = ed25519.Ed25519PrivateKey.generate()
-            certificate = ca.issue(key.public_key(), FORWARDER_NAME, Role.LEDGER)
-        except PkiError as error:
-            raise SiteError(str(error)) from error
-        write_certificate(station.cert_file(FORWARDER_NAME), certificate)
-        write_private(station.key_file(FORWARDER_NAME), private_pem(key))
+    _certify_forwarder(station)
     return grant
+
+
+def _certify_forwarder(station: Station) -> None:
+    """The forwarder's station certificate, role ``forwarder`` (it reads the ledger's statements
+    and nothing else). A forwarder certified before roles were checked (role ``ledger``) has
+    that certificate revoked and gets a new one: one name, one role, and no second ledger."""
+    path = station.cert_file(FORWARDER_NAME)
+    try:
+        ca = StationCA.load(station.directory / "ca")
+        if path.exists():
+            current = load_certificate(path)
+            try:
+                if role_of(current) is Role.FORWARDER:
+                    return
+            except PkiError:
+                pass  # no role at all: replace it too
+            if current.serial_number in {record.serial for record in ca.issued() if record.revoked_at is None}:
+                ca.revoke(current.serial_number)
+        key = ed25519.Ed25519PrivateKey.generate()
+        certificate = ca.issue(key.public_key(), FORWARDER_NAME, Role.FORWARDER)
+    except PkiError as error:
+        raise SiteError(str(error)) from error
+    write_private(station.key_file(FORWARDER_NAME), private_pem(key))
+    write_certificate(path, certificate)

@@ -25,28 +25,27 @@ from paho.mqtt.properties import Properties
 
 from audit.service import ServiceAudit
 from election.errors import FormatError
+from infra.jpki import JpkiVerifier
 from infra.mqtt import connect, make_client, publish_last_words, set_will
 from protocol.errors import CheckinReason, Refusal
 from protocol.messages import (
+    CheckinChallengeRequest,
     CheckinRefused,
     CheckinReply,
-    CheckinRequest,
     RollReport,
     RollStatus,
+    decode_checkin_message,
     offline_status,
     parse_polls_command,
 )
 from station_hub.roll import RollCore, RollStore
-from station_hub.station import Station
+from station_hub.station import DeviceDirectory, Station
 
 log = logging.getLogger("station_hub.roll")
-COUNTED_REASONS = (
-    CheckinReason.NOT_ELIGIBLE,
-    CheckinReason.ALREADY_VOTED,
-    CheckinReason.POLLS_NOT_OPEN,
-    CheckinReason.MALFORMED,
-)
-"""Refusals the audit log counts (``check_ins_counted``); an internal error counts as malformed."""
+COUNTED_REASONS = tuple(CheckinReason)
+"""Refusals the audit log counts (``check_ins_counted``): every reason on its own, so a card or
+challenge the roll does not accept, a stale CRL, a revoked or non-terminal sender and an
+internal error each show as what they are (never folded into ``malformed``)."""
 
 
 def roll_audit_paths(station: Station) -> tuple[Path, Path]:
@@ -59,11 +58,39 @@ def roll_log_id(station: Station) -> str:
     return f"{station.station_id}.roll"
 
 
+class JpkiDirectory:
+    """The station's JPKI CAs and CRLs, re-read whenever a file in ``jpki/`` changes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._stamp: tuple | None = None
+        self._verifier: JpkiVerifier | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> JpkiVerifier:
+        stamp = tuple(
+            (str(path), path.stat().st_mtime_ns, path.stat().st_size)
+            for path in sorted(self.directory.glob("*/*"))
+            if path.is_file()
+        )
+        with self._lock:
+            if stamp != self._stamp or self._verifier is None:
+                self._verifier = JpkiVerifier.from_directory(self.directory)
+                self._stamp = stamp
+            return self._verifier
+
+
 class RollService:
-    def __init__(self, station: Station) -> None:
+    def __init__(self, station: Station, *, passphrase: bytes | None = None) -> None:
         self.station = station
         self.topics = station.topics
-        self.core = RollCore(station.token_private_key())
+        self.core = RollCore(
+            station.token_private_key(passphrase),
+            station_id=station.station_id,
+            roll_salt=station.roll_salt(),
+            verifier=JpkiDirectory(station.jpki_dir),
+        )
+        self.devices = DeviceDirectory(station)
         self.store = RollStore(station.roll_db, self.core.modulus_length)
         self._stop = threading.Event()
         self.refusals = dict.fromkeys((reason.value for reason in COUNTED_REASONS), 0)
@@ -95,26 +122,34 @@ class RollService:
             log.exception("internal error handling a message on %s; ignored it", message.topic)
         client.ack(message.mid, message.qos)
 
-    def _decide(self, payload: bytes) -> CheckinReply:
+    def _decide(self, terminal: str, payload: bytes) -> CheckinReply:
+        device = self.devices.lookup(terminal)
+        if isinstance(device, str):
+            if device.startswith("revoked"):
+                return CheckinRefused(CheckinReason.REVOKED, f"the certificate of terminal {terminal} is revoked")
+            return CheckinRefused(CheckinReason.NOT_A_TERMINAL, f"{terminal} holds no valid terminal certificate")
         try:
-            request = CheckinRequest.decode(payload, self.core.modulus_length)
+            request = decode_checkin_message(payload, self.core.modulus_length)
         except Refusal as error:
             return CheckinRefused(CheckinReason.MALFORMED, str(error))
+        if isinstance(request, CheckinChallengeRequest):
+            return self.core.challenge(terminal)
         try:
-            decision = self.core.decide(request, self.store.polls(), self.store.lookup(request.voter_key))
+            decision = self.core.decide(terminal, request, self.store.polls(), self.store.lookup)
             if decision.mark:
-                self.store.mark(request.voter_key, request.blinded)
+                assert decision.voter_key is not None
+                self.store.mark(decision.voter_key, request.blinded)
         except Exception:  # see _on_message; the voter is not marked unless mark() returned
             log.exception("internal error judging a check-in; refused it")
             return CheckinRefused(CheckinReason.INTERNAL_ERROR, "the roll could not judge this check-in")
         return decision.reply
 
     def _checkin(self, terminal: str, message: mqtt.MQTTMessage) -> None:
-        reply = self._decide(bytes(message.payload))
+        reply = self._decide(terminal, bytes(message.payload))
         if isinstance(reply, CheckinRefused):
+            # The reason only: never the card's certificate, signature or voter key.
             log.info("check-in refused at %s: %s", terminal, reply.reason.value)
-            counted = reply.reason if reply.reason in COUNTED_REASONS else CheckinReason.MALFORMED
-            self.refusals[counted.value] += 1
+            self.refusals[reply.reason.value] += 1
         properties = Properties(PacketTypes.PUBLISH)
         correlation = getattr(message.properties, "CorrelationData", None)
         if correlation:

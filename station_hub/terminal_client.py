@@ -1,6 +1,7 @@
 """A terminal's side of the hub protocol, for demo/training terminals, tests and benchmarks.
 
-Check in a voter (blind a fresh token, ask the roll, unblind), seal a ballot in the device's
+Check in a voter (blind a fresh token, get the roll's challenge, have the voter's card sign the
+binding, ask the roll, unblind), seal a ballot in the device's
 own chain, submit it and wait for the ledger's acknowledgement. The booth appliance's durable
 outbox wraps the same steps.
 """
@@ -8,7 +9,7 @@ outbox wraps the same steps.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, Protocol
 
 from election import tokens
 from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, Token, seal_ballot
@@ -16,7 +17,15 @@ from election.encoding import parse_json, sha256
 from election.errors import FormatError
 from infra.errors import SiteError
 from infra.mqtt import HubClient
-from protocol.messages import CheckinGranted, CheckinRequest, decode_checkin_reply, offline_status
+from protocol.messages import (
+    CheckinChallenge,
+    CheckinChallengeRequest,
+    CheckinGranted,
+    CheckinRequest,
+    checkin_binding,
+    decode_checkin_reply,
+    offline_status,
+)
 from station_hub.station import Station
 
 
@@ -24,6 +33,16 @@ class CheckinRefused(SiteError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"check-in refused: {reason} ({detail})")
         self.reason = reason
+
+
+class VoterCard(Protocol):
+    """A voter's card as the check-in needs it: its certificate, and a PKCS#1 v1.5 SHA-256
+    signature by its key (a real card through the booth's reader, or a test card in software)."""
+
+    @property
+    def certificate_der(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
 
 
 class TerminalClient(HubClient):
@@ -48,8 +67,20 @@ class TerminalClient(HubClient):
         self.subscribe(self.topics.checkin_reply(self.terminal_id))
         return self
 
-    def checkin_payload(self, voter_key: str, blinded: bytes) -> bytes:
-        return CheckinRequest(bytes.fromhex(voter_key), blinded).encode()
+    def challenge(self, timeout: float = 10.0) -> bytes:
+        """A fresh challenge from the roll (raises CheckinRefused)."""
+        reply = decode_checkin_reply(self.ask_roll(CheckinChallengeRequest().encode(), timeout), self.modulus_length)
+        if not isinstance(reply, CheckinChallenge):
+            if isinstance(reply, CheckinGranted):
+                raise SiteError("the roll answered a challenge request with a grant")
+            raise CheckinRefused(reply.reason.value, reply.detail)
+        return reply.challenge
+
+    def checkin_payload(self, card: VoterCard, blinded: bytes, challenge: bytes | None = None) -> bytes:
+        """The signed check-in for ``blinded`` (asks the roll for a challenge unless given)."""
+        challenge = self.challenge() if challenge is None else challenge
+        binding = checkin_binding(self.topics.station, self.terminal_id, challenge, blinded)
+        return CheckinRequest(challenge, blinded, card.certificate_der, card.sign(binding)).encode()
 
     def ask_roll(self, payload: bytes, timeout: float = 10.0) -> bytes:
         answer = self.request(
@@ -60,13 +91,14 @@ class TerminalClient(HubClient):
         )
         return answer.payload
 
-    def check_in(self, voter_key: str) -> Token:
-        """Get a roll-signed token for this voter (raises CheckinRefused)."""
+    def check_in(self, card: VoterCard) -> Token:
+        """Get a roll-signed token for the voter whose card this is (raises CheckinRefused)."""
         message = secrets.token_bytes(32)
         request = tokens.blind(self.token_key, message)
-        reply = decode_checkin_reply(self.ask_roll(self.checkin_payload(voter_key, request.blinded)),
-                                     len(request.blinded))  # fmt: skip
+        reply = decode_checkin_reply(self.ask_roll(self.checkin_payload(card, request.blinded)), len(request.blinded))
         if not isinstance(reply, CheckinGranted):
+            if isinstance(reply, CheckinChallenge):
+                raise SiteError("the roll answered a check-in with a challenge")
             raise CheckinRefused(reply.reason.value, reply.detail)
         return Token(message, tokens.finalize(self.token_key, message, reply.blind_signature, request))
 

@@ -7,6 +7,7 @@ from appliance.card.authenticator import (
     AuthenticatedVoter,
     AuthMode,
     JpkiAuthenticator,
+    card_handle,
 )
 from appliance.card.errors import (
     BadCardSignature,
@@ -42,6 +43,7 @@ __all__ = [
     "TrustStore",
     "UnknownIssuer",
     "WrongPin",
+    "card_handle",
     "derive_voter_key",
     "voter_key_of",
 ]

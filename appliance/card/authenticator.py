@@ -1,10 +1,13 @@
 """The JPKI authentication flow at the booth, over any ApduTransport.
 
-The flow proves three things before it yields a voter key: the certificate chains to a
-provisioned JPKI CA, is in date and not revoked; the card knows the PIN (the card checks it);
-and the card holds the certificate's private key (it signs a fresh random challenge). Only
-the derived voter key leaves this module; the certificate (which in "sign" mode carries name,
-address, birth date) is kept in a local variable and never logged or stored.
+The flow proves three things to the booth: the certificate chains to a provisioned JPKI CA,
+is in date and not revoked; the card knows the PIN (the card checks it); and the card holds the
+certificate's private key (it signs a fresh random challenge). It then yields only a local
+*card handle* (:func:`card_handle`, unkeyed, for the outbox's uncast check-in); the voter key is
+derived by the roll alone, from the certificate the card proves to it: :meth:`sign_checkin`
+has the card sign the roll's check-in binding, and :attr:`certificate_der` is what goes with
+it (docs/card-protocol.md §5). The certificate (which in "sign" mode carries name, address,
+birth date) is held in memory for this one attempt and never logged or stored.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from appliance.card.errors import (
 )
 from appliance.card.transport import ApduTransport
 from appliance.card.trust import CardCertificate, TrustStore
-from appliance.card.voter_key import derive_voter_key
+
+CARD_HANDLE_DOMAIN = b"polling-station/booth-card-handle/v1"
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +90,17 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class AuthenticatedVoter:
-    """What a successful authentication yields: the voter key, lowercase hex, nothing else."""
+    """What a successful authentication yields: the card handle, lowercase hex, nothing else."""
 
-    voter_key: str
+    card_handle: str
+
+
+def card_handle(issuer_der: bytes, serial_number: int) -> str:
+    """SHA-256 over a domain, the issuer and the serial: stable for one card, so a retried
+    check-in finds its stored blinded token; not the roll's voter key (no salt)."""
+    serial = serial_number.to_bytes(max(1, (serial_number.bit_length() + 7) // 8), "big")
+    parts = (CARD_HANDLE_DOMAIN, issuer_der, serial)
+    return hashlib.sha256(b"".join(len(p).to_bytes(4, "big") + p for p in parts)).hexdigest()
 
 
 def _utc_now() -> datetime:
@@ -103,7 +115,7 @@ class JpkiAuthenticator:
         transport: ApduTransport,
         mode: AuthMode | str,
         trust: TrustStore,
-        roll_salt: bytes,
+        roll_salt: bytes | None = None,
         *,
         clock: Callable[[], datetime] = _utc_now,
         random_bytes: Callable[[int], bytes] = os.urandom,
@@ -112,7 +124,8 @@ class JpkiAuthenticator:
         self._mode = AuthMode(mode)
         self._profile = PROFILES[self._mode]
         self._trust = trust
-        self._roll_salt = roll_salt
+        del roll_salt  # no longer used: only the roll derives voter keys (a booth config may still name one)
+        self._authenticated = False
         self._clock = clock
         self._random_bytes = random_bytes
         self._channel = CardChannel(transport)
@@ -162,8 +175,24 @@ class JpkiAuthenticator:
             raise WrongPin(tries)
         certificate = self._load_certificate()
         self._prove_key_possession(certificate)
+        self._authenticated = True
         log.info("card authenticated in %s mode", self._mode)
-        return AuthenticatedVoter(derive_voter_key(self._roll_salt, certificate.issuer_der, certificate.serial_number))
+        return AuthenticatedVoter(card_handle(certificate.issuer_der, certificate.serial_number))
+
+    @property
+    def certificate_der(self) -> bytes:
+        """The certificate the roll checks (after :meth:`authenticate`): in "sign" mode it holds
+        the four basic attributes, and goes to the roll only, over the station's TLS."""
+        if not self._authenticated or self._certificate is None:
+            raise CardProtocolError("the card is not authenticated")
+        return self._certificate.der
+
+    def sign_checkin(self, binding: bytes) -> bytes:
+        """The card's signature over the roll's check-in binding (PKCS#1 v1.5, SHA-256), checked
+        against the certificate here too, so a card that cannot sign is told apart locally."""
+        if not self._authenticated or self._certificate is None:
+            raise CardProtocolError("the card is not authenticated")
+        return self._card_sign(self._certificate, binding)
 
     def _select_secret(self) -> None:
         self._select_applet()
@@ -229,9 +258,11 @@ class JpkiAuthenticator:
         return data
 
     def _prove_key_possession(self, certificate: CardCertificate) -> None:
+        self._card_sign(certificate, self._random_bytes(CHALLENGE_BYTES))
+
+    def _card_sign(self, certificate: CardCertificate, message: bytes) -> bytes:
         public_key = certificate.public_key
-        challenge = self._random_bytes(CHALLENGE_BYTES)
-        digest_info = SHA256_DIGEST_INFO_PREFIX + hashlib.sha256(challenge).digest()
+        digest_info = SHA256_DIGEST_INFO_PREFIX + hashlib.sha256(message).digest()
         self._expect_ok(apdu.select_file(self._profile.key_ef), "select the key file")
         signature = self._expect_ok(apdu.compute_digital_signature(digest_info), "sign the challenge").data
         if len(signature) != public_key.key_size // 8:
@@ -239,10 +270,11 @@ class JpkiAuthenticator:
                 f"card returned a {len(signature)}-byte signature for a {public_key.key_size}-bit key"
             )
         try:
-            public_key.verify(signature, challenge, padding.PKCS1v15(), hashes.SHA256())
+            public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature as exc:
             log.warning("card's challenge signature does not match its certificate")
             raise BadCardSignature() from exc
+        return signature
 
     def _expect_ok(self, command: apdu.CommandApdu, purpose: str) -> apdu.ResponseApdu:
         response = self._exchange(command)

@@ -44,6 +44,7 @@ class CardCertificate:
     """
 
     certificate: x509.Certificate
+    der: bytes
     issuer: x509.Name
     issuer_der: bytes
     serial_number: int
@@ -84,7 +85,7 @@ def parse_card_certificate(der: bytes) -> CardCertificate:
         raise CardProtocolError("the card's certificate has a serial number that is not positive")
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise CardProtocolError("the card's certificate does not hold an RSA-2048 key")
-    return CardCertificate(certificate, issuer, issuer_der, serial_number, not_before, not_after, public_key)
+    return CardCertificate(certificate, der, issuer, issuer_der, serial_number, not_before, not_after, public_key)
 
 
 def _validity_of(anchor: x509.Certificate) -> tuple[datetime, datetime]:

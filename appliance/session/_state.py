@@ -33,6 +33,7 @@ class State(StrEnum):
     HUB_UNREACHABLE = "hub_unreachable"
     CARD_REMOVED = "card_removed"
     SESSION_ERROR = "session_error"  # a booth step failed unexpectedly: the session was reset
+    TIMED_OUT = "timed_out"  # no touch or key for too long before casting: nothing was cast, choices erased
     OUT_OF_SERVICE = "out_of_service"  # enclosure open or reader gone: no new session
 
 
@@ -48,6 +49,7 @@ ERROR_STATES = frozenset(
         State.POLLS_CLOSED,
         State.CARD_REMOVED,
         State.SESSION_ERROR,
+        State.TIMED_OUT,
     }
 )
 """Screens that end the session: the voter takes the card (or taps OK) and the booth is idle."""
@@ -59,6 +61,12 @@ CARD_BOUND_STATES = VOTING_STATES | {State.PIN, State.WRONG_PIN, State.AUTHENTIC
 """States that end in CARD_REMOVED once the card is gone (busy ones at once or when their
 step reports back, see Session); CHECKING_IN and CASTING are not here: their step may already
 have marked the voter or cast the ballot, so its own result decides."""
+
+TIMEOUT_STATES = frozenset(
+    {State.PIN, State.WRONG_PIN, State.HUB_UNREACHABLE, State.BALLOT, State.REVIEW, State.SEALED, State.SPOILED}
+)
+"""States waiting for the voter before anything is cast: the inactivity warning counts down
+here, and its end is TIMED_OUT ("session ended, nothing was cast"), never a silent IDLE."""
 
 RESETTABLE_STATES = frozenset(State) - {State.IDLE, State.OUT_OF_SERVICE}
 """Every state with a voter in it (or a result screen) may be reset to SESSION_ERROR."""
@@ -88,7 +96,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 """Forward moves. Besides these, every state may go to IDLE (timeout, done, card taken after
 the end) and to OUT_OF_SERVICE (tamper, reader lost); CARD_BOUND_STATES go to CARD_REMOVED
 when the card leaves; every state but IDLE and OUT_OF_SERVICE goes to SESSION_ERROR when a
-booth step fails unexpectedly or a busy step never reports back; ERROR_STATES and
+booth step fails unexpectedly or a busy step never reports back; TIMEOUT_STATES go to
+TIMED_OUT when the voter has done nothing for the voting timeout; ERROR_STATES and
 OUT_OF_SERVICE go to PIN when a card is put in once the cause is gone."""
 
 ALWAYS_REACHABLE = frozenset({State.IDLE, State.OUT_OF_SERVICE})
@@ -101,6 +110,8 @@ def allowed(source: State, target: State) -> bool:
         return source in CARD_BOUND_STATES
     if target is State.SESSION_ERROR:
         return source in RESETTABLE_STATES
+    if target is State.TIMED_OUT:
+        return source in TIMEOUT_STATES
     return target is State.PIN and source in ERROR_STATES
 
 

@@ -36,11 +36,12 @@ class Key(StrEnum):
     DOWN = "down"
     SELECT = "select"
     BACK = "back"
+    HELP = "help"
 
 
 @dataclass(frozen=True, slots=True)
 class KeyPress:
-    """A keypad key (companion board) or the page's arrow/Enter/Escape keys."""
+    """A keypad key (companion board) or the page's arrow/Enter/Escape/F1 keys."""
 
     key: Key
 
@@ -66,6 +67,20 @@ class Tap:
 @dataclass(frozen=True, slots=True)
 class Language:
     code: str  # "ja" or "en"
+
+
+@dataclass(frozen=True, slots=True)
+class TextSize:
+    """One of the four text sizes (1 = default … 4 = largest); reset for each voter."""
+
+    level: int
+
+
+@dataclass(frozen=True, slots=True)
+class Theme:
+    """``high`` (default) or ``low`` contrast; reset for each voter."""
+
+    name: str
 
 
 # --- results of effects -------------------------------------------------------------------
@@ -167,6 +182,8 @@ Event = (
     | PinEntered
     | Tap
     | Language
+    | TextSize
+    | Theme
     | Authenticated
     | AuthenticationFailed
     | CheckedIn

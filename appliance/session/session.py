@@ -11,11 +11,20 @@ never came) and — where nothing of the voter's is at stake yet — on card rem
 handling an event itself raises, the shell calls fail(). Each of these ends the session on a
 result screen that the next card clears. The session holds only what the screen shows: the
 screen, the focus and the voter's choices — never a key, token or nonce — and when a session
-ends (done, cancel, card removed, timeout) the choices go with it.
+ends (done, cancel, card removed, timeout) the choices go with it. The one exception in
+transit: PIN digits entered on the keypad alone are held until the fourth is confirmed (then
+they leave as Authenticate, like a PinEntered's), never shown in view().
+
+Voter aids live here too, so keypad, page and audio see the same thing: the help dialog,
+text size (1–4) and contrast theme (reset for each voter), the overvote notice (a choice is
+never silently replaced), the undervotes listed for the review, and the inactivity warning
+(the last ``Timeouts.warning`` seconds count down; any touch or key only dismisses it; its
+end before a cast is TIMED_OUT, "session ended, no vote cast"). The focus never wraps.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +33,7 @@ from appliance.session._state import (
     CARD_BOUND_STATES,
     ERROR_STATES,
     RESETTABLE_STATES,
+    TIMEOUT_STATES,
     IllegalTransition,
     State,
     allowed,
@@ -57,11 +67,17 @@ from appliance.session.events import (
     Spoiled,
     StepFailed,
     Tap,
+    TextSize,
+    Theme,
     Tick,
 )
 from election.manifest import Manifest
 
 LANGUAGES = ("ja", "en")
+TEXT_SIZES = (1, 2, 3, 4)
+THEMES = ("high", "low")
+PIN_LENGTH = 4  # the JPKI authentication PIN; the keypad enters exactly this many digits
+VOTER_EVENTS = (KeyPress, Tap, PinEntered, Language, TextSize, Theme)
 
 REFUSAL_STATES = {
     Refusal.NOT_ELIGIBLE: State.NOT_ELIGIBLE,
@@ -83,6 +99,7 @@ class Timeouts:
     voting: float = 120.0  # PIN, ballot, review, sealed, spoiled
     result: float = 30.0  # receipt and error screens
     busy: float = 60.0  # a "please wait" step that never reports back (the slowest, check-in, allows 8 s)
+    warning: float = 30.0  # the last seconds of ``voting`` show a countdown (at most half of it)
 
 
 class Session:
@@ -102,6 +119,15 @@ class Session:
 
     def _reset_voter(self, now: float) -> None:
         self.language = self.default_language
+        self.text_size = TEXT_SIZES[0]
+        self.theme = THEMES[0]
+        self.keypad_used = False  # the focus is drawn only once the voter uses the keypad
+        self.help_open = False
+        self.warning: int | None = None  # seconds left before the inactivity timeout, while warned
+        self.notice: dict[str, Any] | None = None  # e.g. an overvote: shown until the next action
+        # Digits entered on the keypad (a PIN in transit, like PinEntered's): never in view().
+        self._keypad_pin: list[str] = []
+        self.pin_wheel = 0
         self.focus = 0
         self.contest_index = 0
         self.choices: dict[str, list[str]] = {contest.id: [] for contest in self.manifest.contests}
@@ -121,7 +147,15 @@ class Session:
         if not isinstance(event, Tick | Acknowledged | HubLink):
             self.last_activity = now
         before = self.state
+        if isinstance(event, VOTER_EVENTS) and (self.warning is not None or self.notice is not None):
+            # A dialog is open (inactivity warning, overvote notice): the voter is back, and a
+            # touch or key only dismisses it — it never acts on the screen underneath.
+            self.warning = self.notice = None
+            if isinstance(event, KeyPress | Tap):
+                return []
         effects = self._apply(event, now)
+        if self.state is not before:
+            self.help_open, self.warning, self.notice, self._keypad_pin, self.pin_wheel = False, None, None, [], 0
         if self.state in CARD_BOUND_STATES and self.state not in BUSY_STATES and not self.card_present:
             # The card left while the shell was busy for this voter: cancel now.
             effects += self._end(now, State.CARD_REMOVED)
@@ -158,6 +192,14 @@ class Session:
             case Language(code=code):
                 if code in LANGUAGES:
                     self.language = code
+                return []
+            case TextSize(level=level):
+                if level in TEXT_SIZES:
+                    self.text_size = level
+                return []
+            case Theme(name=name):
+                if name in THEMES:
+                    self.theme = name
                 return []
             case KeyPress(key=key):
                 return self._key(key, now)
@@ -218,7 +260,10 @@ class Session:
         """Close the session: forget the voter's data, tell the shell to forget the rest."""
         was_active = self.state is not State.IDLE
         self._move(target)
+        shown = (self.language, self.text_size, self.theme)
         self._reset_voter(now)
+        if target is not State.IDLE:  # the result screen speaks to the voter who is still here
+            self.language, self.text_size, self.theme = shown
         return [EndSession()] if was_active else []
 
     def _step_failed(self, now: float) -> list[Effect]:
@@ -236,15 +281,24 @@ class Session:
     def _tick(self, now: float) -> list[Effect]:
         if self.state in BUSY_STATES:
             return self._step_failed(now) if now - self.busy_since >= self.timeouts.busy else []
+        elapsed = now - self.last_activity
         if self.state in (State.IDLE, State.OUT_OF_SERVICE):
+            if elapsed >= self.timeouts.result and self._has_settings():
+                self._reset_voter(now)  # a language or text size chosen by someone who left
             return []
-        limit = self.timeouts.result if self._is_result_screen() else self.timeouts.voting
-        if now - self.last_activity >= limit:
+        if self.state in TIMEOUT_STATES:
+            limit = self.timeouts.voting
+            if elapsed >= limit:
+                return self._end(now, State.TIMED_OUT)
+            warn = min(self.timeouts.warning, limit / 2)
+            self.warning = math.ceil(limit - elapsed) if elapsed >= limit - warn else None
+            return []
+        if elapsed >= self.timeouts.result:
             return self._end(now)
         return []
 
-    def _is_result_screen(self) -> bool:
-        return self.state in ERROR_STATES or self.state in (State.RECEIPT, State.HUB_UNREACHABLE)
+    def _has_settings(self) -> bool:
+        return (self.language, self.text_size, self.theme) != (self.default_language, TEXT_SIZES[0], THEMES[0])
 
     def _service(self, available: bool, reason: str, now: float) -> list[Effect]:
         if available:
@@ -292,6 +346,16 @@ class Session:
 
     def targets(self) -> list[str]:
         """The screen's actionable targets, in focus order (the keypad walks this list)."""
+        if self.warning is not None:
+            return ["stay"]
+        if self.notice is not None:
+            return ["dismiss"]
+        if self.help_open:
+            return ["close_help"]
+        return self.screen_targets()
+
+    def screen_targets(self) -> list[str]:
+        """The targets of the screen itself (under the help or timeout dialog, if one is open)."""
         state = self.state
         if state is State.BALLOT:
             contest = self.manifest.contests[self.contest_index]
@@ -312,6 +376,16 @@ class Session:
         }.get(state, ["done"] if state in ERROR_STATES else [])
 
     def _key(self, key: Key, now: float) -> list[Effect]:
+        self.keypad_used = True
+        if self.state in BUSY_STATES:
+            return []
+        if key is Key.HELP or (self.help_open and key in (Key.BACK, Key.SELECT)):
+            self.help_open = not self.help_open
+            return []
+        if self.help_open:
+            return []
+        if self.state in (State.PIN, State.WRONG_PIN):
+            return self._pin_key(key, now)
         targets = self.targets()
         if key is Key.BACK:
             back = {State.BALLOT: "previous", State.REVIEW: "change", State.PIN: "cancel", State.WRONG_PIN: "cancel"}
@@ -319,24 +393,49 @@ class Session:
             return self._tap(target, now) if target else []
         if not targets:
             return []
+        # The focus stops at either end (it never wraps from the last target to the first).
         if key is Key.UP:
-            self.focus = (self.focus - 1) % len(targets)
+            self.focus = max(0, min(self.focus, len(targets) - 1) - 1)
         elif key is Key.DOWN:
-            self.focus = (self.focus + 1) % len(targets)
+            self.focus = min(len(targets) - 1, self.focus + 1)
         elif key is Key.SELECT:
             return self._tap(targets[min(self.focus, len(targets) - 1)], now)
+        return []
+
+    def _pin_key(self, key: Key, now: float) -> list[Effect]:
+        """PIN entry on the keypad alone: up/down turn the digit, select takes it (and, once all
+        four are in, submits), back removes the last digit (or, with none, cancels)."""
+        digits = self._keypad_pin
+        if key is Key.UP:
+            self.pin_wheel = (self.pin_wheel + 1) % 10
+        elif key is Key.DOWN:
+            self.pin_wheel = (self.pin_wheel - 1) % 10
+        elif key is Key.BACK:
+            if not digits:
+                return self._end(now)
+            digits.pop()
+        elif len(digits) < PIN_LENGTH:
+            digits.append(str(self.pin_wheel))
+            self.pin_wheel = 0
+        else:
+            secret = "".join(digits)
+            self._keypad_pin = []
+            return self._apply(PinEntered(secret), now)
         return []
 
     def _tap(self, target: str, now: float) -> list[Effect]:
         state = self.state
         if target not in self.targets():
             return []
+        if target == "close_help":
+            self.help_open = False
+            return []
         if target in ("cancel", "done"):
             return self._end(now)
         if target.startswith("select:"):
             _, contest_id, selection_id = target.split(":", 2)
             self._toggle(contest_id, selection_id)
-            self.focus = self.targets().index(target)
+            self.focus = self.screen_targets().index(target)
             return []
         if target in ("next", "previous"):
             self.contest_index += 1 if target == "next" else -1
@@ -376,8 +475,8 @@ class Session:
             marks.remove(selection_id)
         elif len(marks) < limit:
             marks.append(selection_id)
-        elif limit == 1:
-            marks[:] = [selection_id]
+        else:  # never replace a choice silently: say so, and let the voter deselect first
+            self.notice = {"kind": "overvote", "contest": contest_id, "limit": limit, "selection": selection_id}
 
     # --- what the page shows -------------------------------------------------------------
 
@@ -389,6 +488,7 @@ class Session:
             "busy": self.state in BUSY_STATES,
             "language": self.language,
             "targets": targets,
+            "screen_targets": self.screen_targets(),
             "focus": targets[min(self.focus, len(targets) - 1)] if targets else None,
             "contest_index": self.contest_index,
             "choices": {contest: list(marks) for contest, marks in self.choices.items()},
@@ -401,4 +501,18 @@ class Session:
             "hub_online": self.hub_online,
             "card_present": self.card_present,
             "service_problem": self.service_problem,
+            "text_size": self.text_size,
+            "theme": self.theme,
+            "keypad": self.keypad_used,
+            "help": self.help_open,
+            "timeout_warning": self.warning,
+            "notice": dict(self.notice) if self.notice else None,
+            "undervotes": [
+                contest.id for contest in self.manifest.contests if len(self.choices[contest.id]) < contest.limit
+            ],
+            "pin_entry": (
+                {"entered": len(self._keypad_pin), "length": PIN_LENGTH, "digit": self.pin_wheel}
+                if self.state in (State.PIN, State.WRONG_PIN) and self.keypad_used
+                else None
+            ),
         }

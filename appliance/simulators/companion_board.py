@@ -32,13 +32,14 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.drivers.companion import firmware_sources
+from appliance.drivers.companion import firmware_dir, firmware_sources
 from appliance.drivers.pinmap import CompanionWiring, load_pinmap
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-UNIX_DIR = REPO_ROOT / "companion" / "firmware" / "unix"
+UNIX_DIR = firmware_dir() / "unix"
+"""The unix-port boot script and fake `machine` module, shipped in the `companion.firmware`
+package beside the firmware (found with importlib.resources, like the firmware itself)."""
 RESET_EXIT_CODE = 42  # companion/firmware/unix/machine.py exits with this on machine.reset()
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 PROMPT_WAIT = 1.0  # seconds to hold host input after Ctrl-C until the REPL prompt shows

@@ -8,8 +8,10 @@ API of the scripted voter (appliance/simulators/scripted_voter.py).
     GET  /api/election          contests, selections and names (ja/en) of the manifest
     GET  /api/state?after=N     the view once its version is > N (long poll, 10 s max)
     POST /api/event             {"kind": "tap", "target": T} | {"kind": "pin", "secret": S}
-                                | {"kind": "key", "key": up|down|select|back}
+                                | {"kind": "key", "key": up|down|select|back|help}
                                 | {"kind": "language", "code": ja|en}
+                                | {"kind": "text_size", "level": "1".."4"}
+                                | {"kind": "theme", "name": high|low}
 """
 
 from __future__ import annotations
@@ -66,7 +68,14 @@ def parse_event(data: Any) -> ev.Event:
     if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
         raise ValueError("expected an object with a kind")
     kind = data["kind"]
-    value = {"tap": "target", "pin": "secret", "key": "key", "language": "code"}.get(kind)
+    value = {
+        "tap": "target",
+        "pin": "secret",
+        "key": "key",
+        "language": "code",
+        "text_size": "level",
+        "theme": "name",
+    }.get(kind)
     if value is None:
         raise ValueError(f"unknown kind {kind!r}")
     if set(data) != {"kind", value} or not isinstance(data[value], str) or len(data[value]) > 200:
@@ -81,6 +90,12 @@ def parse_event(data: Any) -> ev.Event:
             return ev.KeyPress(ev.Key(text))
         except ValueError:
             raise ValueError(f"unknown key {text!r}") from None
+    if kind == "text_size":
+        if text not in ("1", "2", "3", "4"):
+            raise ValueError("text_size: level must be 1, 2, 3 or 4")
+        return ev.TextSize(int(text))
+    if kind == "theme":
+        return ev.Theme(text)
     return ev.Language(text)
 
 

@@ -47,3 +47,15 @@ def test_refused_event_leaves_the_log_untouched(audit_log: AuditLog) -> None:
     assert audit_log.path.read_bytes() == before
     assert audit_log.head == head
     assert audit_log.append("session_started").seq == 1  # the chain continues without a gap
+
+
+def test_check_ins_counted_has_one_count_per_refusal_reason() -> None:
+    """The roll counts each refusal under its own reason (a bad card signature, a stale CRL, a
+    revoked terminal...), none folded into ``malformed``; the event's fields follow the enum."""
+    from protocol.errors import CheckinReason
+    from station_hub.roll_service import COUNTED_REASONS
+
+    fields = set(EVENT_KINDS["check_ins_counted"].fields)
+    assert fields == {"checked_in", *(reason.value for reason in CheckinReason)}
+    assert set(COUNTED_REASONS) == set(CheckinReason)
+    check_event("check_ins_counted", dict.fromkeys(fields, 0))

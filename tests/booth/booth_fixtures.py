@@ -67,7 +67,6 @@ def terminal_data_dir(station: Station, voters: Voters, terminal: str, target: P
             "mode": "auth",
             "trust_anchors": ["card/auth-ca.pem"],
             "crls": ["card/auth-crl.pem"],
-            "roll_salt": ROLL_SALT.hex(),
         },
         "timeouts": {"voting": 120, "result": 30},
     }

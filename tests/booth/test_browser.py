@@ -80,6 +80,8 @@ def test_full_flow_in_chromium(
             shot(page, "07-spoiled")
             page.click("#t-vote_again")
             screen(page, "ballot")
+            page.click("#t-select-contest-1-candidate-2")  # a choice is never replaced: deselect first
+            expect(page.locator("#t-select-contest-1-candidate-2")).to_have_attribute("aria-pressed", "false")
             page.click("#t-select-contest-1-candidate-3")
             expect(page.locator("#t-select-contest-1-candidate-3")).to_have_attribute("aria-pressed", "true")
             page.keyboard.press("ArrowDown")  # keypad-style navigation: focus to "next", Enter selects it

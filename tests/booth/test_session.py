@@ -70,6 +70,7 @@ def test_full_flow_with_one_challenge_then_cast() -> None:
     assert session.view()["opened_choices"] == {"contest-1": ["candidate-2"], "contest-2": ["candidate-3"]}
     session.handle(Tap("vote_again"), 6)
     assert session.state is State.BALLOT and session.view()["opened_choices"] is None
+    session.handle(Tap("select:contest-1:candidate-2"), 7)  # deselect first: a choice is never replaced
     session.handle(Tap("select:contest-1:candidate-1"), 7)
     session.handle(Tap("next"), 7)
     session.handle(Tap("review"), 7)
@@ -88,13 +89,22 @@ def test_full_flow_with_one_challenge_then_cast() -> None:
     assert session.state is State.IDLE and session.ballots_cast == 1
 
 
-def test_limit_one_replaces_and_limit_two_refuses_overvote() -> None:
+def test_an_overvote_is_refused_with_a_notice_and_never_replaces_a_choice() -> None:
     session = authenticated_session()
     session.handle(Tap("select:contest-1:candidate-1"), 1)
     session.handle(Tap("select:contest-1:candidate-2"), 1)
-    assert session.choices["contest-1"] == ["candidate-2"]
-    session.handle(Tap("select:contest-1:candidate-2"), 1)
+    assert session.choices["contest-1"] == ["candidate-1"]
+    assert session.view()["notice"] == {
+        "kind": "overvote", "contest": "contest-1", "limit": 1, "selection": "candidate-2"
+    }  # fmt: skip
+    assert session.view()["targets"] == ["dismiss"]
+    session.handle(Tap("select:contest-1:candidate-1"), 1)
+    assert session.choices["contest-1"] == ["candidate-1"], "the touch only dismissed the notice"
+    assert session.view()["notice"] is None
+    session.handle(Tap("select:contest-1:candidate-1"), 1)
     assert session.choices["contest-1"] == []
+    session.handle(Tap("select:contest-1:candidate-2"), 1)
+    assert session.choices["contest-1"] == ["candidate-2"]
 
     wide = Session(sample_manifest(contests=1, selections=3, limit=2))
     for event in (CardInserted(), PinEntered("1234"), Authenticated(), CheckedIn()):
@@ -120,7 +130,10 @@ def test_keypad_walks_targets_and_selects() -> None:
     assert session.choices["contest-1"] == ["candidate-2"]
     session.handle(KeyPress(Key.UP), 1)
     session.handle(KeyPress(Key.UP), 1)
-    assert session.view()["focus"] == "next", "focus does not wrap around"
+    assert session.view()["focus"] == "select:contest-1:candidate-1", "focus stops at the first target"
+    for _ in range(6):
+        session.handle(KeyPress(Key.DOWN), 1)
+    assert session.view()["focus"] == "next", "focus stops at the last target (no wrap to candidate 1)"
     session.handle(KeyPress(Key.SELECT), 1)
     assert session.contest_index == 1
     session.handle(KeyPress(Key.BACK), 1)
@@ -228,8 +241,11 @@ def test_idle_timeout_clears_everything() -> None:
     assert session.handle(Tick(), 159) == []
     assert session.handle(Tick(), 160) == [EndSession()]
     view = session.view()
-    assert view["screen"] == "idle" and view["choices"] == {"contest-1": [], "contest-2": []}
+    assert view["screen"] == "timed_out" and view["choices"] == {"contest-1": [], "contest-2": []}
     assert view["tries_left"] is None and view["ballot_hash"] is None
+    assert view["targets"] == ["done"]
+    session.handle(Tick(), 170)  # the result timeout (10 s)
+    assert session.state is State.IDLE
 
 
 def test_result_screens_time_out_sooner() -> None:

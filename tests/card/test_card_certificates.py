@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 import pytest
 from card_fixtures import (
-    ROLL_SALT,
     Cards,
     Connect,
     DirectTransport,
@@ -32,7 +31,7 @@ from appliance.card import (
     UnknownIssuer,
     WrongPin,
     apdu,
-    derive_voter_key,
+    card_handle,
 )
 from appliance.card.authenticator import PROFILES
 from appliance.card.trust import parse_card_certificate
@@ -69,7 +68,7 @@ def test_the_forge_makes_a_good_certificate_when_nothing_is_broken(cards: Cards)
             cards.good.credential(mode).secret
         )
         parsed = parse_card_certificate(certificate)
-        assert voter.voter_key == derive_voter_key(ROLL_SALT, parsed.issuer_der, 0x1234_5678)
+        assert voter.card_handle == card_handle(parsed.issuer_der, 0x1234_5678)
 
 
 @pytest.mark.parametrize("mode", list(AuthMode))

@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from card_fixtures import OK, ROLL_SALT, Cards, DirectTransport, ScriptedTransport, authenticator
+from card_fixtures import OK, Cards, DirectTransport, ScriptedTransport, authenticator
+from cryptography import x509
 
-from appliance.card import AuthMode, CardProtocolError, apdu, voter_key_of
+from appliance.card import AuthMode, CardProtocolError, apdu, card_handle
 from appliance.card.authenticator import MAX_READ_COMMANDS
 from appliance.card.channel import MAX_CHAINED_RESPONSE, MAX_GET_RESPONSES, CardChannel
 from appliance.simulators.jpki_card import CardQuirks, VirtualJpkiCard
@@ -109,7 +110,7 @@ QUIRKS = {
 def test_quirky_cards_authenticate(cards: Cards, quirks: CardQuirks, mode: AuthMode) -> None:
     transport = DirectTransport(VirtualJpkiCard(cards.good, quirks))
     voter = authenticator(cards, transport, mode).authenticate(cards.good.credential(mode).secret)
-    assert voter.voter_key == voter_key_of(ROLL_SALT, cards.good.credential(mode).certificate)
+    assert voter.card_handle == handle_of(cards.good.credential(mode).certificate)
     instructions = {command[1] for command in transport.sent}
     if quirks.response_chunk is not None:
         assert 0xC0 in instructions, "the card's 61xx were not fetched with GET RESPONSE"
@@ -158,3 +159,7 @@ def test_get_response_of_the_virtual_card_follows_iso(cards: Cards) -> None:
     assert card.process(READ.encode()) == b"\x61\x03"
     card.process(apdu.select_applet().encode())
     assert card.process(apdu.get_response(3).encode()) == b"\x69\x85", "another command drops the pending answer"
+
+
+def handle_of(certificate: x509.Certificate) -> str:
+    return card_handle(certificate.issuer.public_bytes(), certificate.serial_number)

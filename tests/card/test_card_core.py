@@ -17,6 +17,7 @@ from appliance.card import (
     InvalidPinFormat,
     TrustStore,
     apdu,
+    card_handle,
     derive_voter_key,
     voter_key_of,
 )
@@ -140,13 +141,14 @@ def test_no_personal_data_leaves_the_module_or_reaches_the_log(cards: Cards, cap
     caplog.set_level(logging.DEBUG)
     transport = DirectTransport(VirtualJpkiCard(cards.good))
     voter = authenticator(cards, transport, AuthMode.SIGN).authenticate(cards.good.sign.secret)
-    assert [f.name for f in fields(AuthenticatedVoter)] == ["voter_key"]
+    assert [f.name for f in fields(AuthenticatedVoter)] == ["card_handle"]
     certificate = cards.good.sign.certificate
     personal = ["試験 太郎", "東京都千代田区", "19800101", certificate.subject.rfc4514_string()]
     for text in personal:
         assert text not in caplog.text and text not in repr(voter)
     assert cards.good.sign.secret not in caplog.text
-    assert voter.voter_key == voter_key_of(ROLL_SALT, certificate)
+    assert voter.card_handle == card_handle(certificate.issuer.public_bytes(), certificate.serial_number)
+    assert voter.card_handle != voter_key_of(ROLL_SALT, certificate), "the booth holds no voter key"
 
 
 def test_signing_certificate_is_unreadable_before_the_password(cards: Cards):

@@ -8,9 +8,10 @@ byte-level behaviour of the transport core is in test_card_channel.py.
 from __future__ import annotations
 
 import pytest
-from card_fixtures import ROLL_SALT, Cards, Connect, ScriptedCard, authenticator
+from card_fixtures import Cards, Connect, ScriptedCard, authenticator
+from cryptography import x509
 
-from appliance.card import AuthMode, voter_key_of
+from appliance.card import AuthMode, card_handle
 from appliance.simulators.jpki_card import CardQuirks, VirtualJpkiCard
 
 pytestmark = pytest.mark.timeout(90)
@@ -32,10 +33,14 @@ def test_quirky_card_authenticates_through_the_real_stack(
     flow = authenticator(cards, connect(card), mode)
     assert flow.tries_left() == flow.max_tries
     voter = flow.authenticate(cards.good.credential(mode).secret)
-    assert voter.voter_key == voter_key_of(ROLL_SALT, cards.good.credential(mode).certificate)
+    assert voter.card_handle == handle_of(cards.good.credential(mode).certificate)
     instructions = [command[1] for command in card.commands]
     if quirks.response_chunk is not None:
         assert 0xC0 in instructions, "the card's 61xx were not fetched with GET RESPONSE"
     if quirks.exact_le is not None:
         reads = [command[-1] or 256 for command in card.commands if command[1] == 0xB0]
         assert quirks.exact_le in reads, "the client did not re-send with the card's Le"
+
+
+def handle_of(certificate: x509.Certificate) -> str:
+    return card_handle(certificate.issuer.public_bytes(), certificate.serial_number)

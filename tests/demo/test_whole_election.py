@@ -20,6 +20,7 @@ from audit.privacy import find_forbidden
 from demo.whole_election import PIN, demo_manifest, run
 from election.record import DirectoryRecord
 from election.verify import verify_record
+from station_hub.station import Station
 
 VOTERS_PER_BOOTH, CHALLENGE_EVERY = 2, 2
 TERMINALS = ("T01", "T02", "T03")
@@ -63,7 +64,9 @@ def forbidden_strings(out: Path) -> set[str]:
     with sqlite3.connect(out / "station" / "roll" / "roll.db") as roll:
         on_roll = {key.hex() for (key,) in roll.execute("SELECT voter_key FROM voters")}
     cards = TestCa(out / "test-ca").issued_cards()
-    roll_salt = bytes.fromhex(json.loads((out / "terminals" / "T01" / "config.json").read_text())["card"]["roll_salt"])
+    terminal_config = json.loads((out / "terminals" / "T01" / "config.json").read_text())
+    assert "roll_salt" not in terminal_config["card"], "only the roll holds the roll salt"
+    roll_salt = Station.open(out / "station").roll_salt()
     assert on_roll == {voter_key_of(roll_salt, card.auth.certificate) for card in cards}
     forbidden = set(on_roll)
     for card in cards:

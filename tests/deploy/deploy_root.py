@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,3 +36,26 @@ def make_target_root(root: Path) -> Path:
         stub.write_text("#!/bin/sh\nexit 0\n")
         stub.chmod(0o755)
     return root
+
+
+@dataclass(frozen=True)
+class Installed:
+    venv: Path
+    workdir: Path  # outside the checkout: nothing is found relative to the repository
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args, cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def bin(self, name: str) -> str:
+        return str(self.venv / "bin" / name)
+
+
+def clean_env(venv: Path) -> dict[str, str]:
+    """The environment of a booth: its own virtualenv first, nothing of the checkout anywhere."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    path = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and not Path(p).is_relative_to(REPO)]
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), *path])
+    return env

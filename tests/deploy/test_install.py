@@ -117,6 +117,17 @@ def verify(root: Path, units: tuple[str, ...]) -> subprocess.CompletedProcess[st
     )
 
 
+def test_every_hub_service_unit_is_type_notify_with_a_watchdog(hub_root: Path) -> None:
+    """Ledger, roll and forwarder tell systemd when they are ready and keep pinging its watchdog
+    while their main loop turns (infra/service.py); a stalled loop gets the unit restarted."""
+    for unit in HUB_UNITS[1:]:
+        path = hub_root / "etc/systemd/system" / unit
+        assert values(path, "Type") == ["notify"], unit
+        assert values(path, "NotifyAccess") == ["main"], unit
+        assert values(path, "WatchdogSec") == ["30s"], unit
+        assert values(path, "Restart") == ["always"], unit
+
+
 def exposure(root: Path, unit: str) -> float:
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", f"--root={root}", unit],

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from gateway_fixtures import STATIONS, make_election, make_station_template, postgres_server
+from hub_fixtures import SoftCard
 
 from gateway.central import Central, init_central
 from infra.broker import free_port
@@ -20,7 +21,7 @@ def election_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list
 @pytest.fixture(scope="session")
 def station_templates(
     tmp_path_factory: pytest.TempPathFactory, election_files: tuple[Path, list[Path]]
-) -> dict[str, tuple[Path, list[str]]]:
+) -> dict[str, tuple[Path, list[SoftCard]]]:
     root = tmp_path_factory.mktemp("stations")
     return {station_id: make_station_template(root, station_id, election_files[0]) for station_id in STATIONS}
 

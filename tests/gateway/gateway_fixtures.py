@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hub"))
 
-from hub_fixtures import Hub, copy_station
+from hub_fixtures import Hub, SoftCard, cards_of, copy_station, jpki_files, make_electorate, roll_of
 
 from election.encoding import canonical_bytes, parse_json
 from election.manifest import sample_manifest
@@ -48,14 +48,18 @@ def make_election(root: Path) -> tuple[Path, list[Path]]:
     return package, keys
 
 
-def make_station_template(root: Path, station_id: str, package: Path) -> tuple[Path, list[str]]:
-    voters = [secrets.token_hex(32) for _ in range(VOTERS)]
-    station = init_station(root / station_id, station_id, package, STATIONS[station_id], [f"op-{station_id}"], port=1)
+def make_station_template(root: Path, station_id: str, package: Path) -> tuple[Path, list[SoftCard]]:
+    """A station whose roll lists the ``VOTERS`` cards of its own JPKI test CA; returns the
+    station directory and the voters' cards (check-ins are card-proven, the salt stays on the hub)."""
+    electorate = make_electorate(root / f"{station_id}-jpki", VOTERS)
+    salt = secrets.token_bytes(32)
+    station = init_station(root / station_id, station_id, package, STATIONS[station_id], [f"op-{station_id}"], port=1,
+                           roll_salt=salt, **jpki_files(electorate))  # fmt: skip
     store = RollStore(station.roll_db, (station.token_public_key().key_size + 7) // 8)
-    document = json.dumps({"format": VOTER_KEYS_FORMAT, "voter_keys": voters}).encode()
+    document = json.dumps({"format": VOTER_KEYS_FORMAT, "voter_keys": roll_of(electorate, salt)}).encode()
     store.import_voters(read_voter_keys(document))
     store.close()
-    return root / station_id, voters
+    return root / station_id, cards_of(electorate)
 
 
 @dataclass
@@ -63,7 +67,8 @@ class RunningStation:
     """A station hub with its broker and both services, as in a polling station."""
 
     station: Station
-    voters: list[str]
+    voters: list[SoftCard]
+    """The cards of the voters on this station's roll."""
     broker: Broker
     hub: Hub
     expected: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -113,7 +118,7 @@ class RunningStation:
 
 @contextmanager
 def running_station(
-    template: tuple[Path, list[str]], target: Path, roll_key_of: Station | None = None
+    template: tuple[Path, list[SoftCard]], target: Path, roll_key_of: Station | None = None
 ) -> Iterator[RunningStation]:
     """A copy of the template, running; ``roll_key_of``: share that station's roll key (one roll)."""
     station = copy_station(template[0], target)

@@ -146,3 +146,16 @@ def test_forwarder_sends_statements_the_centre_lacks_and_then_idles() -> None:
     undelivered = core.tick(9.0, 4, statements)
     core.undelivered(undelivered.request, 9.1)  # PUBACK 16: no gateway is subscribed
     assert core.tick(9.5, 4, statements) is None and isinstance(core.tick(10.2, 4, statements), SendHello)
+
+
+def test_forwarder_idles_once_the_centre_holds_the_checkpoint_at_position_0() -> None:
+    """Before the first ballot the ledger signs checkpoints at position 0: once the centre holds
+    one, nothing is missing (0 is a position, not "none"; this was a false error at every start)."""
+    core = ForwarderCore("st-x", timeout=5.0, first_request=0)
+    hello = core.connected(0.0)
+    statements = {"checkpoint": {"position": 0}}
+    assert core.received(confirm(hello.request, 0), 0.1)
+    batch = core.tick(0.2, 0, statements)
+    assert isinstance(batch, SendBatch) and batch.first_position == 1
+    assert core.received(confirm(batch.request, 0, checkpoint=0), 0.3)
+    assert core.tick(0.4, 0, statements) is None and core.tick(20.0, 0, statements) is None

@@ -9,6 +9,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from appliance.card.authenticator import AuthMode
+from appliance.card.testca import CardFile, TestCa
 from election.chain import ChainEntry
 from election.manifest import sample_manifest
 from election.record import RecordWriter
@@ -42,6 +47,43 @@ def copy_station(template: Path, target: Path) -> Station:
     station = Station.open(target)
     station.broker_config.write_text(station.mosquitto_config())
     return station
+
+
+@dataclass(frozen=True)
+class SoftCard:
+    """A test voter card in software: its JPKI certificate and the key the real card would keep."""
+
+    certificate_der: bytes
+    key: rsa.RSAPrivateKey
+
+    @classmethod
+    def of(cls, card: CardFile, mode: AuthMode = AuthMode.AUTH) -> SoftCard:
+        credential = card.credential(mode)
+        return cls(credential.certificate.public_bytes(serialization.Encoding.DER), credential.private_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+
+
+def make_electorate(directory: Path, count: int) -> TestCa:
+    """A JPKI test CA with ``count`` voter cards (for ``init_station(jpki_anchors=..., jpki_crls=...)``)."""
+    ca = TestCa.create(directory)
+    for _ in range(count):
+        ca.issue_card(pin="1234", password="PASSWORD1")
+    return ca
+
+
+def jpki_files(ca: TestCa) -> dict[str, list[Path]]:
+    """The keyword arguments of init_station that install ``ca``'s auth CA and CRL."""
+    return {"jpki_anchors": [ca.directory / "auth-ca.pem"], "jpki_crls": [ca.crl_path(AuthMode.AUTH)]}
+
+
+def roll_of(ca: TestCa, salt: bytes) -> list[str]:
+    return ca.roll(salt, AuthMode.AUTH)["voter_keys"]  # type: ignore[return-value]
+
+
+def cards_of(ca: TestCa) -> list[SoftCard]:
+    return [SoftCard.of(card) for card in ca.issued_cards()]
 
 
 @dataclass

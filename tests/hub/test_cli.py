@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hub_fixtures import write_election
+from hub_fixtures import cards_of, jpki_files, make_electorate, roll_of, write_election
 
 from election.chain import verify_document
 from election.encoding import canonical_bytes
@@ -22,14 +22,20 @@ CLI = [sys.executable, "-m", "station_hub.cli"]
 
 def test_init_run_open_vote_close(tmp_path: Path):
     election = write_election(tmp_path / "package")
-    voters = [secrets.token_hex(32) for _ in range(3)]
+    electorate = make_electorate(tmp_path / "jpki", 3)
+    salt = secrets.token_bytes(32)
+    (tmp_path / "salt.hex").write_text(salt.hex())
+    voters = cards_of(electorate)
     (tmp_path / "voters.json").write_text(
-        json.dumps({"format": VOTER_KEYS_FORMAT, "mode": "auth", "voter_keys": voters})
+        json.dumps({"format": VOTER_KEYS_FORMAT, "mode": "auth", "voter_keys": roll_of(electorate, salt)})
     )
     directory = tmp_path / "station"
+    trust = jpki_files(electorate)
     subprocess.run([*CLI, "init", str(directory), "--station", "st-9", "--election",
                     str(election), "--terminal", "t1", "--operator", "op1", "--voters",
-                    str(tmp_path / "voters.json"), "--port", str(free_port())],
+                    str(tmp_path / "voters.json"), "--port", str(free_port()), "--training-terminal-keys",
+                    "--roll-salt", str(tmp_path / "salt.hex"), "--jpki-ca", str(trust["jpki_anchors"][0]),
+                    "--jpki-crl", str(trust["jpki_crls"][0])],
                    check=True, capture_output=True, timeout=60)  # fmt: skip
     refused = subprocess.run([*CLI, "init", str(directory), "--station", "x", "--election",
                               str(election)], capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -45,9 +51,17 @@ def test_init_run_open_vote_close(tmp_path: Path):
         with TerminalClient(station, "t1").connect() as t1:
             ballot = t1.seal({"contest-1": {"candidate-1"}}, t1.check_in(voters[0]))
             assert t1.submit(canonical_bytes(ballot.to_json()))["result"] == "accepted"
-        closed = subprocess.run([*CLI, "polls", str(directory), "close", "--operator", "op1"],
+        pending = subprocess.run([*CLI, "polls", str(directory), "close", "--operator", "op1", "--wait", "1"],
+                                 capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert pending.returncode == 3 and "t1: never seen" in pending.stderr  # t1 never published a status
+        closed = subprocess.run([*CLI, "polls", str(directory), "close", "--operator", "op1",
+                                 "--declare-unreachable", "t1"],
                                 check=True, capture_output=True, timeout=60)  # fmt: skip
         report = verify_document(json.loads(closed.stdout), ledger_key)
+        assert report["unreachable"] == {"t1": {"device_seq": 1, "ballot_hash": ballot.ballot_hash.hex()}}
+        reopen = subprocess.run([*CLI, "polls", str(directory), "open", "--operator", "op1"],
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert reopen.returncode != 0 and "can never be opened again" in reopen.stderr
         assert report["type"] == "closing_report"
         assert report["ballots"] == report["check_ins"] == 1
         assert report["terminals"] == {"t1": 1} and report["position"] == 1

@@ -7,9 +7,11 @@ import secrets
 import sqlite3
 from pathlib import Path
 
+from cryptography import x509
 from hub_fixtures import Hub, chain_of
 
 from election.encoding import canonical_bytes
+from infra.jpki import derive_voter_key
 from infra.mqtt import HubClient
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore
@@ -66,8 +68,11 @@ def test_joining_roll_and_ledger_pairs_no_voter_with_any_ballot(hub: Hub, statio
             assert value not in ballot and value.hex().encode() not in ballot
     # The roll holds no terminal id and nothing time-like; the ledger holds no voter key.
     assert not {b"t1", b"t2"} & {v for v in every_value(station.roll_db)}
+    salt = station.roll_salt()
     for voter in voters:
-        assert bytes.fromhex(voter) not in ledger_values
+        certificate = x509.load_der_x509_certificate(voter.certificate_der)
+        key = derive_voter_key(salt, certificate.issuer.public_bytes(), certificate.serial_number)
+        assert bytes.fromhex(key) not in ledger_values
     assert len(chain_of(station)) == 6
 
 

@@ -1,5 +1,6 @@
 """Fixtures: a station template for a real hub (Mosquitto + ledger + roll), made with the hub
-tests' own helpers (tests/hub/hub_fixtures.py)."""
+tests' own helpers (tests/hub/hub_fixtures.py): its roll lists the cards of a JPKI test CA, and
+every check-in is card-proven."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
 
-from hub_fixtures import STATION_ID, TERMINALS, VOTERS, write_election
+from hub_fixtures import (
+    STATION_ID,
+    TERMINALS,
+    VOTERS,
+    SoftCard,
+    cards_of,
+    jpki_files,
+    make_electorate,
+    roll_of,
+    write_election,
+)
+from schema_tools import SchemaTemplate
 
 from station_hub.roll import VOTER_KEYS_FORMAT, RollStore, read_voter_keys
 from station_hub.station import init_station
@@ -22,15 +34,19 @@ OPERATORS = ["op1", "op2"]
 
 
 @pytest.fixture(scope="session")
-def schema_station_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
-    """(station template, its election package, the voters' keys)."""
+def schema_station_template(tmp_path_factory: pytest.TempPathFactory) -> SchemaTemplate:
     root = tmp_path_factory.mktemp("schema-template")
     election = write_election(root / "election-package")
-    voters = [secrets.token_hex(32) for _ in range(VOTERS)]
+    electorate = make_electorate(root / "jpki", VOTERS)
+    salt = secrets.token_bytes(32)
     voter_file = root / "voters.json"
-    voter_file.write_text(json.dumps({"format": VOTER_KEYS_FORMAT, "voter_keys": voters}))
-    station = init_station(root / "station", STATION_ID, election, TERMINALS, OPERATORS, port=1)
+    voter_file.write_text(json.dumps({"format": VOTER_KEYS_FORMAT, "voter_keys": roll_of(electorate, salt)}))
+    station = init_station(root / "station", STATION_ID, election, TERMINALS, OPERATORS, port=1, roll_salt=salt,
+                           **jpki_files(electorate))  # fmt: skip
     store = RollStore(station.roll_db, (station.token_public_key().key_size + 7) // 8)
     store.import_voters(read_voter_keys(voter_file.read_bytes()))
     store.close()
-    return root / "station", election, voters
+    voters = cards_of(electorate)
+    stranger = SoftCard.of(electorate.issue_card())
+    foreign = cards_of(make_electorate(root / "other-jpki", 1))[0]
+    return SchemaTemplate(root / "station", election, voters, stranger, foreign)

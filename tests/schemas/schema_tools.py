@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+if TYPE_CHECKING:
+    from hub_fixtures import SoftCard
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 BASE = "https://polling-station.invalid/schemas/v1/"
@@ -53,3 +57,17 @@ def payload_json(payload: bytes) -> Any:
     from election.encoding import parse_json
 
     return parse_json(payload)
+
+
+@dataclass(frozen=True)
+class SchemaTemplate:
+    """A station template for the real-hub schema tests (tests/schemas/conftest.py)."""
+
+    station: Path
+    election: Path
+    voters: list[SoftCard]
+    """The cards of the voters on the roll."""
+    stranger: SoftCard
+    """A genuine card of the same JPKI CA whose holder is not on the roll."""
+    foreign: SoftCard
+    """A card of a JPKI CA the roll does not trust."""

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from hostile import root_variants, variants
-from hub_fixtures import Hub, copy_station
-from schema_tools import assert_invalid, assert_valid, payload_json
+from hub_fixtures import Hub, SoftCard, copy_station
+from schema_tools import SchemaTemplate, assert_invalid, assert_valid, payload_json
 
 from appliance.outbox import Outbox
 from appliance.publisher import HubAddress, HubLink
@@ -32,12 +32,29 @@ from infra.broker import Broker, free_port
 from infra.errors import SiteError
 from infra.mqtt import HubClient
 from protocol.forwarding import ClosingSeen, Confirm, Refusal, batch_payload, hello_payload
+from protocol.messages import (
+    CheckinChallenge,
+    CheckinChallengeRequest,
+    CheckinGranted,
+    CheckinRequest,
+    checkin_binding,
+    decode_checkin_reply,
+)
 from station_hub.forwarder import LedgerReader
 from station_hub.operator import change_polls
 from station_hub.registration import registration
 from station_hub.terminal_client import TerminalClient
 
 CHOICES = {"contest-1": {"candidate-2"}, "contest-2": {"candidate-1"}}
+GOOD_CHECKIN = {
+    "version": 1,
+    "type": "checkin",
+    "challenge": "ab" * 32,
+    "blinded": "cd" * 384,
+    "certificate": "30" * 1000,
+    "signature": "ef" * 256,
+}
+"""Valid by checkin.schema.json (the targeted hostile cases each change one thing of it)."""
 Captured = list[tuple[str, str, Any]]
 """(what, schema, parsed message)"""
 
@@ -65,7 +82,7 @@ def drain(client: HubClient, quiet: float = 1.0) -> list[Any]:
             return found
 
 
-def run_station(station: Any, election_dir: Path, voters: list[str], tmp_path: Path) -> Captured:
+def run_station(station: Any, template: SchemaTemplate, tmp_path: Path) -> Captured:
     captured: Captured = []
     topics = station.topics
     with Broker(station, tmp_path / "mosquitto.log"):
@@ -82,8 +99,8 @@ def run_station(station: Any, election_dir: Path, voters: list[str], tmp_path: P
             with HubClient(station, "op1").connect() as operator:
                 change_polls(operator, "open")
             with TerminalClient(station, "t1").connect() as t1:
-                captured += terminal_session(t1, voters)
-            captured += booth_link_session(station, voters[3], tmp_path)
+                captured += terminal_session(t1, template)
+            captured += booth_link_session(station, template.voters[3], tmp_path)
             with HubClient(station, "op1").connect() as operator:
                 change_polls(operator, "close")
         finally:
@@ -94,31 +111,43 @@ def run_station(station: Any, election_dir: Path, voters: list[str], tmp_path: P
                 captured.append((message.topic, statement_schema(message.topic, data, topics.root), data))
         watcher.close()
     captured += forwarding_messages(station, captured)
-    captured += registration_messages(station, election_dir, tmp_path)
+    captured += registration_messages(station, template.election, tmp_path)
     return captured
 
 
-def terminal_session(t1: TerminalClient, voters: list[str]) -> Captured:
-    """Check-in, cast, challenge, and refusals — as the ledger and the roll answer them."""
+def terminal_session(t1: TerminalClient, template: SchemaTemplate) -> Captured:
+    """Card-proven check-in (both rounds), cast, challenge, and refusals — as the ledger and the
+    roll answer them."""
     out: Captured = []
     topics = t1.topics
+    voters = template.voters
+
+    def ask(payload: bytes) -> bytes:
+        return t1.request(topics.checkin("t1"), topics.checkin_reply("t1"), payload, 10).payload
+
+    challenge_request = CheckinChallengeRequest().encode()
+    challenge_reply = ask(challenge_request)
+    out += [("check-in challenge request", "checkin-challenge-request.schema.json", payload_json(challenge_request)),
+            ("check-in challenge", "checkin-reply.schema.json", payload_json(challenge_reply))]  # fmt: skip
+    challenge = bytes.fromhex(payload_json(challenge_reply)["challenge"])
     message = secrets.token_bytes(32)
     request = tokens.blind(t1.token_key, message)
-    checkin = t1.checkin_payload(voters[0], request.blinded)
-    reply = t1.request(topics.checkin("t1"), topics.checkin_reply("t1"), checkin, 10).payload
+    checkin = t1.checkin_payload(voters[0], request.blinded, challenge)
+    reply = ask(checkin)
     out += [("check-in", "checkin.schema.json", payload_json(checkin)),
             ("check-in granted", "checkin-reply.schema.json", payload_json(reply))]  # fmt: skip
     granted = payload_json(reply)
+    assert granted["result"] == "granted", granted
     token = Token(message, tokens.finalize(t1.token_key, message, bytes.fromhex(granted["blind_signature"]), request))
 
     election = t1.election
     spoiled, opening = seal_ballot(election.manifest, election.context.joint_public_key, CHOICES, t1.signer,
                                    t1.device_seq + 1, t1.prev_hash)  # fmt: skip
     t1.device_seq, t1.prev_hash = spoiled.device_seq, spoiled.ballot_hash
-    challenge = spoiled_payload(spoiled, opening, election.manifest)
-    out.append(("spoiled ballot", "spoiled-ballot-message.schema.json", payload_json(challenge)))
+    challenged = spoiled_payload(spoiled, opening, election.manifest)
+    out.append(("spoiled ballot", "spoiled-ballot-message.schema.json", payload_json(challenged)))
     # An accepted spoiled ballot's ack names the sealed ballot's hash, not the message's.
-    t1.publish(topics.ballot("t1"), challenge)
+    t1.publish(topics.ballot("t1"), challenged)
     wanted = spoiled.ballot_hash.hex()
     ack = payload_json(
         t1.next_message(10, lambda m: m.topic == topics.ack("t1") and wanted.encode() in m.payload).payload
@@ -145,36 +174,56 @@ def terminal_session(t1: TerminalClient, voters: list[str]) -> Captured:
         assert ack["result"] == "refused", (what, ack)
         out.append((f"ack refusing {what}", "ack.schema.json", ack))
 
-    def ask(payload: bytes) -> Any:
-        return payload_json(t1.request(topics.checkin("t1"), topics.checkin_reply("t1"), payload, 10).payload)
+    def fresh_blinded() -> bytes:
+        return tokens.blind(t1.token_key, secrets.token_bytes(32)).blinded
 
-    again = ask(t1.checkin_payload(voters[0], tokens.blind(t1.token_key, secrets.token_bytes(32)).blinded))
-    stranger = ask(t1.checkin_payload(secrets.token_hex(32), request.blinded))
-    broken = ask(b'{"version":1,"type":"checkin"}')
-    for reply_data, reason in ((again, "already_voted"), (stranger, "not_eligible"), (broken, "malformed")):
+    other_blinded = fresh_blinded()
+    over_another = CheckinRequest(
+        (fresh := t1.challenge()), other_blinded, voters[1].certificate_der,
+        voters[1].sign(checkin_binding(topics.station, "t1", fresh, fresh_blinded())),
+    ).encode()  # fmt: skip
+    answers = [
+        (ask(t1.checkin_payload(voters[0], fresh_blinded())), "already_voted"),
+        (ask(t1.checkin_payload(template.stranger, request.blinded)), "not_eligible"),
+        (ask(b'{"version":1,"type":"checkin"}'), "malformed"),
+        (ask(checkin), "bad_challenge"),  # the granted check-in replayed: its challenge is spent
+        (ask(over_another), "bad_card_signature"),
+        (ask(t1.checkin_payload(template.foreign, fresh_blinded())), "unknown_issuer"),
+    ]
+    for raw, reason in answers:
+        reply_data = payload_json(raw)
         assert reply_data.get("reason") == reason, reply_data
         out.append((f"check-in refused: {reason}", "checkin-reply.schema.json", reply_data))
     return out
 
 
-def booth_link_session(station: Any, voter: str, tmp_path: Path) -> Captured:
-    """The booth's own MQTT link publishes its statuses (online, reader, tamper, its will) and checks in."""
+def booth_link_session(station: Any, voter: SoftCard, tmp_path: Path) -> Captured:
+    """The booth's own MQTT link publishes its statuses (online, reader, tamper, its will) and
+    checks a voter in (challenge, then the card-signed request)."""
     address = HubAddress(station.host, station.port, station.ca_file, station.cert_file("t2"), station.key_file("t2"))
     link = HubLink(address, station.station_id, "t2", Outbox(tmp_path / "booth" / "outbox.db")).start()
+    modulus_length = (station.token_public_key().key_size + 7) // 8
     try:
         assert link.wait_online(10)
         link.publish_status(reader="ok")
         link.publish_status(reader="unavailable", tamper=True)
+        challenge_request = CheckinChallengeRequest().encode()
+        challenge_reply = link.request_checkin(challenge_request, 10)
+        challenge = decode_checkin_reply(challenge_reply, modulus_length)
+        assert isinstance(challenge, CheckinChallenge), challenge
         request = tokens.blind(station.token_public_key(), secrets.token_bytes(32))
-        payload = canonical_bytes(
-            {"version": 1, "type": "checkin", "voter_key": voter, "blinded": request.blinded.hex()}
-        )
+        binding = checkin_binding(station.station_id, "t2", challenge.challenge, request.blinded)
+        payload = CheckinRequest(challenge.challenge, request.blinded, voter.certificate_der,
+                                 voter.sign(binding)).encode()  # fmt: skip
         reply = link.request_checkin(payload, 10)
     finally:
         link.stop()
-    reply_data = reply if isinstance(reply, dict) else payload_json(reply)
-    return [("booth check-in", "checkin.schema.json", payload_json(payload)),
-            ("booth check-in reply", "checkin-reply.schema.json", reply_data)]  # fmt: skip
+    assert isinstance(decode_checkin_reply(reply, modulus_length), CheckinGranted)
+    return [("booth check-in challenge request", "checkin-challenge-request.schema.json",
+             payload_json(challenge_request)),
+            ("booth check-in challenge", "checkin-reply.schema.json", payload_json(challenge_reply)),
+            ("booth check-in", "checkin.schema.json", payload_json(payload)),
+            ("booth check-in reply", "checkin-reply.schema.json", payload_json(reply))]  # fmt: skip
 
 
 def forwarding_messages(station: Any, captured: Captured) -> Captured:
@@ -216,12 +265,10 @@ def registration_messages(station: Any, election_dir: Path, tmp_path: Path) -> C
 
 
 @pytest.fixture(scope="module")
-def captured(
-    schema_station_template: tuple[Path, Path, list[str]], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Captured]:
-    template, election_dir, voters = schema_station_template
+def captured(schema_station_template: SchemaTemplate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
     root = tmp_path_factory.mktemp("schema-hub")
-    yield run_station(copy_station(template, root / "station"), election_dir, voters, root)
+    station = copy_station(schema_station_template.station, root / "station")
+    yield run_station(station, schema_station_template, root)
 
 
 def test_real_messages_follow_the_schemas(captured: Captured):
@@ -233,10 +280,10 @@ def test_every_message_schema_met_a_real_message(captured: Captured):
     seen = {schema for _, schema, _ in captured}
     expected = {
         "sealed-ballot.schema.json", "spoiled-ballot-message.schema.json", "ack.schema.json", "checkin.schema.json",
-        "checkin-reply.schema.json", "terminal-status.schema.json", "ledger-status.schema.json",
-        "checkpoint.schema.json", "zero-report.schema.json", "closing-report.schema.json", "roll-status.schema.json",
-        "roll-report.schema.json", "hello.schema.json", "batch.schema.json", "confirm.schema.json",
-        "refused.schema.json", "station-registration.schema.json", "link-grant.schema.json",
+        "checkin-challenge-request.schema.json", "checkin-reply.schema.json", "terminal-status.schema.json",
+        "ledger-status.schema.json", "checkpoint.schema.json", "zero-report.schema.json", "closing-report.schema.json",
+        "roll-status.schema.json", "roll-report.schema.json", "hello.schema.json", "batch.schema.json",
+        "confirm.schema.json", "refused.schema.json", "station-registration.schema.json", "link-grant.schema.json",
     }  # fmt: skip
     assert expected <= seen, sorted(expected - seen)
     by_kind = {(schema, data.get("online"), data.get("result")) for _, schema, data in captured}
@@ -247,6 +294,9 @@ def test_every_message_schema_met_a_real_message(captured: Captured):
     assert "malformed" in reasons and "bad_signature" in reasons
     tamper = [d for _, s, d in captured if s == "terminal-status.schema.json" and d.get("tamper") is True]
     assert tamper and tamper[-1]["reader"] == "unavailable"
+    replies = {(d["result"], d.get("reason")) for _, s, d in captured if s == "checkin-reply.schema.json"}
+    assert {("challenge", None), ("granted", None), ("refused", "bad_challenge"),
+            ("refused", "bad_card_signature"), ("refused", "unknown_issuer")} <= replies, replies  # fmt: skip
     closing = [d for _, s, d in captured if s == "closing-report.schema.json" and d["check_ins"] is not None]
     assert closing and closing[-1]["ballots"] == 1 and closing[-1]["spoiled"] == 1
 
@@ -337,15 +387,32 @@ def test_hostile_variants_of_every_real_message_are_refused(captured: Captured):
             },
             "an unknown polls state",
         ),
+        ("checkin.schema.json", {**GOOD_CHECKIN, "blinded": "00" * 384}, "a zero blinded value"),
+        ("checkin.schema.json", {**GOOD_CHECKIN, "blinded": "ab" * 128}, "a blinded value of an RSA-1024 key"),
+        ("checkin.schema.json", {**GOOD_CHECKIN, "voter_key": "00" * 32}, "a voter key (the roll derives it)"),
         (
             "checkin.schema.json",
-            {"version": 1, "type": "checkin", "voter_key": "00" * 32, "blinded": "00" * 384},
-            "a zero blinded value",
+            {k: v for k, v in GOOD_CHECKIN.items() if k not in ("certificate", "signature")},
+            "a check-in without the card's proof",
+        ),
+        ("checkin.schema.json", {**GOOD_CHECKIN, "signature": "cd" * 128}, "a card signature of an RSA-1024 key"),
+        ("checkin.schema.json", {**GOOD_CHECKIN, "certificate": ""}, "an empty card certificate"),
+        ("checkin.schema.json", {**GOOD_CHECKIN, "certificate": "30" * 8193}, "a card certificate over 8192 bytes"),
+        ("checkin.schema.json", {**GOOD_CHECKIN, "challenge": "ab" * 16}, "a 16-byte challenge"),
+        (
+            "checkin-challenge-request.schema.json",
+            {"version": 1, "type": "checkin_challenge_request", "terminal": "t1"},
+            "a challenge request naming a terminal",
         ),
         (
-            "checkin.schema.json",
-            {"version": 1, "type": "checkin", "voter_key": "00" * 32, "blinded": "ab" * 128},
-            "a blinded value of an RSA-1024 key",
+            "checkin-reply.schema.json",
+            {"version": 1, "type": "checkin_reply", "result": "challenge", "challenge": "ab" * 32, "expires_in": 0},
+            "a challenge that is already expired",
+        ),
+        (
+            "checkin-reply.schema.json",
+            {"version": 1, "type": "checkin_reply", "result": "refused", "reason": "card_lost", "detail": ""},
+            "an undocumented check-in refusal reason",
         ),
         (
             "confirm.schema.json",
@@ -390,3 +457,7 @@ def test_hostile_variants_of_every_real_message_are_refused(captured: Captured):
 )
 def test_targeted_hostile_messages_are_refused(schema: str, document: Any, what: str):
     assert_invalid(schema, document, what)
+
+
+def test_the_targeted_check_in_is_valid_before_it_is_changed():
+    assert_valid("checkin.schema.json", GOOD_CHECKIN)

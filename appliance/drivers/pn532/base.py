@@ -90,7 +90,8 @@ class Pn532Reader(PN532):
         self._received = b""  # bytes read past the last frame (an answer right after its ACK)
         try:
             library_init()
-        except (RuntimeError, BusyError, OSError, CardProtocolError) as exc:
+        except (RuntimeError, BusyError, OSError, ValueError, CardProtocolError) as exc:
+            # ValueError: adafruit_bus_device found no device at the I2C address
             raise ReaderUnavailable(f"no PN532 answers on this bus: {exc}") from exc
         ic, version, revision, support = self.firmware_version
         log.info("PN532 IC %02X firmware %d.%d", ic, version, revision)

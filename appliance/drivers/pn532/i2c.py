@@ -29,14 +29,14 @@ class Pn532I2c(Pn532Reader, PN532_I2C):
         )
 
     @classmethod
-    def from_pinmap(cls, settings: Pn532Settings | None = None) -> Pn532I2c:
+    def from_pinmap(cls, settings: Pn532Settings | None = None, address: int | None = None) -> Pn532I2c:
         """On the Pi: open the bus and pins the pin map names (needs Blinka's `board`)."""
         import board  # only importable on a supported board
 
         wiring = load_pinmap().pn532.i2c
         return cls(
             I2C(board.SCL, board.SDA),
-            wiring.address,
+            address if address is not None else wiring.address,
             reset=DigitalInOut(getattr(board, f"D{wiring.reset}")),
             req=DigitalInOut(getattr(board, f"D{wiring.req}")),
             settings=settings,

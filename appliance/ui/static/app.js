@@ -1,179 +1,304 @@
 // The kiosk page: draws the booth's view and sends what the voter does. It holds no secret:
 // the PIN goes straight to the booth and is not kept; keys, tokens and nonces never come here.
+//
+// Every screen is a body (which may scroll, with a "more below" cue) above an action bar that
+// always stays on screen (PIN pad, Next/Back, Cast/Challenge, Finish). A long contest pages
+// its candidates instead of scrolling. The words are in messages.json (one catalogue, plural
+// and counter forms by Intl.PluralRules, never by string concatenation).
 "use strict";
 
-const TEXT = {
-  ja: {
-    idle: "投票カードをリーダーにかざしてください", idle_take: "カードをお取りください",
-    pin: "暗証番号（4桁）を入力してください", ok: "決定", clear: "訂正", cancel: "中止",
-    wrong_pin: (n) => `暗証番号が違います。残り ${n} 回です。`, pin_format: "暗証番号は数字4桁です。",
-    wait: "お待ちください…", contest_of: (i, n) => `${i} / ${n}`, choose_up_to: (n) => `${n} 名まで選べます`,
-    next: "次へ", previous: "前へ", review: "確認へ", review_title: "選んだ内容の確認", none: "（選択なし）",
-    seal: "この内容で暗号化する", change: "修正する",
-    sealed_title: "投票は暗号化されました", sealed_text: "このまま投票するか、暗号化が正しいか確認（チャレンジ）できます。確認した投票は無効になり、もう一度投票します。",
-    cast: "投票する", challenge: "確認する（チャレンジ）",
-    spoiled_title: "確認用に無効にした投票", spoiled_text: "この投票は次の内容を暗号化していました。この投票は数えられません。もう一度投票してください。",
-    vote_again: "もう一度投票する",
-    receipt_title: "投票しました", tracking: "追跡コード", receipt_text: "公開される記録でこのコードを検索すると、投票が数えられたことを確認できます。",
-    stored: "投票は安全に保存され、集計所へ届けられます。追跡コードは届いたときに表示されます。",
-    stored_later: "あとで、次の投票ハッシュで追跡コードを調べることができます：", hub_down: "現在、集計所と通信できません。",
-    done: "終了",
-    card_locked: "カードがロックされています", card_locked_text: "暗証番号を続けて間違えたため、カードが使えません。係員にお知らせください。",
-    card_invalid: "このカードは使えません", card_invalid_text: "カードの証明書が無効、期限切れ、または読み取れません。係員にお知らせください。",
-    not_eligible: "この投票所の選挙人名簿に登録がありません", not_eligible_text: "係員にお知らせください。",
-    already_voted: "すでに投票済みです", already_voted_text: "この選挙ではすでに投票されています。係員にお知らせください。",
-    polls_closed: "投票時間外です", polls_closed_text: "現在、投票を受け付けていません。",
-    hub_unreachable: "集計所と通信できません", hub_unreachable_text: "名簿の確認ができません。しばらくしてからもう一度お試しください。",
-    retry: "もう一度試す",
-    card_removed: "カードが取り外されました", card_removed_text: "投票は中止されました。選んだ内容は消去されました。投票されていません。",
-    out_of_service: "この投票機は使用できません", out_of_service_text: "係員にお知らせください。",
-  },
-  en: {
-    idle: "Hold your card to the reader", idle_take: "Please take your card",
-    pin: "Enter your 4-digit PIN", ok: "OK", clear: "Clear", cancel: "Cancel",
-    wrong_pin: (n) => `Wrong PIN. ${n} tries left.`, pin_format: "The PIN is 4 digits.",
-    wait: "Please wait…", contest_of: (i, n) => `${i} of ${n}`, choose_up_to: (n) => `Choose up to ${n}`,
-    next: "Next", previous: "Back", review: "Review", review_title: "Check your choices", none: "(no choice)",
-    seal: "Encrypt my ballot", change: "Change",
-    sealed_title: "Your ballot is encrypted", sealed_text: "Cast it now, or challenge it to check the encryption. A challenged ballot is not counted and you vote again.",
-    cast: "Cast my ballot", challenge: "Challenge",
-    spoiled_title: "Challenged ballot (not counted)", spoiled_text: "This ballot encrypted the choices below. It will not be counted. Please vote again.",
-    vote_again: "Vote again",
-    receipt_title: "Your ballot is cast", tracking: "Tracking code", receipt_text: "Look up this code in the published election record to check that your ballot was counted.",
-    stored: "Your ballot is stored safely and will be delivered to the station. The tracking code appears when it arrives.",
-    stored_later: "Later, you can look up the tracking code by this ballot hash:", hub_down: "The station cannot be reached right now.",
-    done: "Finish",
-    card_locked: "Your card is locked", card_locked_text: "The PIN was entered wrongly too many times. Please ask a poll worker.",
-    card_invalid: "This card cannot be used", card_invalid_text: "Its certificate is revoked, expired or unreadable. Please ask a poll worker.",
-    not_eligible: "You are not on this station's roll", not_eligible_text: "Please ask a poll worker.",
-    already_voted: "You have already voted", already_voted_text: "A ballot was already issued for you in this election. Please ask a poll worker.",
-    polls_closed: "The polls are not open", polls_closed_text: "Voting is not possible right now.",
-    hub_unreachable: "The station cannot be reached", hub_unreachable_text: "Your registration cannot be checked. Please try again in a moment.",
-    retry: "Try again",
-    card_removed: "The card was removed", card_removed_text: "Voting was cancelled and your choices were erased. No ballot was cast.",
-    out_of_service: "This booth is out of service", out_of_service_text: "Please ask a poll worker.",
-  },
-};
-const ERRORS = ["card_locked", "card_invalid", "not_eligible", "already_voted", "polls_closed", "card_removed", "out_of_service"];
+const ERRORS = ["card_locked", "card_invalid", "not_eligible", "already_voted", "polls_closed", "card_removed",
+  "out_of_service", "session_error", "timed_out"];
+const HELP = { idle: "help_idle", pin: "help_pin", wrong_pin: "help_pin", ballot: "help_ballot", review: "help_review", sealed: "help_sealed" };
 
+let MESSAGES = null;
 let election = null;
 let state = null;
 let version = -1;
+let candidatePage = { contest: null, page: 0 };
 
 async function send(event) {
   await fetch("/api/event", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(event) });
 }
 const tap = (target) => send({ kind: "tap", target });
 
+// --- words ------------------------------------------------------------------------------------
+
+function lang() { return (state && state.view.language) || "ja"; }
+
+/** The catalogue's text for key, with {placeholders} filled; plural forms chosen by {n}. */
+function t(key, params = {}) {
+  const language = lang();
+  let message = MESSAGES[language][key] ?? MESSAGES.en[key] ?? key;
+  if (typeof message === "object") {
+    const n = params.n;
+    message = message[`=${n}`] ?? message[new Intl.PluralRules(language).select(n)] ?? message.other;
+  }
+  return message.replace(/\{(\w+)\}/g, (_, name) => String(params[name]));
+}
+
+function name(item) { return item.name[lang()] || item.name.en; }
+
+// --- elements -------------------------------------------------------------------------------
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "onclick") node.addEventListener("click", value);
-    else node.setAttribute(key, value);
-  }
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
   for (const child of children) node.append(child);
   return node;
 }
 
-function button(target, label, primary = false) {
-  const classes = [primary ? "primary" : "", state.view.focus === target ? "focus" : ""].join(" ").trim();
-  return el("button", { id: `t-${target.replaceAll(":", "-")}`, class: classes, onclick: () => tap(target) }, label);
-}
-
-function name(item) { return item.name[state.view.language] || item.name.en; }
-
-function choiceList(choices) {
-  return election.contests.map((contest) => {
-    const marks = (choices[contest.id] || []).map((id) => name(contest.selections.find((s) => s.id === id)));
-    return el("div", { class: "contest" }, el("h2", {}, name(contest)), el("p", { class: "marks" }, marks.length ? marks.join("、") : T().none));
+/** A touch acts only if it starts and ends on the same target (no action on a slide off it). */
+function activate(node, action) {
+  node.addEventListener("pointerdown", (e) => { node.dataset.armed = String(e.pointerId); node.releasePointerCapture?.(e.pointerId); });
+  const disarm = () => { delete node.dataset.armed; };
+  node.addEventListener("pointerleave", disarm);
+  node.addEventListener("pointercancel", disarm);
+  node.addEventListener("pointerup", (e) => {
+    const armed = node.dataset.armed === String(e.pointerId);
+    disarm();
+    const rect = node.getBoundingClientRect();
+    const inside = e.clientX >= rect.left && e.clientX <= rect.right && e.clientY >= rect.top && e.clientY <= rect.bottom;
+    if (armed && inside && !node.disabled) action();
   });
+  node.addEventListener("click", (e) => e.preventDefault());
+  return node;
 }
 
-function T() { return TEXT[state.view.language] || TEXT.ja; }
+function localButton(label, action, attrs = {}) {
+  return activate(el("button", { type: "button", ...attrs }, label), action);
+}
+
+/** A button for one of the session's targets (the keypad's focus walks the same list). */
+function targetButton(target, label, kind = "") {
+  const focused = state.view.keypad && state.view.focus === target;
+  const classes = [kind, focused ? "focus" : ""].join(" ").trim();
+  return localButton(label, () => tap(target), { id: `t-${target.replaceAll(":", "-")}`, class: classes });
+}
+
+// --- screens: each returns { body: [...], actions: [...] } -----------------------------------
 
 function pinScreen(view) {
-  const input = el("input", { id: "pin", type: "password", inputmode: "numeric", autocomplete: "off", maxlength: "16" });
+  const input = el("input", { id: "pin", type: "password", inputmode: "none", autocomplete: "off", maxlength: "16", "aria-label": t("pin") });
   const submit = () => { const secret = input.value; input.value = ""; send({ kind: "pin", secret }); };
   input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); e.stopPropagation(); submit(); } });
-  const pad = el("div", { class: "keypad" });
-  for (const digit of ["1", "2", "3", "4", "5", "6", "7", "8", "9"]) pad.append(el("button", { onclick: () => { input.value += digit; } }, digit));
-  pad.append(el("button", { onclick: () => { input.value = ""; } }, T().clear));
-  pad.append(el("button", { onclick: () => { input.value += "0"; } }, "0"));
-  pad.append(el("button", { id: "pin-ok", class: "primary", onclick: submit }, T().ok));
-  const nodes = [el("h1", {}, T().pin)];
+  const pad = el("div", { class: "keypad", id: "keypad" });
+  for (const digit of ["1", "2", "3", "4", "5", "6", "7", "8", "9"]) pad.append(localButton(digit, () => { input.value += digit; }, { id: `pin-${digit}` }));
+  pad.append(localButton(t("clear"), () => { input.value = ""; }, { id: "pin-clear" }));
+  pad.append(localButton("0", () => { input.value += "0"; }, { id: "pin-0" }));
+  pad.append(localButton(t("ok"), submit, { id: "pin-ok", class: "primary" }));
+  const left = el("div", { class: "pin-left" }, el("h1", {}, t("pin")));
   if (view.screen === "wrong_pin") {
-    nodes.push(el("p", { class: "error", id: "pin-error" }, view.pin_format_error ? T().pin_format : T().wrong_pin(view.tries_left)));
+    const text = view.pin_format_error || view.tries_left == null ? t("pin_format") : t("wrong_pin", { n: view.tries_left });
+    left.append(el("p", { class: "error", id: "pin-error" }, text));
   }
-  nodes.push(input, pad, button("cancel", T().cancel));
-  setTimeout(() => input.focus(), 0);
-  return nodes;
+  if (view.pin_entry) {
+    const entry = view.pin_entry;
+    const dots = "●".repeat(entry.entered) + "○".repeat(entry.length - entry.entered);
+    left.append(el("div", { class: "pin-keypad", id: "pin-keypad" },
+      el("span", { class: "dots", "aria-label": t("pin_entered", { n: entry.entered, length: entry.length }) }, dots),
+      el("span", { class: "wheel" }, `${t("pin_digit")}: `, el("b", { id: "pin-wheel" }, String(entry.digit)))),
+      el("p", { class: "small" }, t("pin_keypad")));
+  } else {
+    left.append(input);
+    setTimeout(() => input.focus(), 0);
+  }
+  left.append(targetButton("cancel", t("cancel")));
+  return { body: [el("div", { class: "pin-layout" }, left, pad)], actions: [], bare: true };
 }
 
 function ballotScreen(view) {
   const contest = election.contests[view.contest_index];
   const marks = view.choices[contest.id] || [];
-  const nodes = [
-    el("p", {}, T().contest_of(view.contest_index + 1, election.contests.length)),
+  if (candidatePage.contest !== contest.id) candidatePage = { contest: contest.id, page: 0 };
+  const head = el("div", { class: "contest-head" },
+    el("span", { class: "meta" }, t("contest_of", { i: view.contest_index + 1, n: election.contests.length })),
     el("h1", {}, name(contest)),
-    el("p", {}, T().choose_up_to(contest.limit)),
-  ];
+    el("span", { class: "meta", id: "choose" }, `${t("choose_up_to", { n: contest.limit })} · ${t("chosen_count", { n: marks.length, limit: contest.limit })}`));
+  const body = [head];
+  const list = el("div", { class: "choices", id: "choices" });
   for (const selection of contest.selections) {
     const target = `select:${contest.id}:${selection.id}`;
-    const b = button(target, name(selection));
-    b.classList.add("choice");
-    b.setAttribute("aria-pressed", marks.includes(selection.id) ? "true" : "false");
-    nodes.push(b);
+    const chosen = marks.includes(selection.id);
+    const b = targetButton(target, "", "choice");
+    b.append(el("span", { class: "box", "aria-hidden": "true" }, chosen ? "✔" : ""), el("span", { class: "label" }, name(selection)));
+    b.setAttribute("aria-pressed", chosen ? "true" : "false");
+    b.dataset.target = target;
+    list.append(b);
   }
-  for (const target of view.targets.filter((t) => !t.startsWith("select:"))) nodes.push(button(target, T()[target], target !== "previous"));
-  return nodes;
+  body.push(list);
+  const moves = view.screen_targets.filter((x) => !x.startsWith("select:"));
+  const pager = {
+    prev: localButton(t("prev_candidates"), () => { candidatePage.page -= 1; render(state); }, { id: "page-prev", class: "pager-button", hidden: "" }),
+    next: localButton("", () => { candidatePage.page += 1; render(state); }, { id: "page-next", class: "pager-button more", hidden: "" }),
+    of: el("span", { class: "meta page-of", id: "page-of" }),
+  };
+  head.append(pager.of);
+  const actions = [
+    ...moves.filter((x) => x === "previous").map((x) => targetButton(x, t(x))),
+    el("span", { class: "spacer" }), pager.prev, pager.next,
+    ...moves.filter((x) => x !== "previous").map((x) => targetButton(x, t(x), "primary")),
+  ];
+  return { body, actions, after: () => paginate(list, pager, view) };
+}
+
+/** Show as many candidates as fit; the rest on pages with a visible "more candidates" cue. */
+function paginate(list, pager, view) {
+  const buttons = [...list.children];
+  if (list.scrollHeight <= list.clientHeight + 1) return;
+  // Draw the pager's words first (a stand-in of their longest form): they may wrap the head.
+  const count = buttons.length;
+  pager.of.textContent = t("page_of", { from: count, to: count, n: count });
+  pager.next.textContent = t("more_candidates", { n: count });
+  pager.prev.hidden = pager.next.hidden = false;
+  const gap = parseFloat(getComputedStyle(list).rowGap) || 0;
+  const row = buttons[0].offsetHeight + gap;
+  const style = getComputedStyle(list);
+  const inner = list.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
+  let perPage = Math.max(1, Math.floor((inner + gap) / row));
+  const fits = (n) => {
+    buttons.forEach((b, i) => { b.hidden = i >= n; });
+    const last = buttons[n - 1].getBoundingClientRect().bottom;
+    return last <= list.getBoundingClientRect().bottom - parseFloat(style.paddingBottom) + 0.5;
+  };
+  while (perPage > 1 && !fits(perPage)) perPage -= 1;  // labels that wrap make some rows taller
+  const pages = Math.ceil(buttons.length / perPage);
+  const focusIndex = buttons.findIndex((b) => b.dataset.target === view.focus);
+  if (view.keypad && focusIndex >= 0) candidatePage.page = Math.floor(focusIndex / perPage);
+  candidatePage.page = Math.min(candidatePage.page, pages - 1);
+  const page = candidatePage.page;
+  buttons.forEach((b, i) => { b.hidden = i < page * perPage || i >= (page + 1) * perPage; });
+  const from = page * perPage + 1;
+  const to = Math.min(buttons.length, (page + 1) * perPage);
+  const rest = buttons.length - to;
+  pager.prev.hidden = pager.next.hidden = false;
+  pager.prev.disabled = page === 0;
+  pager.next.disabled = rest <= 0;
+  pager.next.textContent = t("more_candidates", { n: rest });
+  pager.of.textContent = t("page_of", { from, to, n: buttons.length });
+}
+
+function choiceList(choices, undervotes = []) {
+  return election.contests.map((contest) => {
+    const marks = (choices[contest.id] || []).map((id) => name(contest.selections.find((s) => s.id === id)));
+    const row = el("div", { class: "contest" + (undervotes.includes(contest.id) ? " under" : "") },
+      el("h2", {}, name(contest)), el("p", { class: "marks" }, marks.length ? marks.join(lang() === "ja" ? "、" : ", ") : t("none")));
+    return row;
+  });
+}
+
+function reviewScreen(view) {
+  const body = [el("h1", {}, t("review_title"))];
+  const under = election.contests.filter((c) => view.undervotes.includes(c.id));
+  if (under.length) {
+    const notice = el("div", { class: "notice", id: "undervote", role: "status" }, el("p", {}, t("undervote_title")));
+    for (const contest of under) {
+      const n = (view.choices[contest.id] || []).length;
+      notice.append(el("p", { class: "small" }, t("undervote_item", { name: name(contest), n, limit: contest.limit })));
+    }
+    body.push(notice);
+  }
+  body.push(...choiceList(view.choices, view.undervotes));
+  return { body, actions: [targetButton("change", t("change")), targetButton("seal", t("seal"), "primary")] };
 }
 
 function receiptScreen(view, qr) {
-  const nodes = [el("h1", {}, T().receipt_title)];
+  const text = el("div", { class: "receipt-text" }, el("h1", {}, t("receipt_title")));
+  const body = [el("div", { class: "receipt" }, text)];
   if (view.tracking_code) {
-    nodes.push(el("p", {}, T().tracking), el("p", { class: "code", id: "tracking-code" }, view.tracking_code));
-    nodes.push(el("img", { class: "qr", id: "tracking-qr", src: qr, alt: view.tracking_code }), el("p", {}, T().receipt_text));
+    text.append(el("p", { class: "small" }, t("tracking")), el("p", { class: "code", id: "tracking-code" }, view.tracking_code), el("p", { class: "small" }, t("receipt_text")));
+    body[0].append(el("img", { class: "qr", id: "tracking-qr", src: qr, alt: view.tracking_code }));
   } else {
-    if (!view.hub_online) nodes.push(el("p", { id: "hub-down" }, T().hub_down));
-    nodes.push(el("p", { id: "stored" }, T().stored), el("p", {}, T().stored_later), el("p", { class: "hash", id: "ballot-hash" }, view.ballot_hash));
+    text.append(el("p", { id: "kept" }, t("kept")), el("p", { class: "small", id: "code-later" }, t("code_later")));
+    if (!view.hub_online) text.append(el("p", { class: "small", id: "hub-down" }, t("hub_down")));
+    if (view.ballot_hash) text.append(el("p", { class: "small" }, t("ballot_hash")), el("p", { class: "hash", id: "ballot-hash" }, view.ballot_hash));
   }
-  nodes.push(button("done", T().done, true));
-  return nodes;
+  return { body, actions: [targetButton("done", t("done"), "primary")] };
 }
+
+function screenFor(view) {
+  const screen = view.screen;
+  if (view.busy) return { body: [el("h1", {}, t("wait"))], actions: [] };
+  if (screen === "idle") return { body: [el("h1", {}, view.card_present ? t("idle_take") : t("idle")), el("p", { class: "small" }, t("idle_hint"))], actions: [] };
+  if (screen === "pin" || screen === "wrong_pin") return pinScreen(view);
+  if (screen === "ballot") return ballotScreen(view);
+  if (screen === "review") return reviewScreen(view);
+  if (screen === "sealed") return { body: [el("h1", {}, t("sealed_title")), el("p", {}, t("sealed_text"))], actions: [targetButton("challenge", t("challenge")), targetButton("cast", t("cast"), "primary")] };
+  if (screen === "spoiled") return { body: [el("h1", {}, t("spoiled_title")), el("p", {}, t("spoiled_text")), ...choiceList(view.opened_choices || {})], actions: [targetButton("vote_again", t("vote_again"), "primary")] };
+  if (screen === "receipt") return receiptScreen(view, state.qr);
+  if (screen === "hub_unreachable") return { body: [el("h1", {}, t("hub_unreachable")), el("p", {}, t("hub_unreachable_text"))], actions: [targetButton("cancel", t("cancel")), targetButton("retry", t("retry"), "primary")] };
+  const actions = view.screen_targets.includes("done") ? [targetButton("done", t("done"), "primary")] : [];
+  return { body: [el("h1", {}, t(screen)), el("p", {}, t(`${screen}_text`))], actions };
+}
+
+function overlayFor(view) {
+  if (view.notice && view.notice.kind === "overvote") {
+    const contest = election.contests.find((c) => c.id === view.notice.contest);
+    const wanted = contest && contest.selections.find((s) => s.id === view.notice.selection);
+    return el("div", { class: "dialog", id: "overvote", role: "alertdialog" },
+      el("p", {}, t("overvote", { n: view.notice.limit, limit: view.notice.limit, name: wanted ? name(wanted) : "" })),
+      targetButton("dismiss", t("ok"), "primary"));
+  }
+  if (view.timeout_warning != null) {
+    return el("div", { class: "dialog", id: "timeout-warning", role: "alertdialog" },
+      el("h1", {}, t("warning_title")), el("p", { id: "countdown" }, t("warning_text", { n: view.timeout_warning })),
+      targetButton("stay", t("stay"), "primary"));
+  }
+  if (view.help) {
+    return el("div", { class: "dialog", id: "help-dialog", role: "dialog" },
+      el("h1", {}, t("help_title")), el("p", {}, t(HELP[view.screen] || "help_other")), el("p", { class: "small" }, t("help_keys")),
+      targetButton("close_help", t("close_help"), "primary"));
+  }
+  return null;
+}
+
+// --- drawing ------------------------------------------------------------------------------
 
 function render(payload) {
   state = payload;
   const view = state.view;
   document.documentElement.lang = view.language;
+  document.body.className = `theme-${view.theme || "high"} size-${view.text_size || 1}`;
   document.getElementById("title").textContent = name(election);
+  document.getElementById("text-size").textContent = t("text_size", { n: view.text_size || 1 });
+  document.getElementById("contrast").textContent = t(view.theme === "low" ? "contrast_low" : "contrast_high");
+  document.getElementById("help").textContent = t("help");
+  for (const code of ["ja", "en"]) document.getElementById(`lang-${code}`).setAttribute("aria-pressed", String(view.language === code));
   const screen = document.getElementById("screen");
   screen.className = ERRORS.includes(view.screen) ? "error" : "";
   screen.dataset.screen = view.screen;
-  let nodes;
-  if (view.busy) nodes = [el("h1", {}, T().wait)];
-  else if (view.screen === "idle") nodes = [el("h1", {}, view.card_present ? T().idle_take : T().idle)];
-  else if (view.screen === "pin" || view.screen === "wrong_pin") nodes = pinScreen(view);
-  else if (view.screen === "ballot") nodes = ballotScreen(view);
-  else if (view.screen === "review") nodes = [el("h1", {}, T().review_title), ...choiceList(view.choices), button("seal", T().seal, true), button("change", T().change)];
-  else if (view.screen === "sealed") nodes = [el("h1", {}, T().sealed_title), el("p", {}, T().sealed_text), button("cast", T().cast, true), button("challenge", T().challenge)];
-  else if (view.screen === "spoiled") nodes = [el("h1", {}, T().spoiled_title), el("p", {}, T().spoiled_text), ...choiceList(view.opened_choices || {}), button("vote_again", T().vote_again, true)];
-  else if (view.screen === "receipt") nodes = receiptScreen(view, state.qr);
-  else if (view.screen === "hub_unreachable") nodes = [el("h1", {}, T().hub_unreachable), el("p", {}, T().hub_unreachable_text), button("retry", T().retry, true), button("cancel", T().cancel)];
-  else {
-    nodes = [el("h1", {}, T()[view.screen]), el("p", {}, T()[`${view.screen}_text`])];
-    if (view.targets.includes("done")) nodes.push(button("done", T().done, true));
-  }
+  const drawn = screenFor(view);
+  const body = el("div", { class: "body" + (drawn.bare ? " bare" : ""), id: "body" }, ...drawn.body);
+  const cue = el("div", { class: "more-below", id: "more-below", hidden: "" }, t("more_below"));
+  const nodes = [body, cue];
+  if (drawn.actions.length) nodes.push(el("div", { class: "actions", id: "actions" }, ...drawn.actions));
   screen.replaceChildren(...nodes);
+  if (drawn.after) drawn.after();
+  const updateCue = () => { cue.hidden = body.scrollTop + body.clientHeight >= body.scrollHeight - 2; };
+  body.addEventListener("scroll", updateCue);
+  updateCue();
+  const overlay = document.getElementById("overlay");
+  const dialog = overlayFor(view);
+  overlay.hidden = dialog === null;
+  overlay.replaceChildren(...(dialog ? [dialog] : []));
 }
 
 document.addEventListener("keydown", (event) => {
-  const keys = { ArrowUp: "up", ArrowDown: "down", Enter: "select", Escape: "back" };
-  if (event.target.id === "pin" || !keys[event.key]) return;
+  // The page's keyboard stands in for the companion keypad (arrows, Enter, Escape, F1 or ?).
+  const keys = { ArrowUp: "up", ArrowDown: "down", Enter: "select", Escape: "back", F1: "help", "?": "help" };
+  if (!keys[event.key] || (event.target.id === "pin" && event.key === "Enter")) return;
   event.preventDefault();
   send({ kind: "key", key: keys[event.key] });
 });
-document.getElementById("lang-ja").addEventListener("click", () => send({ kind: "language", code: "ja" }));
-document.getElementById("lang-en").addEventListener("click", () => send({ kind: "language", code: "en" }));
+
+function setting(id, action) { activate(document.getElementById(id), action); }
+setting("lang-ja", () => send({ kind: "language", code: "ja" }));
+setting("lang-en", () => send({ kind: "language", code: "en" }));
+setting("text-size", () => send({ kind: "text_size", level: String(((state?.view.text_size || 1) % 4) + 1) }));
+setting("contrast", () => send({ kind: "theme", name: state?.view.theme === "low" ? "high" : "low" }));
+setting("help", () => send({ kind: "key", key: "help" }));
+window.addEventListener("resize", () => { if (state) render(state); });
+document.fonts.addEventListener("loadingdone", () => { if (state) render(state); });  // heights change once Noto CJK is in
 
 async function poll() {
   for (;;) {
@@ -188,6 +313,6 @@ async function poll() {
 }
 
 (async () => {
-  election = await (await fetch("/api/election")).json();
+  [MESSAGES, election] = await Promise.all([(await fetch("/static/messages.json")).json(), (await fetch("/api/election")).json()]);
   poll();
 })();
