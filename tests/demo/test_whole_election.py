@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from demo.whole_election import PIN, demo_manifest, run
 from election.record import DirectoryRecord
 from election.verify import verify_record
 from station_hub.station import Station
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "schemas"))
+from schema_tools import assert_valid, payload_json
+from test_schema_records import record_documents
 
 VOTERS_PER_BOOTH, CHALLENGE_EVERY = 2, 2
 TERMINALS = ("T01", "T02", "T03")
@@ -39,6 +44,24 @@ def test_whole_election_on_one_machine_verifies(tmp_path: Path, pcscd, capsys: p
     assert len(list((out / "record" / "ballots").iterdir())) == 6
     assert len(list((out / "record" / "spoiled").iterdir())) == 3
     check_audit_logs(out)
+    check_schemas(out)
+
+
+def check_schemas(out: Path) -> None:
+    """docs/schemas/ describe what the demo really wrote: every record file, and every ballot
+    message exactly as a booth sent it (the ledger stores the payload bytes it accepted)."""
+    documents = record_documents(out / "record")
+    assert {schema for _, schema, _ in documents} >= {"closing-report.schema.json", "sealed-ballot.schema.json"}
+    for relative, schema, document in documents:
+        assert_valid(schema, document, relative)
+    with sqlite3.connect(f"file:{out / 'station' / 'ledger' / 'ledger.db'}?mode=ro", uri=True) as ledger:
+        payloads = [bytes(payload) for (payload,) in ledger.execute("SELECT ballot FROM entries")]
+    assert len(payloads) == 9
+    for payload in payloads:
+        message = payload_json(payload)
+        spoiled = message.get("type") == "spoiled_ballot"
+        schema = "spoiled-ballot-message.schema.json" if spoiled else "sealed-ballot.schema.json"
+        assert_valid(schema, message, "a ballot message of the demo")
 
 
 def audit_logs(out: Path) -> dict[str, tuple[Path, Path]]:
