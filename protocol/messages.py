@@ -15,6 +15,7 @@ from typing import Any, Literal
 from election.ballot import BallotOpening, SealedBallot
 from election.encoding import HASH_SIZE, canonical_bytes, hex_bytes, parse_json, strict_int
 from election.errors import FormatError
+from election.ids import check_device_id
 from election.manifest import Manifest
 from protocol.errors import CheckinReason, Reason, Refusal
 
@@ -57,8 +58,8 @@ def _field(check: Any, *args: Any, **options: Any) -> Any:
         raise Refusal(Reason.MALFORMED, str(error)) from None
 
 
-def _count(value: Any, what: str) -> int:
-    return _field(strict_int, value, what, minimum=0, maximum=MAX_COUNT)
+def _count(value: Any, what: str, *, minimum: int = 0) -> int:
+    return _field(strict_int, value, what, minimum=minimum, maximum=MAX_COUNT)
 
 
 def _text(value: Any, what: str, limit: int = MAX_DETAIL) -> str:
@@ -553,12 +554,14 @@ class LedgerStatus:
             raise Refusal(Reason.MALFORMED, "ledger_status.refusals: expected terminal -> reason -> count")
         rows = []
         for terminal, reasons in refusals.items():
-            _text(terminal, "ledger_status.refusals terminal", 64)
-            if not isinstance(reasons, dict) or len(reasons) > len(Reason):
+            _field(check_device_id, terminal, "ledger_status.refusals terminal")
+            # Only terminals with refusals are listed, each with at least one reason: one
+            # spelling per status, so that what is accepted re-encodes to the same bytes.
+            if not isinstance(reasons, dict) or not 0 < len(reasons) <= len(Reason):
                 raise Refusal(Reason.MALFORMED, "ledger_status.refusals: expected reason -> count per terminal")
             for reason, count in reasons.items():
                 _choice(reason, "ledger_status.refusals reason", tuple(r.value for r in Reason))
-                rows.append((terminal, reason, _count(count, "ledger_status.refusals count")))
+                rows.append((terminal, reason, _count(count, "ledger_status.refusals count", minimum=1)))
         return cls(
             True,
             _choice(data["polls"], "ledger_status.polls", POLLS_STATES),
