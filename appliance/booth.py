@@ -5,8 +5,9 @@ acks from the hub), polls the card reader between events, runs every effect the 
 returns and feeds the result straight back. Running effects on that one thread keeps the
 order simple: a card removal noticed during sealing is handled right after the seal returns.
 
-What only the shell holds, and drops at the end of each session: the voter key (for the
-check-in), the token, the ballot sealed for review and its opening.
+What only the shell holds, and drops at the end of each session: the card (to sign the
+roll's challenge) and its card handle (which names an uncast check-in in the outbox), the
+token, the ballot sealed for review and its opening. The booth never learns a voter key.
 
 The audit log (docs/audit-log.md) gets what happened, never who or how: session started and
 ended (by outcome), card errors by kind, ballots sealed, challenged, cast and acknowledged
@@ -55,6 +56,7 @@ from election.errors import FormatError
 from election.group import Point
 from election.manifest import Manifest
 from infra.failpoints import failpoint
+from protocol.errors import CheckinReason
 from protocol.messages import (
     SPOILED_TYPE,
     AckAccepted,
@@ -161,6 +163,19 @@ def ballot_id_of(payload: bytes) -> str:
     """The ballot id (hex) in one of our own outbox payloads, cast or spoiled."""
     data = parse_json(payload)
     return str((data["ballot"] if data.get("type") == SPOILED_TYPE else data)["ballot_id"])
+
+
+FINAL_CHECKIN_REFUSALS = frozenset(
+    {
+        CheckinReason.NOT_ELIGIBLE,
+        CheckinReason.ALREADY_VOTED,
+        CheckinReason.CARD_REVOKED,
+        CheckinReason.CARD_EXPIRED,
+        CheckinReason.UNKNOWN_ISSUER,
+        CheckinReason.BAD_CARD_SIGNATURE,
+    }
+)
+"""Refusals no retry of the same check-in can turn into a token: its stored request is dropped."""
 
 
 class Booth:
@@ -477,6 +492,8 @@ class Booth:
         if isinstance(reply, CheckinRefused):
             reason = reply.reason.value
             log.info("check-in refused: %s", reason)
+            if reply.reason in FINAL_CHECKIN_REFUSALS:
+                self.outbox.discard_checkin(handle)  # no retry can succeed: nothing kept till close
             refusal = REFUSALS.get(reason, ev.Refusal.HUB_UNREACHABLE)
             # The roll's verdict on the card itself (its CRL may be fresher than the booth's):
             # the voter sees "not eligible"; the audit log gets the card error's kind.

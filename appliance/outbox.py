@@ -363,6 +363,16 @@ class CheckinStore:
                 self._next_file.unlink()
         return bool(spent)
 
+    def discard(self, handle: str) -> bool:
+        """Drop the check-in of ``handle`` that the roll refused for good (already voted, not
+        eligible, card refused, polls not open): it will never be granted, so it is not kept."""
+        with self._lock, self._db:
+            keys = self._keys
+            if keys is None:
+                return False
+            self._db.execute("BEGIN IMMEDIATE")
+            return self._db.execute("DELETE FROM checkins WHERE slot = ?", (keys.slot_of(handle),)).rowcount == 1
+
     def close_polls(self) -> int:
         """The polls closed: purge every check-in never cast, delete the keys, take no new one.
         Returns how many were purged (idempotent: 0 the second time)."""
@@ -512,6 +522,10 @@ class Outbox:
         grants no new check-in then anyway)."""
         if not self.checkins.store(card_handle, checkin):
             log.info("the polls are closed: a check-in request is not stored")
+
+    def discard_checkin(self, card_handle: str) -> bool:
+        """The roll refused this check-in for good: remove it now rather than at the close."""
+        return self.checkins.discard(card_handle)
 
     def purge_checkins(self) -> int:
         """The polls closed: every check-in never cast is removed (CheckinStore.close_polls)."""

@@ -4,7 +4,8 @@ exact point: with ``POLLING_STATION_FAILPOINT=<name>`` in its environment, the p
 waiting for the test's kill. Production mode refuses to start with the variable set
 (appliance/production.py), so no installed device can be made to stop this way.
 
-Points: ``booth-after-seal``, ``booth-after-commit``, ``ledger-before-commit``,
+Points: ``booth-after-seal``, ``booth-after-commit``, ``booth-before-checkin-spent``,
+``ledger-before-commit``,
 ``ledger-after-commit``, ``gateway-after-commit``.
 """
 

@@ -222,3 +222,14 @@ def test_an_outbox_of_the_old_layout_loses_its_check_in_table(tmp_path: Path, ke
     tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
     assert "checkins" not in tables
     assert leaks(tmp_path, values_of("legacy", handle, checkin)) == []
+
+
+def test_a_refused_check_in_can_be_discarded_at_once(tmp_path: Path, key_dir: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", key_dir=key_dir)
+    (refused_handle, refused), (kept_handle, kept) = random_checkin(), random_checkin()
+    outbox.store_checkin(refused_handle, refused)
+    outbox.store_checkin(kept_handle, kept)
+    assert outbox.discard_checkin(refused_handle) and not outbox.discard_checkin(refused_handle)
+    assert outbox.stored_checkin(refused_handle) is None and outbox.stored_checkin(kept_handle) == kept
+    outbox.close()
+    assert leaks(tmp_path, values_of("refused", refused_handle, refused)) == []
