@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import statistics
 import subprocess
@@ -169,14 +170,15 @@ def check_in_all(station: Station, cards: list[BenchCard]) -> list[float]:
     return latencies
 
 
-def run(count: int, proofs: bool, rate: float | None, checkins: int = 0) -> list[float]:
+def run(count: int, proofs: bool, rate: float | None, checkins: int = 0, proof_workers: int = 1) -> list[float]:
     """Ballots (``count``, sealed with directly signed tokens) or, with ``checkins``, card-proven
     check-ins; latencies, then the wall time."""
     with tempfile.TemporaryDirectory() as tmp:
         station, cards = make_station(Path(tmp), checkins)
         ballots = seal_all(station, count) if not checkins else {}
         with Broker(station):
-            command = [sys.executable, "-m", "station_hub.cli", "ledger", str(station.directory)]
+            command = [sys.executable, "-m", "station_hub.cli", "ledger", str(station.directory),
+                       "--proof-workers", str(proof_workers)]  # fmt: skip
             roll = subprocess.Popen([sys.executable, "-m", "station_hub.cli", "roll", tmp + "/station"])
             ledger = subprocess.Popen(command + ([] if proofs else ["--no-proofs"]))
             try:
@@ -194,11 +196,17 @@ def main() -> None:
     parser.add_argument("--ballots", type=int, default=4000)
     parser.add_argument("--checkins", type=int, default=100, help="card-proven check-ins (one test card each)")
     args = parser.parse_args()
-    for proofs, count in ((False, args.ballots), (True, args.ballots // 4)):
-        *latencies, elapsed = run(count, proofs, None)
-        label = "with proof checks" if proofs else "without proof checks"
-        print(f"throughput {label}: {len(latencies) / elapsed:,.0f} ballots/s "
-              f"({len(latencies)} ballots in {elapsed:.2f} s)")  # fmt: skip
+    *latencies, elapsed = run(args.ballots, False, None)
+    print(f"throughput without proof checks: {len(latencies) / elapsed:,.0f} ballots/s "
+          f"({len(latencies)} ballots in {elapsed:.2f} s)")  # fmt: skip
+    baseline = None
+    for workers in sorted({1, os.cpu_count() or 1}):
+        *latencies, elapsed = run(args.ballots // 4, True, None, proof_workers=workers)
+        rate = len(latencies) / elapsed
+        baseline = baseline or rate
+        print(f"throughput with proof checks on {workers} worker(s): {rate:,.0f} ballots/s "
+              f"({rate / workers:,.0f} per core, {rate / baseline:.2f}x one worker; "
+              f"{len(latencies)} ballots in {elapsed:.2f} s)")  # fmt: skip
     *latencies, _ = run(1000, False, 200.0)
     cuts = statistics.quantiles(latencies, n=100)
     print(f"ack latency at 200 ballots/s, no proofs: p50 {cuts[49] * 1000:.1f} ms, "

@@ -208,11 +208,16 @@ class LedgerCore:
         self.chain = ChainState(genesis, state.head)
         self.check_proofs = check_proofs
         self._refusals: dict[str, _Bucket] = {}
+        self._verdict: ProofVerdict | None = None
         self._spoiled: dict[str, _Bucket] = {}
 
-    def decide(self, payload: bytes, sender: str, now: float = 0.0) -> Decision:
+    def decide(
+        self, payload: bytes, sender: str, now: float = 0.0, *, verdict: ProofVerdict | None = None
+    ) -> Decision:
         """Judge one payload from terminal ``sender`` at monotonic time ``now``; an acceptance
-        updates the mirror."""
+        updates the mirror. ``verdict``: the payload's proof and opening checks, already made
+        by :func:`proof_verdict` in a worker process (they depend on nothing but the payload)."""
+        self._verdict = verdict
         payload_hash = sha256(payload)
         refusals = self._refusals.setdefault(sender, _Bucket(REFUSAL_BUDGET.burst, now))
         if not refusals.has(REFUSAL_BUDGET, now):
@@ -282,12 +287,55 @@ class LedgerCore:
         if not self._spoiled.setdefault(sender, _Bucket(SPOILED_BUDGET.burst, now)).has(SPOILED_BUDGET, now):
             raise Refusal(Reason.TOO_MANY_SPOILED, "this terminal challenged too many ballots in a short time")
         self._check_proofs(ballot)
-        failures = opening.opening_failures(ballot, self.manifest, self.joint_key)
+        failures = (
+            list(self._verdict.opening_failures)
+            if self._verdict is not None
+            else opening.opening_failures(ballot, self.manifest, self.joint_key)
+        )
         if failures:
             raise Refusal(Reason.BAD_OPENING, "the opening does not reproduce the ballot: " + ", ".join(failures))
 
     def _check_proofs(self, ballot: SealedBallot) -> None:
         if self.check_proofs:
-            failures = ballot.proof_failures(self.manifest, self.joint_key)
+            failures = (
+                list(self._verdict.proof_failures)
+                if self._verdict is not None
+                else ballot.proof_failures(self.manifest, self.joint_key)
+            )
             if failures:
                 raise Refusal(Reason.BAD_PROOF, "proofs do not verify: " + ", ".join(failures))
+
+
+@dataclass(frozen=True, slots=True)
+class ProofVerdict:
+    """What the expensive, stateless checks of one payload found (empty: all verify)."""
+
+    proof_failures: tuple[str, ...]
+    opening_failures: tuple[str, ...]
+
+
+class ProofChecker:
+    """The proof and opening checks of a payload, picklable for a worker process: the ledger
+    runs them for a whole batch on every core, then decides the batch in order, alone."""
+
+    def __init__(self, manifest: Manifest, joint_key: Point) -> None:
+        self.manifest, self.joint_key = manifest, joint_key
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"manifest": self.manifest.to_json(), "joint_key": self.joint_key}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.manifest = Manifest.from_json(state["manifest"])
+        self.joint_key = state["joint_key"]  # type: ignore[assignment]
+
+    def __call__(self, payload: bytes) -> ProofVerdict | None:
+        """None when the payload does not even parse (the ledger refuses it as malformed)."""
+        try:
+            submission = BallotSubmission.decode(payload, self.manifest)
+        except Refusal:
+            return None
+        ballot, opening = submission.ballot, submission.opening
+        return ProofVerdict(
+            tuple(ballot.proof_failures(self.manifest, self.joint_key)),
+            () if opening is None else tuple(opening.opening_failures(ballot, self.manifest, self.joint_key)),
+        )

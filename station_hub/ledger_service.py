@@ -23,7 +23,9 @@ redelivers it in a crash loop.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import multiprocessing
 import queue
 import threading
 import time
@@ -44,7 +46,7 @@ from infra.service import BrokerWatch, Vitals, run_service
 from protocol.errors import Reason
 from protocol.messages import MESSAGE_VERSION, LedgerStatus, PollsCommand, RollReport, offline_status
 from station_hub.forward_progress import confirmed_position
-from station_hub.ledger import Accepted, Decision, LedgerCore, Refused
+from station_hub.ledger import Accepted, Decision, LedgerCore, ProofChecker, ProofVerdict, Refused
 from station_hub.ledger_store import LedgerStore
 from station_hub.station import DeviceDirectory, Station
 
@@ -66,8 +68,10 @@ class LedgerService:
         *,
         check_proofs: bool = True,
         checkpoint_interval: float = 2.0,
+        proof_workers: int = 1,
     ) -> None:
         self.station = station
+        self.proof_workers = proof_workers if check_proofs else 1
         self.topics = station.topics
         self.checkpoint_interval = checkpoint_interval
         election = station.election()
@@ -83,6 +87,8 @@ class LedgerService:
             self.store.load(self.genesis),
             check_proofs=check_proofs,
         )
+        self.proofs = ProofChecker(election.manifest, election.context.joint_public_key)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.key = station.signing_key("ledger")
         self.refused = 0
         self._refusal_counts: dict[tuple[str, str], int] = {}
@@ -144,6 +150,8 @@ class LedgerService:
         self._announce_polls()
         next_tick = time.monotonic()
         try:
+            if self.proof_workers > 1:
+                self._pool = proof_pool(self.proof_workers)
             while not self._stop.is_set():
                 self.vitals.beat()
                 timeout = max(0.0, next_tick - time.monotonic())
@@ -165,6 +173,8 @@ class LedgerService:
                     self._audit_crl()
                     next_tick = time.monotonic() + self.checkpoint_interval
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
             self._flush_refusal_counts()
             publish_last_words(self.client, self.topics.ledger_status, "ledger_status")
             self.client.disconnect()
@@ -189,10 +199,12 @@ class LedgerService:
 
     def _handle(self, batch: list[mqtt.MQTTMessage]) -> None:
         pending: list[tuple[mqtt.MQTTMessage, str, Decision]] = []
+        verdicts = self._proof_verdicts(batch)
         for message in batch:
             sender = self.topics.terminal_id_of(message.topic, "ballot")
             if sender is not None:
-                pending.append((message, sender, self._decide(bytes(message.payload), sender)))
+                verdict = verdicts.get(message.mid)
+                pending.append((message, sender, self._decide(bytes(message.payload), sender, verdict)))
                 continue
             self._flush(pending)
             pending = []
@@ -200,9 +212,27 @@ class LedgerService:
             self.client.ack(message.mid, message.qos)
         self._flush(pending)
 
-    def _decide(self, payload: bytes, sender: str) -> Decision:
+    def _proof_verdicts(self, batch: list[mqtt.MQTTMessage]) -> dict[int, ProofVerdict | None]:
+        """The proof checks of every ballot of the batch, on every core (message id → verdict);
+        empty when there is no pool, a single ballot, or the pool broke (then the core checks
+        in this process, and a new pool is made for the next batch)."""
+        ballots = [m for m in batch if self.topics.terminal_id_of(m.topic, "ballot") is not None]
+        if self._pool is None or len(ballots) < 2:
+            return {}
+        payloads = [bytes(m.payload) for m in ballots]
+        chunk = max(1, len(payloads) // (4 * self.proof_workers))
         try:
-            return self.core.decide(payload, sender, time.monotonic())
+            found = list(self._pool.map(self.proofs, payloads, chunksize=chunk))
+        except concurrent.futures.process.BrokenProcessPool:
+            log.error("a proof-check worker died; checking this batch here and starting new workers")
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = proof_pool(self.proof_workers)
+            return {}
+        return {m.mid: verdict for m, verdict in zip(ballots, found, strict=True)}
+
+    def _decide(self, payload: bytes, sender: str, verdict: ProofVerdict | None = None) -> Decision:
+        try:
+            return self.core.decide(payload, sender, time.monotonic(), verdict=verdict)
         except Exception:  # a bug must cost one refusal, never the service (docstring above)
             log.exception("internal error judging a message from %s; refused it", sender)
             return Refused(Reason.INTERNAL_ERROR, "the ledger could not judge this message", sha256(payload))
@@ -362,6 +392,12 @@ class LedgerService:
 
     def _publish(self, topic: str, payload: bytes, *, retain: bool = False, properties: Any = None) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+
+
+def proof_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """Worker processes for the proof checks, started from a fork server (the service has
+    threads: forking it could copy a held lock)."""
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
 def serve(station: Station, **options: Any) -> None:
