@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from election.encoding import parse_json
 from election.errors import ElectionError
 from election.manifest import Manifest, sample_manifest
 from election.pool import WorkerLost
+from election.publish import gather, render
 from election.record import DirectoryRecord, RecordWriter
 from election.simulation import ceremony_to_files, simulate
 from election.stations import lookup_tracking_code, normalise_tracking_code
@@ -182,6 +185,66 @@ def lookup_command(record: Path, tracking_code: str) -> None:
     )
     click.echo(f"{entry.tracking_code}: station {match.station_id}, position {entry.position}, {counted}")
     click.echo(f"ballot hash {entry.ballot_hash.hex()}")
+
+
+@main.command("publish")
+@click.argument("record", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="every core",
+    help="Processes sharing the verifier's per-ballot checks.",
+)
+@click.option("--replace", is_flag=True, help="Replace OUT if it already holds a site.")
+def publish_command(record: Path, out: Path, workers: int, replace: bool) -> None:
+    """Verify RECORD and write its static observers' site into OUT (results with charts, stations,
+    the verifier's checks, a ballot tracker); it works offline and from file://. The site is
+    written even when a check fails (it shows the failure); the exit status is then 1."""
+    if out.exists() and any(out.iterdir()) and not replace:
+        raise click.ClickException(f"{out} is not empty; choose a new folder or pass --replace")
+    progress = ProgressLine()
+    try:
+        data = gather(DirectoryRecord(record), workers=workers, progress=progress)
+    except WorkerLost as exc:
+        raise click.ClickException(f"{exc}; the record was NOT fully checked and no site was written") from None
+    files = render(data)
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for done, (name, content) in enumerate(sorted(files.items()), start=1):
+            path = staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            progress("writing site", done, len(files))
+        staging.chmod(0o755)
+        _swap_into(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    failed = data.report.failed_checks()
+    click.echo(f"site written to {out}: {len(files)} files; open {out / 'index.html'}")
+    if failed:
+        click.echo(f"VERIFICATION FAILED: checks {', '.join(map(str, failed))} (the site shows them)")
+        sys.exit(1)
+
+
+def _swap_into(staging: Path, out: Path) -> None:
+    """Put the finished folder at ``out`` by renames: a reader sees the old site or the new one."""
+    if out.exists() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.rename(out, old / "site")
+    os.rename(staging, out)
+    shutil.rmtree(old)
 
 
 if __name__ == "__main__":
