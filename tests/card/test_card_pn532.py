@@ -22,7 +22,7 @@ def test_signature_arrives_through_mi_chaining_when_frames_are_small(cards: Card
     rig = pn532_rig(VirtualJpkiCard(cards.good), exchange_chunk=64)
     assert rig.reader.wait_for_card(2)
     voter = authenticator(cards, rig.reader, AuthMode.SIGN).authenticate(cards.good.sign.secret)
-    assert len(voter.voter_key) == 64
+    assert len(voter.card_handle) == 64
 
 
 def test_long_command_apdu_is_sent_with_mi_chaining(cards: Cards, pn532_rig):
@@ -43,7 +43,7 @@ def test_one_corrupt_frame_is_retransmitted_and_the_flow_completes(cards: Cards,
     assert rig.reader.wait_for_card(2)
     rig.emulator.inject(fault)
     voter = authenticator(cards, rig.reader, AuthMode.AUTH).authenticate("1234")
-    assert len(voter.voter_key) == 64
+    assert len(voter.card_handle) == 64
 
 
 @pytest.mark.parametrize(
