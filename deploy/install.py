@@ -248,6 +248,8 @@ def plan_files(options: InstallOptions) -> list[PlannedFile]:
             files.append(PlannedFile(f"{units}/polling-station-{service}.service", content))
         forwarder = render(_template("forwarder.service"), values)
         files.append(PlannedFile(f"{units}/polling-station-forwarder.service", forwarder))
+        for unit in ("crl-renew.service", "crl-renew.timer"):
+            files.append(PlannedFile(f"{units}/polling-station-{unit}", render(_template(unit), values)))
     return files
 
 
@@ -258,6 +260,7 @@ def units_to_enable(role: str) -> list[str]:
         "polling-station-broker.service",
         *(f"polling-station-{service}.service" for service in HUB_SERVICES),
         "polling-station-forwarder.service",  # starts once the station is linked (its condition)
+        "polling-station-crl-renew.timer",
         "nftables.service",
     ]
 

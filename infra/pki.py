@@ -40,6 +40,10 @@ CRL_FILE = "crl.pem"
 CA_VALIDITY = dt.timedelta(days=5 * 365)
 LEAF_VALIDITY = dt.timedelta(days=400)
 CRL_VALIDITY = dt.timedelta(days=30)
+CRL_RENEW_MARGIN = dt.timedelta(days=7)
+"""A CRL is re-signed once it has less than this left: every relying party refuses every
+certificate once the CRL it holds is past its next_update (Mosquitto does), so a station set
+up weeks before polling day must never reach that date."""
 CLOCK_SKEW = dt.timedelta(minutes=5)  # certificates are back-dated this much
 
 PublicKey: TypeAlias = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -62,6 +66,17 @@ class Role(StrEnum):
     OPERATOR = "operator"
     BROKER = "broker"
     FORWARDER = "forwarder"
+    STATION_MANAGER = "station_manager"
+    """An official's card: the station manager (opens and closes the polls with a witness)."""
+    WITNESS = "witness"
+    """An official's card: a witness (投票立会人), the second signature on every polls command."""
+
+
+OFFICIAL_ROLES = (Role.STATION_MANAGER, Role.WITNESS)
+"""Roles of officials' cards (docs/operations.md, "Officials' cards"): certificates for a key on
+a smartcard, never an MQTT identity (their extended key usage is document signing, not TLS)."""
+DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+"""id-kp-documentSigning (RFC 9336): what an official's card certificate is for."""
 
 
 @dataclass(frozen=True)
@@ -207,8 +222,11 @@ class StationCA:
         *,
         validity: dt.timedelta = LEAF_VALIDITY,
         hostnames: tuple[str, ...] = (),
+        subject_extra: tuple[x509.NameAttribute, ...] = (),
     ) -> x509.Certificate:
-        """Certify a public key as `name` in `role`; brokers also get their host names."""
+        """Certify a public key as `name` in `role`; brokers also get their host names.
+
+        ``subject_extra``: further subject attributes (an official's holder pseudonym)."""
         _check_common_name(name)
         role = Role(role)
         # The broker knows an identity only by its CN: one CN, one role, or an operator
@@ -221,6 +239,8 @@ class StationCA:
             raise PkiError("only Ed25519, ECDSA or RSA (>= 2048 bit) keys can be certified")
         now = _now()
         usage = ExtendedKeyUsageOID.SERVER_AUTH if role is Role.BROKER else (ExtendedKeyUsageOID.CLIENT_AUTH)
+        if role in OFFICIAL_ROLES:
+            usage = DOCUMENT_SIGNING  # a card that signs polls commands, never a TLS client
         builder = (
             x509.CertificateBuilder()
             .subject_name(
@@ -229,6 +249,7 @@ class StationCA:
                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.station_id),
                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role.value),
                         x509.NameAttribute(NameOID.COMMON_NAME, name),
+                        *subject_extra,
                     ]
                 )
             )
@@ -319,6 +340,17 @@ class StationCA:
         crl = self.crl()
         write_atomically(self.directory / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
         return crl
+
+    def renew_crl_if_due(self, margin: dt.timedelta = CRL_RENEW_MARGIN) -> x509.CertificateRevocationList | None:
+        """Re-sign the CRL (same revocations, new dates) when less than ``margin`` is left or it
+        cannot be read; returns the new CRL, or None when the current one is good for longer."""
+        try:
+            current = load_crl(self.directory / CRL_FILE)
+        except PkiError:
+            return self.write_crl()
+        if current.next_update_utc is None or current.next_update_utc - _now() < margin:
+            return self.write_crl()
+        return None
 
     # --- index ---------------------------------------------------------------------------
 
