@@ -73,15 +73,40 @@ def register(directory: Path, registration: Path, link: Path) -> None:
 @click.option("--workers", default=2, show_default=True)
 def broker(directory: Path, workers: int) -> None:
     from infra.broker import Broker
+    from infra.pki import StationCA
 
     central = _open(directory)
     central.write_broker_files(workers)
+    renewed = StationCA.load(directory / "ca").renew_crl_if_due()  # a stale CRL refuses every hub
+    if renewed is not None:
+        click.echo(f"central CRL re-signed, next update {renewed.next_update_utc:%Y-%m-%d} UTC")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with Broker(central, directory / "broker" / "mosquitto.log"):  # type: ignore[arg-type]
         click.echo(f"central broker on {central.host}:{central.port}")
         stop.wait()
+
+
+@main.command("renew-crl", help="Re-sign the central CRL (same revocations, new dates); the broker reloads it.")
+@CENTRAL_DIR
+@click.option("--if-due", is_flag=True, help="Only when it has less than 7 days left (for a daily timer).")
+def renew_crl(directory: Path, if_due: bool) -> None:
+    from infra.broker import reload_broker
+    from infra.pki import PkiError, StationCA
+
+    central = _open(directory)
+    try:
+        ca = StationCA.load(directory / "ca")
+        crl = ca.renew_crl_if_due() if if_due else ca.write_crl()
+    except PkiError as error:
+        raise click.ClickException(str(error)) from error
+    if crl is None:
+        click.echo("the central CRL is good for more than 7 days: nothing to do")
+        return
+    reloaded = reload_broker(central)  # type: ignore[arg-type]
+    click.echo(f"central CRL re-signed, next update {crl.next_update_utc:%Y-%m-%d %H:%M} UTC"
+               + ("; broker reloaded" if reloaded else "; no central broker runs here"))  # fmt: skip
 
 
 @main.command(help="Run one ingest worker (run several: they share the load).")
@@ -185,6 +210,22 @@ def lookup(directory: Path, tracking_code: str, database: str | None) -> None:
         entry.kind, "challenged and spoiled: not counted"
     )
     click.echo(f"{entry.tracking_code}: station {station_id}, position {entry.position}, {counted}")
+
+
+@main.command(
+    "self-test",
+    help="Check what the central office needs: configuration, election package with trustees, CA and "
+    "CRL, broker and worker certificates and keys, station links, store (SQLite, or a PostgreSQL "
+    "connection), broker. One line per check (PASS/WARN/FAIL, with what to do); exit 1 if any fails.",
+)
+@CENTRAL_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (for scripts).")
+def self_test(directory: Path, as_json: bool) -> None:
+    from gateway.selftest import run_selftest
+
+    report = run_selftest(directory)
+    click.echo(report.json_text() if as_json else report.text())
+    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,5 +34,7 @@ def central(tmp_path: Path, election_files: tuple[Path, list[Path]]) -> Central:
 
 @pytest.fixture(scope="session")
 def postgres_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with postgres_server(Path("/tmp") / f"gw-pg-{tmp_path_factory.mktemp('pg').name}") as url:
+    # A short path under /tmp (the server's Unix socket path is limited to 107 bytes), unique to
+    # this run: another run on the same machine must not share or delete it.
+    with postgres_server(Path(tempfile.mkdtemp(prefix="gw-pg-", dir="/tmp"))) as url:
         yield url
