@@ -40,6 +40,7 @@ from appliance.card import (
     InvalidPinFormat,
     JpkiAuthenticator,
     ReaderUnavailable,
+    RevocationListStale,
     UnknownIssuer,
     WrongPin,
 )
@@ -92,7 +93,7 @@ CARD_ERROR_WORDS: tuple[tuple[type[CardError], str], ...] = (
 )
 SESSION_STATES = frozenset(
     {
-        State.PIN, State.WRONG_PIN, State.AUTHENTICATING, State.CHECKING_IN, State.HUB_UNREACHABLE,
+        State.CHECKING_CARD, State.PIN, State.WRONG_PIN, State.AUTHENTICATING, State.CHECKING_IN, State.HUB_UNREACHABLE,
         State.BALLOT, State.REVIEW, State.SEALING, State.SEALED, State.SPOILING, State.SPOILED, State.CASTING,
     }
 )  # fmt: skip
@@ -103,6 +104,7 @@ SESSION_OUTCOMES = {
     State.OUT_OF_SERVICE: "error",
     State.CARD_LOCKED: "refused",
     State.CARD_INVALID: "refused",
+    State.CARD_CHECK_UNAVAILABLE: "refused",
     State.NOT_ELIGIBLE: "refused",
     State.ALREADY_VOTED: "refused",
     State.POLLS_CLOSED: "refused",
@@ -137,6 +139,8 @@ def card_problem(error: CardError) -> ev.AuthenticationFailed:
         return ev.AuthenticationFailed(ev.CardProblem.LOCKED, 0)
     if isinstance(error, CardRemoved):
         return ev.AuthenticationFailed(ev.CardProblem.REMOVED)
+    if isinstance(error, RevocationListStale):  # the station's fault, not the card's: logged by the trust store
+        return ev.AuthenticationFailed(ev.CardProblem.CANNOT_CHECK)
     if isinstance(error, CardRevoked | CertificateExpired | UnknownIssuer | BadCardSignature):
         log.info("card not valid: %s", error)
     else:
@@ -200,7 +204,7 @@ class Booth:
         self.authenticator = authenticator
         self.audit = audit
         self.clock = clock
-        self.session = Session(election.manifest, timeouts or Timeouts())
+        self.session = Session(election.manifest, timeouts or Timeouts(), check_card=True)
         self.session.ballots_cast = outbox.ballots_cast()
         link.on_ack = self._on_ack
         link.on_link = self._on_link
@@ -217,6 +221,8 @@ class Booth:
         self._card_connected = False
         self._problems: dict[str, str] = {}
         self.ack_listeners: list[Callable[[AckAccepted], None]] = []
+        self.view_listeners: list[Callable[[dict[str, Any]], None]] = []
+        """Called on the worker thread with every new view (the audio guide): must not block."""
         self._forget()
         self._publish_view()
 
@@ -315,8 +321,13 @@ class Booth:
     def _publish_view(self) -> None:
         with self._view_lock:
             self._version += 1
-            self._view = self.session.view()
+            self._view = view = self.session.view()
             self._view_lock.notify_all()
+        for listener in self.view_listeners:
+            try:
+                listener(view)
+            except Exception:  # a voter aid failing must not stop the booth
+                log.exception("view listener failed")
 
     def _problem_changed(self, change: _ProblemChanged) -> ev.Event | None:
         was_available = not self._problems
@@ -412,7 +423,7 @@ class Booth:
             return self._run_effect(effect)
         except Exception:
             log.exception("booth step %s failed; the voter session is reset", type(effect).__name__)
-            if isinstance(effect, ev.Authenticate):
+            if isinstance(effect, ev.Authenticate | ev.CheckCard):
                 self.audit.record("card_error", error="protocol_error")
             if isinstance(effect, ev.EndSession):
                 return None
@@ -421,6 +432,8 @@ class Booth:
 
     def _run_effect(self, effect: ev.Effect) -> ev.Event | None:
         match effect:
+            case ev.CheckCard():
+                return self._check_card()
             case ev.Authenticate(secret=secret):
                 return self._authenticate(secret)
             case ev.CheckIn():
@@ -435,12 +448,38 @@ class Booth:
                 self._forget()
         return None
 
+    def _check_card(self) -> ev.Event:
+        """The checks at card insertion, before the PIN screen (docs/card-protocol.md §2a).
+
+        The polls first, from the ledger's retained status (HubLink.polls): not open — pending,
+        closing or closed — and the card is not even read. Unknown (no status heard yet): the
+        roll decides at check-in. Then the card (JpkiAuthenticator.probe): JPKI applet,
+        certificate chain, dates, CRL freshness, revocation, tries left by VERIFY without data.
+        No secret is sent; the authenticator is dropped (the PIN step reads the card afresh).
+        """
+        polls = self.link.polls
+        if polls is not None and polls != "open":
+            log.info("card inserted while the polls are %s", polls)
+            return ev.CheckInFailed(ev.Refusal.POLLS_CLOSED)
+        card = self.authenticator(self.reader)
+        try:
+            status = card.probe()
+        except CardError as error:
+            if not isinstance(error, RevocationListStale):  # no card error: every card would get it
+                self.audit.record("card_error", error=card_error_word(error))
+            if isinstance(error, ReaderUnavailable):
+                log.error("reader failed while checking the card: %s", error)
+                return ev.AuthenticationFailed(ev.CardProblem.INVALID)
+            return card_problem(error)
+        return ev.CardChecked(status.tries_left, status.max_tries)
+
     def _authenticate(self, secret: str) -> ev.Event:
         card = self.authenticator(self.reader)
         try:
             voter = card.authenticate(secret)
         except CardError as error:
-            self.audit.record("card_error", error=card_error_word(error))
+            if not isinstance(error, RevocationListStale):
+                self.audit.record("card_error", error=card_error_word(error))
             if isinstance(error, ReaderUnavailable):
                 log.error("reader failed during authentication: %s", error)
                 return ev.AuthenticationFailed(ev.CardProblem.INVALID)

@@ -9,6 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from appliance.audio import AudioGuide, AudioOptions, election_document
 from appliance.booth import Booth, CardReader, Election
 from appliance.card import AuthMode, JpkiAuthenticator, TrustStore
 from appliance.config import BoothConfig, ConfigError
@@ -76,9 +77,13 @@ def load_signer(config: BoothConfig) -> DeviceSigner:
 class BoothRunner:
     """Everything of one booth, started in order and stopped in reverse (also on failure)."""
 
-    def __init__(self, config: BoothConfig, reader: CardReader | None = None) -> None:
+    def __init__(
+        self, config: BoothConfig, reader: CardReader | None = None, audio: AudioOptions | None = None
+    ) -> None:
         self.config = config
         self._reader = reader
+        self._audio = audio or AudioOptions()
+        self.audio: AudioGuide | None = None
         self._closers: list[Any] = []
         self.booth: Booth | None = None
         self.ui: UiServer | None = None
@@ -112,6 +117,10 @@ class BoothRunner:
                 timeouts=config.timeouts,
             )
             self.booth = booth
+            if self._audio.enabled:  # the audio ballot: what the screen shows, in the headphones
+                self.audio = AudioGuide.for_election(election_document(election.manifest), self._audio).start()
+                self._closers.append(self.audio.stop)
+                booth.view_listeners.append(self.audio.on_view)
             link.start()
             self._closers.append(link.stop)
             booth.start()
@@ -130,7 +139,7 @@ class BoothRunner:
         booth = self.booth
         assert booth is not None
         if isinstance(event, KeyPressed) and event.key.value in ev.Key.__members__.values():
-            booth.submit(ev.KeyPress(ev.Key(event.key.value)))
+            booth.submit(ev.KeyPress(ev.Key(event.key.value), tactile=True))
         elif isinstance(event, TamperChanged):  # the booth's worker records it in the audit log
             booth.link.publish_status(tamper=event.opened)
             booth.set_problem("tamper", "enclosure open" if event.opened else None)

@@ -47,6 +47,8 @@ from gateway.central import init_central
 from gateway.harness import CentralOffice, export_and_tally, wait_until_complete
 from infra.broker import free_port
 from infra.mqtt import HubClient
+from infra.official_card import OfficialInReader
+from infra.officials import make_training_card
 from station_hub.enrolment import enroll, write_package
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore, read_voter_keys
@@ -154,10 +156,32 @@ def hub_process(station_dir: Path, log: Path) -> Iterator[subprocess.Popen]:
             process.wait(5)
 
 
-def polls(station: Station, command: str) -> dict:
+OFFICIALS_READER = "Virtual PCD 00 01"
+"""vpcd's second reader (the first is booth T01's): the officials' cards, one after the other."""
+OFFICIAL_PINS = {"station_manager": "1357", "witness": "2468"}
+
+
+def officials_cards(station: Station, directory: Path, pcscd: PrivatePcscd) -> list[OfficialInReader]:
+    """The station manager's and a witness's training cards (`station-hub issue-official-card
+    --training`), each inserted in turn into the officials' reader through pcscd when it signs."""
+    signers = []
+    for function, pin in OFFICIAL_PINS.items():
+        path = directory / f"{function}.json"
+        make_training_card(station.directory, function, f"demo-{function}", pin, path)
+        card = CardFile.load(path)
+
+        def insert(card: CardFile = card) -> Callable[[], None]:
+            return VpcdCardLink(VirtualJpkiCard(card), port=pcscd.port + 1).close
+
+        signers.append(OfficialInReader(OFFICIALS_READER, function, lambda label, pin=pin: pin, insert=insert,
+                                        wait=20))  # fmt: skip
+    return signers
+
+
+def polls(station: Station, command: str, officials: list[OfficialInReader] | None = None) -> dict:
     with HubClient(station, OPERATOR) as operator:
         operator.connect()
-        return change_polls(operator, command, timeout=30)
+        return change_polls(operator, command, timeout=30, officials=officials)
 
 
 def random_choices(manifest: Manifest, rng: random.Random) -> dict[str, list[str]]:
@@ -284,8 +308,10 @@ def run(
             if not booth.runner.booth.link.wait_online(20):
                 raise RuntimeError(f"booth {booth.terminal} did not reach the hub")
 
-        report = polls(station, "open")
-        say(f"polls opened by {OPERATOR}; signed zero report at chain position {report.get('position')}")
+        officials = officials_cards(station, out / "officials", pcscd)
+        report = polls(station, "open", officials)
+        say(f"polls opened by {OPERATOR} with the station manager's and a witness's cards (pcscd, PIN on the "
+            f"card); signed zero report at chain position {report.get('position')}")  # fmt: skip
 
         failures: list[BaseException] = []
 
@@ -303,8 +329,8 @@ def run(
         if failures:
             raise failures[0]
 
-        report = polls(station, "close")
-        say(f"polls closed; signed closing report: {report.get('ballots')} ballots, "
+        report = polls(station, "close", officials)
+        say(f"polls closed with both officials' cards; signed closing report: {report.get('ballots')} ballots, "
             f"{report.get('check_ins')} check-ins, final head position {report.get('position')}")  # fmt: skip
 
         say("waiting for the central office to hold the station's whole chain")

@@ -59,10 +59,44 @@ class CheckinReason(StrEnum):
     """The sender holds no valid terminal-role certificate of this station."""
 
 
+class PollsReason(StrEnum):
+    """Why the ledger (or the roll) refused a polls command (the ``reason`` of a polls result).
+
+    A refused command changes nothing; the ledger logs it once and answers on its polls result
+    topic at once, so the console prints the reason (docs/ledger.md, "Polls command").
+    """
+
+    MALFORMED = "malformed"
+    WRONG_STATION = "wrong_station"
+    WRONG_ELECTION = "wrong_election"
+    STALE_NONCE = "stale_nonce"
+    """The command does not carry the ledger's current challenge (an old or replayed command)."""
+    EXPIRED = "expired"
+    """The challenge the command answers is older than its lifetime."""
+    OFFICIALS_MISSING = "officials_missing"
+    """Not exactly one station manager's and one witness's signature."""
+    SAME_OFFICIAL = "same_official"
+    """Both signatures come from one card, or from two cards of one official."""
+    WRONG_ROLE = "wrong_role"
+    """A card certificate is not for the function it signed as (or not an official's card)."""
+    UNKNOWN_OFFICIAL = "unknown_official"
+    """A card certificate is not issued by this station's CA (or unreadable)."""
+    OFFICIAL_REVOKED = "official_revoked"
+    OFFICIAL_EXPIRED = "official_expired"
+    BAD_OFFICIAL_SIGNATURE = "bad_official_signature"
+    TRAINING_CARD = "training_card"
+    """A training card, on a station that has real officials' cards enrolled."""
+    POLLS_STATE = "polls_state"
+    """The polls are in a state that does not allow this command (re-opening after close)."""
+    UNKNOWN_TERMINAL = "unknown_terminal"
+    """The final close declares a terminal this station does not have."""
+    INTERNAL_ERROR = "internal_error"
+
+
 class Refusal(FormatError):
     """A message that is not what its topic carries; ``reason`` says which rule it broke."""
 
-    def __init__(self, reason: Reason | CheckinReason, detail: str) -> None:
+    def __init__(self, reason: Reason | CheckinReason | PollsReason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail

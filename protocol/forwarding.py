@@ -60,7 +60,9 @@ STATEMENT_FIELDS: dict[str, frozenset[str]] = {
     "closing_report": _CHECKPOINT_FIELDS
     | {"terminals", "ballots", "spoiled", "check_ins", "late", "closed_position", "unreachable"},
 }
-"""Exactly the fields of each signed ledger statement (ledger.md, "Chain" and "Reports")."""
+"""Exactly the fields of each signed ledger statement (ledger.md, "Chain" and "Reports"); a zero
+or closing report also carries ``authorized_by`` (the officials' signatures) from a ledger that
+requires officials' cards, which every current one does."""
 
 
 def up_topic(station_id: str) -> str:
@@ -232,7 +234,8 @@ def check_statement(document: Any, what: str = "statement") -> dict[str, Any]:
     kind = document["type"]
     if kind not in STATEMENT_FIELDS:
         _refuse(f"{what}: type must be one of {', '.join(STATEMENT_TYPES)}")
-    _fields(document, STATEMENT_FIELDS[kind], f"{what} ({kind})")
+    authorized = kind != "checkpoint" and "authorized_by" in document
+    _fields(document, STATEMENT_FIELDS[kind] | ({"authorized_by"} if authorized else set()), f"{what} ({kind})")
     _checked(check_version, document, PROTOCOL_VERSION, what)
     _checked(check_station_id, document["station_id"], f"{what}.station_id")
     _checked(hex_bytes, document["base_hash"], HASH_SIZE, f"{what}.base_hash")
@@ -241,6 +244,8 @@ def check_statement(document: Any, what: str = "statement") -> dict[str, Any]:
     _counter(document["position"], f"{what}.position")
     if kind != "checkpoint":
         _per_terminal(document["terminals"], f"{what}.terminals", _counter)
+        if authorized:
+            _authorization(document["authorized_by"], f"{what}.authorized_by")
     if kind == "closing_report":
         _counter(document["ballots"], f"{what}.ballots")
         _counter(document["spoiled"], f"{what}.spoiled")
@@ -258,6 +263,27 @@ def _per_terminal(value: Any, what: str, check: Callable[[Any, str], Any]) -> No
     for terminal, item in value.items():
         _checked(check_device_id, terminal, what)
         check(item, f"{what}.{terminal}")
+
+
+def _authorization(value: Any, what: str) -> None:
+    """The officials' authorization a zero or closing report carries (ledger.md, "Polls command")."""
+    _fields(value, frozenset({"command", "nonce", "issued_at", "officials"}), what)
+    if value["command"] not in ("open", "final"):
+        _refuse(f"{what}.command: expected open or final")
+    _checked(hex_bytes, value["nonce"], HASH_SIZE, f"{what}.nonce")
+    _counter(value["issued_at"], f"{what}.issued_at")
+    officials = value["officials"]
+    if not isinstance(officials, list) or len(officials) != 2:
+        _refuse(f"{what}.officials: expected the station manager's and a witness's signatures")
+    for official in officials:
+        _fields(official, frozenset({"function", "certificate_sha256", "signature"}), f"{what}.officials[]")
+        if official["function"] not in ("station_manager", "witness"):
+            _refuse(f"{what}.officials[].function: expected station_manager or witness")
+        _checked(hex_bytes, official["certificate_sha256"], HASH_SIZE, f"{what}.officials[].certificate_sha256")
+        signature = official["signature"]
+        if not isinstance(signature, str) or not 2 <= len(signature) <= 1024:
+            _refuse(f"{what}.officials[].signature: expected at most 512 bytes of hex")
+        _checked(hex_bytes, signature, None, f"{what}.officials[].signature")
 
 
 def _device_head(value: Any, what: str) -> None:

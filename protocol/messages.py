@@ -17,7 +17,7 @@ from election.encoding import HASH_SIZE, canonical_bytes, hex_bytes, parse_json,
 from election.errors import FormatError
 from election.ids import check_device_id
 from election.manifest import Manifest
-from protocol.errors import CheckinReason, Reason, Refusal
+from protocol.errors import CheckinReason, PollsReason, Reason, Refusal
 
 MESSAGE_VERSION = 1
 MAX_BALLOT_BYTES = 256 * 1024
@@ -391,21 +391,103 @@ def decode_checkin_reply(payload: bytes, modulus_length: int) -> CheckinReply:
 
 # --- polls command (operator → ledger, roll) -----------------------------------------------
 
+POLLS_SIGNING_DOMAIN = b"polling-station/polls-command/v1\n"
+"""Prefix of what each official's card signs: this, then the command's canonical body."""
+OFFICIAL_FUNCTIONS = ("station_manager", "witness")
+"""The two officials who sign every polls command (their cards' roles, infra/pki.py)."""
+NONCE_BYTES = 32
+MAX_OFFICIAL_CERTIFICATE = 4096
+MAX_OFFICIAL_SIGNATURE = 512
+MAX_TIME = 2**40
+
+
+def polls_challenge_topic(topics: Any) -> str:
+    """Retained: the ledger's current challenge for the next polls command."""
+    return f"{topics.root}/ledger/polls/challenge"
+
+
+def polls_result_topic(topics: Any) -> str:
+    """The ledger's answer to each polls command: accepted, or refused with a reason."""
+    return f"{topics.root}/ledger/polls/result"
+
+
+def _polls_refusal(detail: str) -> Refusal:
+    return Refusal(Reason.MALFORMED, f"polls: {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialSignature:
+    """One official's card signature over a polls command: the function the card signed as,
+    its certificate (DER, station-CA issued: an opaque card id, no name) and the signature."""
+
+    function: Literal["station_manager", "witness"]
+    certificate: bytes
+    signature: bytes
+
+    def to_json(self) -> dict[str, str]:
+        return {"function": self.function, "certificate": self.certificate.hex(), "signature": self.signature.hex()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> OfficialSignature:
+        if not isinstance(data, dict) or set(data) != {"function", "certificate", "signature"}:
+            raise _polls_refusal("each official is {function, certificate, signature}")
+        function = _choice(data["function"], "polls.officials[].function", OFFICIAL_FUNCTIONS)
+        parts = []
+        for name, limit in (("certificate", MAX_OFFICIAL_CERTIFICATE), ("signature", MAX_OFFICIAL_SIGNATURE)):
+            value = data[name]
+            if not isinstance(value, str) or not value or len(value) > 2 * limit:
+                raise _polls_refusal(f"officials[].{name}: expected at most {limit} bytes of hex")
+            parts.append(_field(hex_bytes, value, None, f"polls.officials[].{name}"))
+        return cls(function, parts[0], parts[1])
+
 
 @dataclass(frozen=True, slots=True)
 class PollsCommand:
     """``open``, ``close`` (start closing) or ``final`` with the terminals the officials declare
-    unreachable (their undelivered ballots will be chained ``late``)."""
+    unreachable (their undelivered ballots will be chained ``late``).
+
+    A command the services act on is *authorized*: it names the station and the election, and
+    answers the ledger's current challenge (``nonce``, ``issued_at``), and it carries the card
+    signatures of the station manager and of a witness over :meth:`signing_input`. The bare
+    form (no station, no officials) still decodes so that the ledger can refuse it with its
+    reason (``officials_missing``) instead of ``malformed``.
+    """
 
     command: Literal["open", "close", "final"]
     unreachable: tuple[str, ...] = ()
+    station_id: str | None = None
+    base_hash: bytes | None = None
+    nonce: bytes | None = None
+    issued_at: int | None = None
+    officials: tuple[OfficialSignature, ...] = ()
 
-    def encode(self) -> bytes:
+    @property
+    def authorized_form(self) -> bool:
+        return self.station_id is not None
+
+    def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"version": MESSAGE_VERSION, "type": "polls", "command": self.command}
         if self.command == "final":
             body["unreachable"] = sorted(set(self.unreachable))
         elif self.unreachable:
             raise ValueError("only the final close declares unreachable terminals")
+        if self.authorized_form:
+            if self.base_hash is None or self.nonce is None or self.issued_at is None:
+                raise ValueError("an authorized polls command names station, election, nonce and time")
+            body |= {"station_id": self.station_id, "base_hash": self.base_hash.hex(), "nonce": self.nonce.hex(),
+                     "issued_at": self.issued_at}  # fmt: skip
+        return body
+
+    def signing_input(self) -> bytes:
+        """What each official's card signs (PKCS#1 v1.5, SHA-256): the domain, then the body."""
+        return POLLS_SIGNING_DOMAIN + canonical_bytes(self.body())
+
+    def encode(self) -> bytes:
+        body = self.body()
+        if self.authorized_form:
+            body["officials"] = [official.to_json() for official in self.officials]
+        elif self.officials:
+            raise ValueError("officials sign only a command that names its station and election")
         return canonical_bytes(body)
 
     @classmethod
@@ -415,26 +497,115 @@ class PollsCommand:
         except FormatError as error:
             raise Refusal(Reason.MALFORMED, f"polls: {error}") from None
         final = isinstance(data, dict) and data.get("command") == "final"
+        authorized = isinstance(data, dict) and "officials" in data
         fields = {"version", "type", "command", *(["unreachable"] if final else [])}
-        data = _document(payload, "polls", fields)
-        command = _choice(data["command"], "polls.command", POLLS_COMMANDS)
-        if not final:
-            return cls(command)
-        names = data["unreachable"]
-        if not isinstance(names, list) or len(names) > MAX_UNREACHABLE:
-            raise Refusal(Reason.MALFORMED, "polls.unreachable: expected a list of terminal ids")
-        names = [_text(name, "polls.unreachable[]", 64) for name in names]
-        if names != sorted(set(names)):
-            raise Refusal(Reason.MALFORMED, "polls.unreachable: expected sorted, distinct terminal ids")
-        return cls(command, tuple(names))
+        if authorized:
+            fields |= {"station_id", "base_hash", "nonce", "issued_at", "officials"}
+        try:
+            data = _document(payload, "polls", fields)
+            command = _choice(data["command"], "polls.command", POLLS_COMMANDS)
+        except Refusal as refusal:
+            raise Refusal(Reason.MALFORMED, refusal.detail) from None
+        names: tuple[str, ...] = ()
+        if final:
+            raw = data["unreachable"]
+            if not isinstance(raw, list) or len(raw) > MAX_UNREACHABLE:
+                raise _polls_refusal("unreachable: expected a list of terminal ids")
+            listed = [_text(name, "polls.unreachable[]", 64) for name in raw]
+            if listed != sorted(set(listed)):
+                raise _polls_refusal("unreachable: expected sorted, distinct terminal ids")
+            names = tuple(listed)
+        if not authorized:
+            return cls(command, names)
+        officials = data["officials"]
+        if not isinstance(officials, list) or len(officials) > 4:
+            raise _polls_refusal("officials: expected a list of at most 4 signatures")
+        station_id = _text(data["station_id"], "polls.station_id", 64)
+        try:
+            return cls(
+                command,
+                names,
+                station_id,
+                _field(hex_bytes, data["base_hash"], HASH_SIZE, "polls.base_hash"),
+                _field(hex_bytes, data["nonce"], NONCE_BYTES, "polls.nonce"),
+                _field(strict_int, data["issued_at"], "polls.issued_at", minimum=0, maximum=MAX_TIME),
+                tuple(OfficialSignature.from_json(item) for item in officials),
+            )
+        except Refusal as refusal:
+            raise Refusal(Reason.MALFORMED, refusal.detail) from None
 
 
 def polls_command(command: str, unreachable: tuple[str, ...] = ()) -> bytes:
+    """The bare (unauthorized) form: the services refuse it ``officials_missing``."""
     return PollsCommand(command, unreachable).encode()  # type: ignore[arg-type]
 
 
 def parse_polls_command(payload: bytes) -> str:
     return PollsCommand.decode(payload).command
+
+
+@dataclass(frozen=True, slots=True)
+class PollsChallenge:
+    """The ledger's retained challenge: a polls command must carry this nonce and issue time
+    (valid ``expires_in`` seconds from ``issued_at``; a new one after every accepted command)."""
+
+    nonce: bytes
+    issued_at: int
+    expires_in: int
+
+    def encode(self) -> bytes:
+        return canonical_bytes({"version": MESSAGE_VERSION, "type": "polls_challenge", "nonce": self.nonce.hex(),
+                                "issued_at": self.issued_at, "expires_in": self.expires_in})  # fmt: skip
+
+    @classmethod
+    def decode(cls, payload: bytes) -> PollsChallenge:
+        data = _document(payload, "polls_challenge", {"version", "type", "nonce", "issued_at", "expires_in"})
+        return cls(
+            _field(hex_bytes, data["nonce"], NONCE_BYTES, "polls_challenge.nonce"),
+            _field(strict_int, data["issued_at"], "polls_challenge.issued_at", minimum=0, maximum=MAX_TIME),
+            _field(strict_int, data["expires_in"], "polls_challenge.expires_in", minimum=1, maximum=86400),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PollsResult:
+    """The ledger's answer to one polls command (``nonce`` of the command, None for a bare one)."""
+
+    command: Literal["open", "close", "final"]
+    nonce: bytes | None
+    accepted: bool
+    polls: PollsState
+    reason: PollsReason | None = None
+    detail: str = ""
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"version": MESSAGE_VERSION, "type": "polls_result", "command": self.command,
+                                "nonce": self.nonce.hex() if self.nonce else None, "polls": self.polls,
+                                "result": "accepted" if self.accepted else "refused"}  # fmt: skip
+        if not self.accepted:
+            body |= {"reason": (self.reason or PollsReason.INTERNAL_ERROR).value, "detail": self.detail[:MAX_DETAIL]}
+        return canonical_bytes(body)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> PollsResult:
+        try:
+            data = parse_json(payload, max_size=MAX_SMALL_MESSAGE_BYTES, canonical=True)
+        except FormatError as error:
+            raise Refusal(Reason.MALFORMED, f"polls_result: {error}") from None
+        refused = isinstance(data, dict) and data.get("result") == "refused"
+        fields = {"version", "type", "command", "nonce", "polls", "result", *(["reason", "detail"] if refused else [])}
+        data = _document(payload, "polls_result", fields)
+        command = _choice(data["command"], "polls_result.command", POLLS_COMMANDS)
+        polls = _choice(data["polls"], "polls_result.polls", POLLS_STATES)
+        _choice(data["result"], "polls_result.result", ("accepted", "refused"))
+        nonce = None if data["nonce"] is None else _field(hex_bytes, data["nonce"], NONCE_BYTES, "polls_result.nonce")
+        if not refused:
+            return cls(command, nonce, True, polls)
+        try:
+            reason = PollsReason(data["reason"])
+        except ValueError:
+            raise Refusal(Reason.MALFORMED, "polls_result: not a documented reason") from None
+        return cls(command, nonce, False, polls, reason, _text(data["detail"], "polls_result.detail"))
 
 
 # --- retained statuses (every service and terminal → operators) ----------------------------

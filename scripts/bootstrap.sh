@@ -16,6 +16,7 @@ DEBIAN_PACKAGES=(
   postgresql                                  # central store at scale
   systemd                                     # systemd-analyze for unit checks
   nftables iproute2                           # appliance firewall rules, tested in network namespaces
+  poppler-utils                               # pdftotext, pdfinfo: the printed reports are checked in tests
 )
 
 need=()

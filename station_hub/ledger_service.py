@@ -24,9 +24,12 @@ redelivers it in a crash loop.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
+import json
 import logging
 import multiprocessing
 import queue
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -41,10 +44,23 @@ from election.chain import ChainHead, Checkpoint, sign_document
 from election.encoding import canonical_bytes, sha256
 from election.errors import FormatError
 from infra.failpoints import failpoint
+from infra.files import write_atomically
 from infra.mqtt import connect, make_client, publish_last_words, set_will
+from infra.officials import CHALLENGE_LIFETIME, OfficialsRefused, OfficialsVerifier, VerifiedOfficial
 from infra.service import BrokerWatch, Vitals, run_service
-from protocol.errors import Reason
-from protocol.messages import MESSAGE_VERSION, LedgerStatus, PollsCommand, RollReport, offline_status
+from protocol.errors import PollsReason, Reason
+from protocol.messages import (
+    MESSAGE_VERSION,
+    NONCE_BYTES,
+    LedgerStatus,
+    PollsChallenge,
+    PollsCommand,
+    PollsResult,
+    RollReport,
+    offline_status,
+    polls_challenge_topic,
+    polls_result_topic,
+)
 from station_hub.forward_progress import confirmed_position
 from station_hub.ledger import Accepted, Decision, LedgerCore, ProofChecker, ProofVerdict, Refused
 from station_hub.ledger_store import LedgerStore
@@ -90,6 +106,10 @@ class LedgerService:
         self.proofs = ProofChecker(election.manifest, election.context.joint_public_key)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.key = station.signing_key("ledger")
+        self.officials = OfficialsVerifier(station.directory, station.station_id, self.base_hash)
+        self._authorizations = self._load_authorizations()
+        """command → the officials' authorization it was accepted with (for the signed reports)."""
+        self._challenge = self._load_challenge()
         self.refused = 0
         self._refusal_counts: dict[tuple[str, str], int] = {}
         """(terminal, reason) → refusals since the last audit flush."""
@@ -124,6 +144,7 @@ class LedgerService:
             ]
         )
         self._publish_status()
+        self._publish(polls_challenge_topic(self.topics), self._challenge.encode(), retain=True)
         self.vitals.mark_ready()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -171,6 +192,8 @@ class LedgerService:
                     self._publish_checkpoint()
                     self._publish_status()
                     self._audit_crl()
+                    if time.time() >= self._challenge.issued_at + self._challenge.expires_in - 60:
+                        self._new_challenge()
                     next_tick = time.monotonic() + self.checkpoint_interval
         finally:
             if self._pool is not None:
@@ -277,7 +300,7 @@ class LedgerService:
     def _handle_control(self, message: mqtt.MQTTMessage) -> None:
         try:
             if message.topic == self.topics.polls_control:
-                self._polls(PollsCommand.decode(bytes(message.payload)))
+                self._polls_message(bytes(message.payload))
             elif message.topic == self.topics.roll_report:
                 self._roll_report(bytes(message.payload))
         except FormatError as error:
@@ -291,8 +314,88 @@ class LedgerService:
         self.check_ins = RollReport.decode(payload).checked_in
         self._announce_polls()
 
+    # --- polls commands: two officials' cards (docs/ledger.md, "Polls command") ------------
+
+    def _challenge_file(self) -> Path:
+        return self.station.ledger_db.parent / "polls-challenge.json"
+
+    def _authorizations_file(self) -> Path:
+        return self.station.ledger_db.parent / "polls-officials.json"
+
+    def _load_challenge(self) -> PollsChallenge:
+        """The challenge survives a restart (a command being signed stays valid), not its lifetime."""
+        try:
+            challenge = PollsChallenge.decode(self._challenge_file().read_bytes())
+            if time.time() < challenge.issued_at + challenge.expires_in - 60:
+                return challenge
+        except (OSError, FormatError):
+            pass
+        return self._new_challenge(publish=False)
+
+    def _new_challenge(self, *, publish: bool = True) -> PollsChallenge:
+        self._challenge = PollsChallenge(secrets.token_bytes(NONCE_BYTES), int(time.time()), CHALLENGE_LIFETIME)
+        write_atomically(self._challenge_file(), self._challenge.encode())
+        if publish:
+            self._publish(polls_challenge_topic(self.topics), self._challenge.encode(), retain=True)
+        return self._challenge
+
+    def _load_authorizations(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self._authorizations_file().read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _polls_message(self, payload: bytes) -> None:
+        """Decode, check the officials, act; answer on the polls result topic either way.
+
+        A refused command changes nothing (state, challenge, reports) and is logged once."""
+        try:
+            command = PollsCommand.decode(payload)
+        except FormatError as error:
+            log.warning("refused a polls command: malformed (%s)", error)
+            return
+        state = self.core.state
+        try:
+            officials = self.officials.check(command, dt.datetime.now(dt.UTC), self._challenge.nonce)
+            allowed = {("open", "pending"), ("close", "open"), ("final", "closing")}
+            repeat = {("open", "open"), ("close", "closing"), ("close", "closed"), ("final", "closed")}
+            if (command.command, state.polls) not in allowed | repeat:
+                why = "can never be opened again" if command.command == "open" else "cannot take this command"
+                raise OfficialsRefused(PollsReason.POLLS_STATE, f"the polls are {state.polls}: they {why}")
+            unknown = sorted(set(command.unreachable) - set(self.station.terminals))
+            if unknown:
+                raise OfficialsRefused(PollsReason.UNKNOWN_TERMINAL,
+                                       f"{', '.join(unknown)}: not terminals of this station")  # fmt: skip
+        except OfficialsRefused as refused:
+            log.warning("refused the polls command %s: %s (%s)", command.command, refused.reason.value, refused.detail)
+            result = PollsResult(command.command, command.nonce, False, state.polls,  # type: ignore[arg-type]
+                                 refused.reason, refused.detail)  # fmt: skip
+            self._publish(polls_result_topic(self.topics), result.encode())
+            return
+        if (command.command, state.polls) in allowed:
+            self._remember(command, officials)
+            self._polls(command)
+        self._new_challenge()  # this command's nonce is spent: a replay of it is stale
+        result = PollsResult(command.command, command.nonce, True, state.polls)  # type: ignore[arg-type]
+        self._publish(polls_result_topic(self.topics), result.encode())
+
+    def _remember(self, command: PollsCommand, officials: list[VerifiedOfficial]) -> None:
+        """Keep what the signed reports carry of the officials (written before the state changes)."""
+        assert command.nonce is not None
+        self._authorizations[command.command] = {
+            "command": command.command,
+            "nonce": command.nonce.hex(),
+            "issued_at": command.issued_at,
+            "officials": [official.to_json() for official in officials],
+        }
+        write_atomically(self._authorizations_file(), json.dumps(self._authorizations, sort_keys=True).encode())
+        for official in officials:
+            log.info("polls %s authorized by the %s's card %s", command.command, official.function.replace("_", " "),
+                     official.certificate_sha256[:16])  # fmt: skip
+
     def _polls(self, command: PollsCommand) -> None:
-        """open → closing → closed (docs/ledger.md, "Closing the polls"); a repeat is a no-op."""
+        """open → closing → closed (docs/ledger.md, "Closing the polls"), once authorized."""
         state, verb = self.core.state, command.command
         if verb == "open" and state.polls == "pending":
             self.store.set_polls("open")
@@ -305,21 +408,14 @@ class LedgerService:
             state.polls = "closing"
             log.info("polls closing: the roll issues no more tokens; ballots of tokens issued before are chained")
         elif verb == "final" and state.polls == "closing":
-            unknown = sorted(set(command.unreachable) - set(self.station.terminals))
-            if unknown:
-                log.warning("final close refused: %s are not terminals of this station", ", ".join(unknown))
-            else:
-                unreachable = {name: state.device_head(name) for name in command.unreachable}
-                self.store.close_final(state.head.position, unreachable)
-                state.polls, state.closed_position, state.unreachable = "closed", state.head.position, unreachable
-                log.info("polls closed at position %d; declared unreachable: %s", state.head.position,
-                         ", ".join(unreachable) or "none")  # fmt: skip
-                self._record("polls_closed", station=self.station.station_id)
-                self._record("report_signed", report="closing_report", position=state.head.position,
-                             head_hash=state.head.entry_hash.hex())  # fmt: skip
-        elif (verb, state.polls) not in (("open", "open"), ("close", "closing"), ("close", "closed"),
-                                         ("final", "closed")):  # fmt: skip
-            log.warning("polls command %s ignored: the polls are %s", verb, state.polls)
+            unreachable = {name: state.device_head(name) for name in command.unreachable}
+            self.store.close_final(state.head.position, unreachable)
+            state.polls, state.closed_position, state.unreachable = "closed", state.head.position, unreachable
+            log.info("polls closed at position %d; declared unreachable: %s", state.head.position,
+                     ", ".join(unreachable) or "none")  # fmt: skip
+            self._record("polls_closed", station=self.station.station_id)
+            self._record("report_signed", report="closing_report", position=state.head.position,
+                         head_hash=state.head.entry_hash.hex())  # fmt: skip
         self._announce_polls()
         self._publish_status()
 
@@ -348,7 +444,8 @@ class LedgerService:
         if polls == "pending":
             return
         zero_counts = dict.fromkeys(self.station.terminals, 0)
-        zero = self._statement("zero_report", ChainHead(0, self.genesis), terminals=zero_counts)
+        opened = {"authorized_by": self._authorizations["open"]} if "open" in self._authorizations else {}
+        zero = self._statement("zero_report", ChainHead(0, self.genesis), terminals=zero_counts, **opened)
         self._publish(self.topics.zero_report, zero, retain=True)
         if polls == "closed":
             state = self.core.state
@@ -366,6 +463,7 @@ class LedgerService:
                     name: {"device_seq": seq, "ballot_hash": head.hex()}
                     for name, (seq, head) in sorted(state.unreachable.items())
                 },
+                **({"authorized_by": self._authorizations["final"]} if "final" in self._authorizations else {}),
             )
             self._publish(self.topics.closing_report, report, retain=True)
 

@@ -13,8 +13,9 @@ Closing has two phases (docs/ledger.md, "Closing the polls"; docs/operations.md 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +23,29 @@ from election.encoding import parse_json
 from election.errors import FormatError
 from infra.errors import SiteError
 from infra.mqtt import HubClient, Message
-from protocol.messages import TerminalStatus, polls_command
+from infra.officials import OfficialSigner, authorize, training_officials
+from infra.pki import PkiError
+from protocol.errors import PollsReason
+from protocol.messages import (
+    PollsChallenge,
+    PollsCommand,
+    PollsResult,
+    TerminalStatus,
+    polls_challenge_topic,
+    polls_result_topic,
+)
 
 DRAIN_WAIT = 1.0
 """Seconds :func:`change_polls` waits, by default, for the terminals to drain at closing."""
 
 
 class PollsRefused(SiteError):
-    """The services are in a state that does not allow this command (e.g. re-opening)."""
+    """The ledger refused the command (its reason: officials' cards, state, ...), or the console
+    saw from the ledger's state that it would (re-opening after the close)."""
+
+    def __init__(self, message: str, reason: PollsReason = PollsReason.POLLS_STATE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +104,12 @@ class _Watch:
         self.roll: dict[str, Any] = {}
         self.terminals: dict[str, TerminalStatus | None] = {}
         self.reports: dict[str, dict[str, Any]] = {}
+        self.challenge: PollsChallenge | None = None
+        self.results: list[PollsResult] = []
+        self.challenge_topic, self.result_topic = polls_challenge_topic(self.topics), polls_result_topic(self.topics)
         for topic in (
+            self.challenge_topic,
+            self.result_topic,
             self.topics.roll_status,
             self.topics.ledger_status,
             self.topics.zero_report,
@@ -99,7 +120,15 @@ class _Watch:
 
     def take(self, message: Message) -> None:
         topics, data = self.topics, _payload(message)
-        if message.topic == topics.ledger_status:
+        if message.topic == self.challenge_topic:
+            try:
+                self.challenge = PollsChallenge.decode(message.payload)
+            except FormatError:
+                self.challenge = None
+        elif message.topic == self.result_topic:
+            with contextlib.suppress(FormatError):  # not the ledger's answer: wait for it
+                self.results.append(PollsResult.decode(message.payload))
+        elif message.topic == topics.ledger_status:
             self.ledger = data
         elif message.topic == topics.roll_status:
             self.roll = data
@@ -141,8 +170,15 @@ def change_polls(
     *,
     unreachable: Collection[str] | None = None,
     drain_wait: float = DRAIN_WAIT,
+    officials: Sequence[OfficialSigner] | None = None,
 ) -> dict[str, Any]:
     """Send open/close; return the ledger's signed report once the roll has switched too.
+
+    Every command sent is signed by ``officials``: the station manager's and a witness's
+    cards, unlocked with their PINs (infra/official_card.py). ``officials=None`` (tests, demos,
+    scripts of a training station) uses the station's training cards (infra/officials.py),
+    which the services refuse once real officials' cards are enrolled. A command the ledger
+    refuses raises :class:`PollsRefused` with its reason at once.
 
     Waits first until both services say they are online (their retained status), so the
     command is not sent into a gap where a service is not yet subscribed.
@@ -155,7 +191,13 @@ def change_polls(
 
     The closing report is complete only when it carries the roll's check-in count.
     """
+    if officials is None:
+        try:
+            officials = training_officials(client.station.directory)
+        except PkiError as error:
+            raise SiteError(f"no officials' cards given: {error}") from error
     watch = _Watch(client)
+    signers = list(officials)
     watch.until(
         lambda: watch.ledger.get("online") is True and watch.roll.get("online") is True,
         timeout,
@@ -165,7 +207,7 @@ def change_polls(
     if command == "open":
         if polls in ("closing", "closed"):
             raise PollsRefused(f"the polls are {polls}: they can never be opened again")
-        _send(client, polls_command("open"))
+        _authorized(client, watch, signers, "open", (), timeout)
         watch.until(
             lambda: watch.roll.get("polls") == "open" and client.topics.zero_report in watch.reports,
             timeout,
@@ -177,14 +219,14 @@ def change_polls(
     if polls == "pending":
         raise PollsRefused("the polls were never opened")
     if polls == "open":
-        _send(client, polls_command("close"))
+        _authorized(client, watch, signers, "close", (), timeout)
     watch.until(
         lambda: watch.ledger.get("polls") in ("closing", "closed") and watch.roll.get("polls") == "closed",
         timeout,
         "the ledger and the roll did not both stop check-ins",
     )
     if watch.ledger.get("polls") == "closing":
-        _final(client, watch, unreachable, drain_wait)
+        _final(client, watch, unreachable, drain_wait, signers, timeout)
     closing = client.topics.closing_report
     watch.until(
         lambda: watch.ledger.get("polls") == "closed" and watch.reports.get(closing, {}).get("check_ins") is not None,
@@ -194,7 +236,8 @@ def change_polls(
     return watch.reports[closing]
 
 
-def _final(client: HubClient, watch: _Watch, unreachable: Collection[str] | None, drain_wait: float) -> None:
+def _final(client: HubClient, watch: _Watch, unreachable: Collection[str] | None, drain_wait: float,
+           signers: list[OfficialSigner], timeout: float) -> None:  # fmt: skip
     terminals = tuple(getattr(client.station, "terminals", ()))
     deadline = time.monotonic() + drain_wait
     declared = set(unreachable or ())
@@ -212,7 +255,30 @@ def _final(client: HubClient, watch: _Watch, unreachable: Collection[str] | None
     if pending and unreachable is not None:
         raise ClosingPending(pending)
     declared |= {p.terminal for p in pending}
-    _send(client, polls_command("final", tuple(sorted(declared))))
+    _authorized(client, watch, signers, "final", tuple(sorted(declared)), timeout)
+
+
+def _authorized(client: HubClient, watch: _Watch, signers: list[OfficialSigner], command: str,
+                unreachable: tuple[str, ...], timeout: float) -> PollsResult:  # fmt: skip
+    """Sign ``command`` over the ledger's current challenge with both cards, send it, and wait for
+    the ledger's answer; raise PollsRefused with the ledger's reason at once."""
+    used = {result.nonce for result in watch.results if result.accepted}
+    watch.until(lambda: watch.challenge is not None and watch.challenge.nonce not in used, timeout,
+                "no polls challenge from the ledger (an older ledger?)")  # fmt: skip
+    challenge = watch.challenge
+    assert challenge is not None
+    station = client.station
+    body = PollsCommand(command, unreachable, station.station_id, station.election().manifest.base_hash,  # type: ignore[arg-type]
+                        challenge.nonce, challenge.issued_at)  # fmt: skip
+    signed = authorize(body, signers)
+    _send(client, signed.encode())
+    watch.until(lambda: any(r.nonce == challenge.nonce and r.command == command for r in watch.results), timeout,
+                f"no answer from the ledger to the polls command {command}")  # fmt: skip
+    result = next(r for r in watch.results if r.nonce == challenge.nonce and r.command == command)
+    if not result.accepted:
+        raise PollsRefused(f"the ledger refused {command!r}: {result.reason}: {result.detail}",
+                           result.reason or PollsReason.INTERNAL_ERROR)  # fmt: skip
+    return result
 
 
 def _send(client: HubClient, payload: bytes) -> None:

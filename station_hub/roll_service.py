@@ -13,6 +13,7 @@ timed, could be set beside the ledger's ballot entries. Only totals are logged
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import threading
@@ -27,16 +28,17 @@ from audit.service import ServiceAudit
 from election.errors import FormatError
 from infra.jpki import JpkiVerifier
 from infra.mqtt import connect, make_client, publish_last_words, set_will
+from infra.officials import OfficialsRefused, OfficialsVerifier
 from protocol.errors import CheckinReason, Refusal
 from protocol.messages import (
     CheckinChallengeRequest,
     CheckinRefused,
     CheckinReply,
+    PollsCommand,
     RollReport,
     RollStatus,
     decode_checkin_message,
     offline_status,
-    parse_polls_command,
 )
 from station_hub.roll import RollCore, RollStore
 from station_hub.station import DeviceDirectory, Station
@@ -96,6 +98,7 @@ class RollService:
         self.refusals = dict.fromkeys((reason.value for reason in COUNTED_REASONS), 0)
         """Check-ins refused since the service started, by reason (totals only: see the module doc)."""
         self.audit: ServiceAudit | None = None
+        self._officials: OfficialsVerifier | None = None
         self.client = make_client(station, "roll", clean_start=False)
         set_will(self.client, self.topics.roll_status, offline_status("roll_status"))
         self.client.on_connect = self._on_connect
@@ -111,7 +114,7 @@ class RollService:
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             if message.topic == self.topics.polls_control:
-                self._polls(parse_polls_command(bytes(message.payload)))
+                self._polls(self._authorized(bytes(message.payload)))
             else:
                 terminal = self.topics.terminal_id_of(message.topic, "checkin")
                 if terminal is not None:
@@ -157,7 +160,23 @@ class RollService:
         # Only the terminal's own reply topic: a forged response topic cannot redirect it.
         self.client.publish(self.topics.checkin_reply(terminal), reply.encode(), qos=1, properties=properties)
 
-    def _polls(self, command: str) -> None:
+    def _authorized(self, payload: bytes) -> str | None:
+        """The command, if the station manager's and a witness's cards signed it (infra/officials.py).
+
+        The roll cannot see the ledger's challenge; it checks the officials, the station, the
+        election and the challenge's age, and the state machine makes a replay a no-op."""
+        command = PollsCommand.decode(payload)
+        if self._officials is None:
+            self._officials = OfficialsVerifier(self.station.directory, self.station.station_id,
+                                                self.station.election().manifest.base_hash)  # fmt: skip
+        try:
+            self._officials.check(command, dt.datetime.now(dt.UTC))
+        except OfficialsRefused as refused:
+            log.warning("refused the polls command %s: %s (%s)", command.command, refused.reason.value, refused.detail)
+            return None
+        return command.command
+
+    def _polls(self, command: str | None) -> None:
         polls = self.store.polls()
         if command == "open" and polls == "pending":
             self.store.set_polls("open")

@@ -6,6 +6,7 @@ Readers live in appliance.drivers (PC/SC, PN532); they implement ApduTransport.
 from appliance.card.authenticator import (
     AuthenticatedVoter,
     AuthMode,
+    CardStatus,
     JpkiAuthenticator,
     card_handle,
 )
@@ -19,6 +20,7 @@ from appliance.card.errors import (
     CertificateExpired,
     InvalidPinFormat,
     ReaderUnavailable,
+    RevocationListStale,
     UnknownIssuer,
     WrongPin,
 )
@@ -36,10 +38,12 @@ __all__ = [
     "CardProtocolError",
     "CardRemoved",
     "CardRevoked",
+    "CardStatus",
     "CertificateExpired",
     "InvalidPinFormat",
     "JpkiAuthenticator",
     "ReaderUnavailable",
+    "RevocationListStale",
     "TrustStore",
     "UnknownIssuer",
     "WrongPin",

@@ -89,6 +89,14 @@ PROFILES = {
 
 
 @dataclass(frozen=True)
+class CardStatus:
+    """What the insertion probe learnt, before any PIN: the tries left of this mode's secret."""
+
+    tries_left: int
+    max_tries: int
+
+
+@dataclass(frozen=True)
 class AuthenticatedVoter:
     """What a successful authentication yields: the card handle, lowercase hex, nothing else."""
 
@@ -161,6 +169,23 @@ class JpkiAuthenticator:
         """
         if self._mode is AuthMode.AUTH:
             self._load_certificate()
+
+    def probe(self) -> CardStatus:
+        """The checks at card insertion, before any PIN (docs/card-protocol.md §2a).
+
+        SELECT the applet (else not a My Number card); in "auth" mode read the certificate and
+        check it — chain to an installed JPKI CA, dates of card and CA, that CA's CRL fresh,
+        not revoked; in "sign" mode (certificate readable only after the password) check that
+        every installed CA's CRL is fresh; then the tries left by VERIFY without data, which
+        spends no try (CardLocked at none). Nothing here sends a secret: a card refused here
+        never sees a PIN. Raises the CardError that tells the voter why.
+        """
+        self._select_applet()
+        if self._mode is AuthMode.AUTH:
+            self._load_certificate()
+        else:
+            self._trust.require_fresh(self._clock())
+        return CardStatus(self.tries_left(), self.max_tries)
 
     def authenticate(self, secret: str) -> AuthenticatedVoter:
         if not self._profile.secret_pattern.fullmatch(secret):

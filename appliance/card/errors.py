@@ -50,6 +50,18 @@ class UnknownIssuer(CardError):
         super().__init__("the card's certificate was not issued by a trusted authority")
 
 
+class RevocationListStale(CardError):
+    """The booth's CRL for the card's issuing CA is out of date (``now`` is not within
+    ``this_update <= now < next_update``), or missing: no card of that CA can be judged.
+
+    Not the card's fault and not the voter's: the station must install a fresh CRL. The
+    voter is told so before typing anything, and the card is sent no PIN.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("the terminal's revocation list for this card's issuer is out of date")
+
+
 class BadCardSignature(CardError):
     """The card's signature over the terminal's challenge does not verify.
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 class State(StrEnum):
     IDLE = "idle"
+    CHECKING_CARD = "checking_card"  # card just inserted: its certificate, CRL, tries left, the polls (no PIN)
     PIN = "pin"  # card present, waiting for the PIN / password
     AUTHENTICATING = "authenticating"
     WRONG_PIN = "wrong_pin"  # PIN screen again, with the tries left
@@ -27,6 +28,7 @@ class State(StrEnum):
     # Errors a voter can hit, each with its own screen.
     CARD_LOCKED = "card_locked"
     CARD_INVALID = "card_invalid"
+    CARD_CHECK_UNAVAILABLE = "card_check_unavailable"  # the terminal's CRL is out of date: no card can be checked
     NOT_ELIGIBLE = "not_eligible"
     ALREADY_VOTED = "already_voted"
     POLLS_CLOSED = "polls_closed"
@@ -37,13 +39,16 @@ class State(StrEnum):
     OUT_OF_SERVICE = "out_of_service"  # enclosure open or reader gone: no new session
 
 
-BUSY_STATES = frozenset({State.AUTHENTICATING, State.CHECKING_IN, State.SEALING, State.SPOILING, State.CASTING})
+BUSY_STATES = frozenset(
+    {State.CHECKING_CARD, State.AUTHENTICATING, State.CHECKING_IN, State.SEALING, State.SPOILING, State.CASTING}
+)
 """The shell is doing I/O for the session; the voter sees a "please wait" screen."""
 
 ERROR_STATES = frozenset(
     {
         State.CARD_LOCKED,
         State.CARD_INVALID,
+        State.CARD_CHECK_UNAVAILABLE,
         State.NOT_ELIGIBLE,
         State.ALREADY_VOTED,
         State.POLLS_CLOSED,
@@ -57,7 +62,9 @@ ERROR_STATES = frozenset(
 VOTING_STATES = frozenset({State.BALLOT, State.REVIEW, State.SEALED, State.SPOILED, State.SEALING, State.SPOILING})
 """A card removal here cancels the session: nothing was cast, every choice is dropped."""
 
-CARD_BOUND_STATES = VOTING_STATES | {State.PIN, State.WRONG_PIN, State.AUTHENTICATING, State.HUB_UNREACHABLE}
+CARD_BOUND_STATES = VOTING_STATES | {
+    State.CHECKING_CARD, State.PIN, State.WRONG_PIN, State.AUTHENTICATING, State.HUB_UNREACHABLE,
+}  # fmt: skip
 """States that end in CARD_REMOVED once the card is gone (busy ones at once or when their
 step reports back, see Session); CHECKING_IN and CASTING are not here: their step may already
 have marked the voter or cast the ballot, so its own result decides."""
@@ -72,11 +79,28 @@ RESETTABLE_STATES = frozenset(State) - {State.IDLE, State.OUT_OF_SERVICE}
 """Every state with a voter in it (or a result screen) may be reset to SESSION_ERROR."""
 
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.IDLE: frozenset({State.PIN, State.OUT_OF_SERVICE}),
+    State.IDLE: frozenset({State.CHECKING_CARD, State.PIN, State.OUT_OF_SERVICE}),
+    State.CHECKING_CARD: frozenset(
+        {
+            State.PIN,
+            State.CARD_LOCKED,
+            State.CARD_INVALID,
+            State.CARD_CHECK_UNAVAILABLE,
+            State.POLLS_CLOSED,
+            State.CARD_REMOVED,
+        }
+    ),
     State.PIN: frozenset({State.AUTHENTICATING}),
     State.WRONG_PIN: frozenset({State.AUTHENTICATING}),
     State.AUTHENTICATING: frozenset(
-        {State.CHECKING_IN, State.WRONG_PIN, State.CARD_LOCKED, State.CARD_INVALID, State.CARD_REMOVED}
+        {
+            State.CHECKING_IN,
+            State.WRONG_PIN,
+            State.CARD_LOCKED,
+            State.CARD_INVALID,
+            State.CARD_CHECK_UNAVAILABLE,
+            State.CARD_REMOVED,
+        }
     ),
     State.CHECKING_IN: frozenset(
         {State.BALLOT, State.NOT_ELIGIBLE, State.ALREADY_VOTED, State.POLLS_CLOSED, State.HUB_UNREACHABLE}
@@ -98,7 +122,8 @@ the end) and to OUT_OF_SERVICE (tamper, reader lost); CARD_BOUND_STATES go to CA
 when the card leaves; every state but IDLE and OUT_OF_SERVICE goes to SESSION_ERROR when a
 booth step fails unexpectedly or a busy step never reports back; TIMEOUT_STATES go to
 TIMED_OUT when the voter has done nothing for the voting timeout; ERROR_STATES and
-OUT_OF_SERVICE go to PIN when a card is put in once the cause is gone."""
+OUT_OF_SERVICE go to CHECKING_CARD (or, in a session without the insertion probe, PIN) when a
+card is put in once the cause is gone."""
 
 ALWAYS_REACHABLE = frozenset({State.IDLE, State.OUT_OF_SERVICE})
 
@@ -112,7 +137,7 @@ def allowed(source: State, target: State) -> bool:
         return source in RESETTABLE_STATES
     if target is State.TIMED_OUT:
         return source in TIMEOUT_STATES
-    return target is State.PIN and source in ERROR_STATES
+    return target in (State.PIN, State.CHECKING_CARD) and source in ERROR_STATES
 
 
 class IllegalTransition(RuntimeError):

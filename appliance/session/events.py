@@ -41,9 +41,14 @@ class Key(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class KeyPress:
-    """A keypad key (companion board) or the page's arrow/Enter/Escape/F1 keys."""
+    """A keypad key (companion board) or the page's arrow/Enter/Escape/F1 keys.
+
+    ``tactile``: from the companion keypad. The first tactile key of a session only wakes the
+    audio guide (a voter who cannot see the screen hears it before anything is acted on).
+    """
 
     key: Key
+    tactile: bool = False
 
 
 # --- from the voter (touch) -----------------------------------------------------------------
@@ -87,6 +92,18 @@ class Theme:
 
 
 @dataclass(frozen=True, slots=True)
+class CardChecked:
+    """The insertion probe passed (certificate, CRL, not locked, polls open): ask for the PIN.
+
+    ``tries_left`` of ``max_tries`` come from VERIFY without data (no try spent); None when
+    the reader could not tell.
+    """
+
+    tries_left: int | None = None
+    max_tries: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Authenticated:
     pass
 
@@ -97,6 +114,7 @@ class CardProblem(StrEnum):
     LOCKED = "locked"
     INVALID = "invalid"  # revoked, expired, unknown issuer, cloned, protocol error
     REMOVED = "removed"
+    CANNOT_CHECK = "cannot_check"  # the terminal's revocation list is out of date (not the card's fault)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +202,7 @@ Event = (
     | Language
     | TextSize
     | Theme
+    | CardChecked
     | Authenticated
     | AuthenticationFailed
     | CheckedIn
@@ -199,6 +218,13 @@ Event = (
 
 
 # --- effects for the shell ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckCard:
+    """The insertion probe: certificate, CRL freshness, tries left (empty VERIFY), polls open.
+    Sends no secret to the card; answered with CardChecked, AuthenticationFailed (locked,
+    invalid, removed, cannot check) or CheckInFailed(POLLS_CLOSED)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,4 +260,4 @@ class EndSession:
     """Forget everything of this voter: voter key, token, sealed ballot, opening, choices."""
 
 
-Effect = Authenticate | CheckIn | Seal | Challenge | CastBallot | EndSession
+Effect = CheckCard | Authenticate | CheckIn | Seal | Challenge | CastBallot | EndSession

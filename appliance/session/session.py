@@ -43,12 +43,14 @@ from appliance.session.events import (
     Authenticate,
     Authenticated,
     AuthenticationFailed,
+    CardChecked,
     CardInserted,
     CardProblem,
     CardTaken,
     Cast,
     CastBallot,
     Challenge,
+    CheckCard,
     CheckedIn,
     CheckIn,
     CheckInFailed,
@@ -76,6 +78,13 @@ from election.manifest import Manifest
 LANGUAGES = ("ja", "en")
 TEXT_SIZES = (1, 2, 3, 4)
 THEMES = ("high", "low")
+SPEECH_RATES = (1, 2, 3)  # slow, normal, fast
+VOLUMES = (1, 2, 3)  # soft, normal, loud
+DEFAULT_RATE = DEFAULT_VOLUME = 2
+DIALOG_TARGETS = ["audio:repeat", "audio:pause", "set:language", "set:text_size", "set:contrast", "set:audio",
+                  "set:rate", "set:volume", "close_help"]  # fmt: skip
+"""The help key's dialog, top to bottom: the keypad reaches every voter setting from here (the
+focus starts on "close", at the bottom: select closes at once, up walks to the settings)."""
 PIN_LENGTH = 4  # the JPKI authentication PIN; the keypad enters exactly this many digits
 VOTER_EVENTS = (KeyPress, Tap, PinEntered, Language, TextSize, Theme)
 
@@ -89,6 +98,7 @@ CARD_PROBLEM_STATES = {
     CardProblem.LOCKED: State.CARD_LOCKED,
     CardProblem.INVALID: State.CARD_INVALID,
     CardProblem.REMOVED: State.CARD_REMOVED,
+    CardProblem.CANNOT_CHECK: State.CARD_CHECK_UNAVAILABLE,
 }
 
 
@@ -103,8 +113,14 @@ class Timeouts:
 
 
 class Session:
-    def __init__(self, manifest: Manifest, timeouts: Timeouts = Timeouts(), language: str = "ja") -> None:
+    def __init__(
+        self, manifest: Manifest, timeouts: Timeouts = Timeouts(), language: str = "ja", *, check_card: bool = False
+    ) -> None:
+        """``check_card``: a card put in is first probed (CHECKING_CARD, effect CheckCard:
+        certificate, CRL, tries left, polls) and the PIN is asked only if it passes — what the
+        booth does; without it (tests of the screens alone) a card goes straight to PIN."""
         self.manifest = manifest
+        self.check_card = check_card
         self.timeouts = timeouts
         self.default_language = language
         self.state = State.IDLE
@@ -123,6 +139,12 @@ class Session:
         self.theme = THEMES[0]
         self.keypad_used = False  # the focus is drawn only once the voter uses the keypad
         self.help_open = False
+        self.help_focus = len(DIALOG_TARGETS) - 1
+        # Audio ballot (headphones): on once the keypad is used, unless the voter turns it off.
+        self.audio: bool | None = None
+        self.speech_rate, self.volume = DEFAULT_RATE, DEFAULT_VOLUME
+        self.audio_paused = False
+        self.audio_repeat = 0  # counts "repeat" requests: the audio guide says the screen again
         self.warning: int | None = None  # seconds left before the inactivity timeout, while warned
         self.notice: dict[str, Any] | None = None  # e.g. an overvote: shown until the next action
         # Digits entered on the keypad (a PIN in transit, like PinEntered's): never in view().
@@ -132,6 +154,7 @@ class Session:
         self.contest_index = 0
         self.choices: dict[str, list[str]] = {contest.id: [] for contest in self.manifest.contests}
         self.tries_left: int | None = None
+        self.max_tries: int | None = None
         self.pin_format_error = False
         self.sealed_hash: str | None = None
         self.opened_choices: dict[str, tuple[str, ...]] | None = None
@@ -201,10 +224,22 @@ class Session:
                 if name in THEMES:
                     self.theme = name
                 return []
-            case KeyPress(key=key):
+            case KeyPress(key=key, tactile=tactile):
+                if tactile and not self.keypad_used and self.audio is None:
+                    self.keypad_used = True  # wakes the audio guide: this key does nothing else
+                    return []
                 return self._key(key, now)
             case Tap(target=target):
                 return self._tap(target, now)
+            case CardChecked(tries_left=tries, max_tries=limit) if self.state is State.CHECKING_CARD:
+                self._move(State.PIN)
+                self.tries_left, self.max_tries, self.focus = tries, limit, 0
+                return []
+            case AuthenticationFailed(problem=problem) if self.state is State.CHECKING_CARD:
+                target = CARD_PROBLEM_STATES.get(problem, State.CARD_INVALID)
+                return self._end(now, target)
+            case CheckInFailed(refusal=Refusal.POLLS_CLOSED) if self.state is State.CHECKING_CARD:
+                return self._end(now, State.POLLS_CLOSED)
             case PinEntered(secret=secret) if self.state in (State.PIN, State.WRONG_PIN):
                 self._move(State.AUTHENTICATING)
                 return [Authenticate(secret)]
@@ -260,10 +295,11 @@ class Session:
         """Close the session: forget the voter's data, tell the shell to forget the rest."""
         was_active = self.state is not State.IDLE
         self._move(target)
-        shown = (self.language, self.text_size, self.theme)
+        shown = (self.language, self.text_size, self.theme, self.keypad_used, self.audio, self.speech_rate, self.volume)
         self._reset_voter(now)
-        if target is not State.IDLE:  # the result screen speaks to the voter who is still here
-            self.language, self.text_size, self.theme = shown
+        if target is not State.IDLE:  # the result screen speaks to the voter who is still here (and is heard)
+            (self.language, self.text_size, self.theme, self.keypad_used, self.audio, self.speech_rate,
+             self.volume) = shown  # fmt: skip
         return [EndSession()] if was_active else []
 
     def _step_failed(self, now: float) -> list[Effect]:
@@ -276,7 +312,8 @@ class Session:
         """
         if self.state not in BUSY_STATES:
             return []
-        return self._end(now, State.CARD_INVALID if self.state is State.AUTHENTICATING else State.SESSION_ERROR)
+        card_step = self.state in (State.CHECKING_CARD, State.AUTHENTICATING)
+        return self._end(now, State.CARD_INVALID if card_step else State.SESSION_ERROR)
 
     def _tick(self, now: float) -> list[Effect]:
         if self.state in BUSY_STATES:
@@ -298,7 +335,8 @@ class Session:
         return []
 
     def _has_settings(self) -> bool:
-        return (self.language, self.text_size, self.theme) != (self.default_language, TEXT_SIZES[0], THEMES[0])
+        chosen = (self.language, self.text_size, self.theme) != (self.default_language, TEXT_SIZES[0], THEMES[0])
+        return chosen or self.keypad_used or self.audio is not None
 
     def _service(self, available: bool, reason: str, now: float) -> list[Effect]:
         if available:
@@ -316,8 +354,11 @@ class Session:
             return []
         if self.state is State.IDLE or self.state in ERROR_STATES:
             effects = self._end(now) if self.state is not State.IDLE else []
-            self._move(State.PIN)
-            return effects
+            if not self.check_card:
+                self._move(State.PIN)
+                return effects
+            self._move(State.CHECKING_CARD)
+            return [*effects, CheckCard()]
         return []
 
     def _card_taken(self, now: float) -> list[Effect]:
@@ -351,7 +392,7 @@ class Session:
         if self.notice is not None:
             return ["dismiss"]
         if self.help_open:
-            return ["close_help"]
+            return list(DIALOG_TARGETS)
         return self.screen_targets()
 
     def screen_targets(self) -> list[str]:
@@ -379,10 +420,17 @@ class Session:
         self.keypad_used = True
         if self.state in BUSY_STATES:
             return []
-        if key is Key.HELP or (self.help_open and key in (Key.BACK, Key.SELECT)):
+        if key is Key.HELP or (self.help_open and key is Key.BACK):
             self.help_open = not self.help_open
+            self.help_focus = len(DIALOG_TARGETS) - 1
             return []
-        if self.help_open:
+        if self.help_open:  # up/down walk the dialog (no wrap), select acts on its focus
+            if key is Key.UP:
+                self.help_focus = max(0, self.help_focus - 1)
+            elif key is Key.DOWN:
+                self.help_focus = min(len(DIALOG_TARGETS) - 1, self.help_focus + 1)
+            elif key is Key.SELECT:
+                return self._tap(DIALOG_TARGETS[self.help_focus], now)
             return []
         if self.state in (State.PIN, State.WRONG_PIN):
             return self._pin_key(key, now)
@@ -430,6 +478,9 @@ class Session:
         if target == "close_help":
             self.help_open = False
             return []
+        if target.startswith(("set:", "audio:")):
+            self._setting(target)
+            return []
         if target in ("cancel", "done"):
             return self._end(now)
         if target.startswith("select:"):
@@ -468,6 +519,31 @@ class Session:
             return [CheckIn()]
         return []
 
+    def _setting(self, target: str) -> None:
+        """One step of a voter setting from the help dialog (keypad or touch): each cycles."""
+        if target == "set:language":
+            self.language = LANGUAGES[(LANGUAGES.index(self.language) + 1) % len(LANGUAGES)]
+        elif target == "set:text_size":
+            self.text_size = TEXT_SIZES[(TEXT_SIZES.index(self.text_size) + 1) % len(TEXT_SIZES)]
+        elif target == "set:contrast":
+            self.theme = THEMES[(THEMES.index(self.theme) + 1) % len(THEMES)]
+        elif target == "set:audio":
+            self.audio = not self.audio_on
+            self.audio_paused = False
+        elif target == "set:rate":
+            self.speech_rate = SPEECH_RATES[(SPEECH_RATES.index(self.speech_rate) + 1) % len(SPEECH_RATES)]
+        elif target == "set:volume":
+            self.volume = VOLUMES[(VOLUMES.index(self.volume) + 1) % len(VOLUMES)]
+        elif target == "audio:pause":
+            self.audio_paused = not self.audio_paused
+        elif target == "audio:repeat":
+            self.audio_paused = False
+            self.audio_repeat += 1
+
+    @property
+    def audio_on(self) -> bool:
+        return self.keypad_used if self.audio is None else self.audio
+
     def _toggle(self, contest_id: str, selection_id: str) -> None:
         marks = self.choices[contest_id]
         limit = self.manifest.contest(contest_id).limit
@@ -480,6 +556,11 @@ class Session:
 
     # --- what the page shows -------------------------------------------------------------
 
+    def _focus_index(self) -> int:
+        if self.help_open and self.warning is None and self.notice is None:
+            return self.help_focus
+        return self.focus
+
     def view(self) -> dict[str, Any]:
         """Everything the page needs to draw the current screen (no secret in it)."""
         targets = self.targets()
@@ -489,10 +570,11 @@ class Session:
             "language": self.language,
             "targets": targets,
             "screen_targets": self.screen_targets(),
-            "focus": targets[min(self.focus, len(targets) - 1)] if targets else None,
+            "focus": targets[min(self._focus_index(), len(targets) - 1)] if targets else None,
             "contest_index": self.contest_index,
             "choices": {contest: list(marks) for contest, marks in self.choices.items()},
             "tries_left": self.tries_left,
+            "max_tries": self.max_tries,
             "pin_format_error": self.pin_format_error,
             "opened_choices": {c: list(m) for c, m in self.opened_choices.items()} if self.opened_choices else None,
             "ballot_hash": self.cast_hash,
@@ -505,6 +587,13 @@ class Session:
             "theme": self.theme,
             "keypad": self.keypad_used,
             "help": self.help_open,
+            "audio": {
+                "on": self.audio_on,
+                "rate": self.speech_rate,
+                "volume": self.volume,
+                "paused": self.audio_paused,
+                "repeat": self.audio_repeat,
+            },
             "timeout_warning": self.warning,
             "notice": dict(self.notice) if self.notice else None,
             "undervotes": [

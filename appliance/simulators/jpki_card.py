@@ -100,6 +100,9 @@ class VirtualJpkiCard:
 
     card: CardFile
     quirks: CardQuirks = field(default_factory=CardQuirks)
+    record: bool = False
+    """Keep every command APDU received in ``commands`` (tests: what reached the card)."""
+    commands: list[bytes] = field(init=False, default_factory=list)
     files: dict[int, bytes] = field(init=False)
     secrets: dict[int, _Secret] = field(init=False)
     keys: dict[int, _Key] = field(init=False)
@@ -149,7 +152,14 @@ class VirtualJpkiCard:
         for secret in self.secrets.values():
             secret.verified = False
 
+    def secrets_presented(self) -> list[bytes]:
+        """The recorded VERIFY commands that carried a secret (a PIN or password): the empty
+        VERIFY (tries left, costs nothing) is not one. Needs ``record=True``."""
+        return [raw for raw in self.commands if is_verify_with_secret(raw)]
+
     def process(self, raw: bytes) -> bytes:
+        if self.record:
+            self.commands.append(bytes(raw))
         try:
             command = apdu.CommandApdu.parse(raw)
         except ValueError:
@@ -259,6 +269,15 @@ class VirtualJpkiCard:
                 signature = key.private_key.sign(digest, padding.PKCS1v15(), utils.Prehashed(algorithm))
                 return signature + _sw(apdu.SW_OK)
         return _sw(apdu.SW_WRONG_DATA)
+
+
+def is_verify_with_secret(raw: bytes) -> bool:
+    """A VERIFY (INS 20) command APDU with data: one that presents a PIN or password."""
+    try:
+        command = apdu.CommandApdu.parse(raw)
+    except ValueError:
+        return False
+    return command.ins == 0x20 and bool(command.data)
 
 
 def _sw(status: int) -> bytes:

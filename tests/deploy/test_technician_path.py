@@ -150,7 +150,8 @@ def test_a_terminal_provisioned_as_documented_gets_its_ballot_accepted(
             booth = subprocess.Popen([installed.bin("booth"), "run", "--config", str(site)], cwd=installed.workdir,
                                      env=installed.env, stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
         url = kiosk_url(booth_log, booth)
-        opened = run(installed.bin("station-hub"), "polls", str(hub_dir), "open", "--operator", "op1")
+        opened = run(installed.bin("station-hub"), "polls", str(hub_dir), "open", "--operator", "op1",
+                     "--training-cards")  # fmt: skip
         assert opened.returncode == 0, opened.stdout + opened.stderr
 
         # 6. a voter: card on the PN532, PIN, a choice, cast; the hub's acknowledgement gives the code

@@ -44,22 +44,23 @@ def test_init_run_open_vote_close(tmp_path: Path):
     hub = subprocess.Popen([*CLI, "run", str(directory)])
     try:
         wait_for_port(station.host, station.port, 10, hub)
-        opened = subprocess.run([*CLI, "polls", str(directory), "open", "--operator", "op1"],
+        opened = subprocess.run([*CLI, "polls", str(directory), "open", "--operator", "op1", "--training-cards"],
                                 check=True, capture_output=True, timeout=60)  # fmt: skip
         ledger_key = station.signing_key("ledger").public_key()
         assert verify_document(json.loads(opened.stdout), ledger_key)["type"] == "zero_report"
         with TerminalClient(station, "t1").connect() as t1:
             ballot = t1.seal({"contest-1": {"candidate-1"}}, t1.check_in(voters[0]))
             assert t1.submit(canonical_bytes(ballot.to_json()))["result"] == "accepted"
-        pending = subprocess.run([*CLI, "polls", str(directory), "close", "--operator", "op1", "--wait", "1"],
+        pending = subprocess.run([*CLI, "polls", str(directory), "close", "--operator", "op1", "--wait", "1",
+                                  "--training-cards"],
                                  capture_output=True, text=True, timeout=60)  # fmt: skip
         assert pending.returncode == 3 and "t1: never seen" in pending.stderr  # t1 never published a status
-        closed = subprocess.run([*CLI, "polls", str(directory), "close", "--operator", "op1",
+        closed = subprocess.run([*CLI, "polls", str(directory), "close", "--operator", "op1", "--training-cards",
                                  "--declare-unreachable", "t1"],
                                 check=True, capture_output=True, timeout=60)  # fmt: skip
         report = verify_document(json.loads(closed.stdout), ledger_key)
         assert report["unreachable"] == {"t1": {"device_seq": 1, "ballot_hash": ballot.ballot_hash.hex()}}
-        reopen = subprocess.run([*CLI, "polls", str(directory), "open", "--operator", "op1"],
+        reopen = subprocess.run([*CLI, "polls", str(directory), "open", "--operator", "op1", "--training-cards"],
                                 capture_output=True, text=True, timeout=30)  # fmt: skip
         assert reopen.returncode != 0 and "can never be opened again" in reopen.stderr
         assert report["type"] == "closing_report"

@@ -68,6 +68,8 @@ def statement_schema(topic: str, data: Any, root: str) -> str:
         "ledger/checkpoint": "checkpoint.schema.json",
         "ledger/report/zero": "zero-report.schema.json",
         "ledger/report/closing": "closing-report.schema.json",
+        "ledger/polls/challenge": "polls-challenge.schema.json",
+        "ledger/polls/result": "polls-result.schema.json",
         "roll/status": "roll-status.schema.json",
         "roll/report": "roll-report.schema.json",
     }[leaf]

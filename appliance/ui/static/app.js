@@ -7,7 +7,7 @@
 // and counter forms by Intl.PluralRules, never by string concatenation).
 "use strict";
 
-const ERRORS = ["card_locked", "card_invalid", "not_eligible", "already_voted", "polls_closed", "card_removed",
+const ERRORS = ["card_locked", "card_invalid", "card_check_unavailable", "not_eligible", "already_voted", "polls_closed", "card_removed",
   "out_of_service", "session_error", "timed_out"];
 const HELP = { idle: "help_idle", pin: "help_pin", wrong_pin: "help_pin", ballot: "help_ballot", review: "help_review", sealed: "help_sealed" };
 
@@ -88,6 +88,9 @@ function pinScreen(view) {
   pad.append(localButton("0", () => { input.value += "0"; }, { id: "pin-0" }));
   pad.append(localButton(t("ok"), submit, { id: "pin-ok", class: "primary" }));
   const left = el("div", { class: "pin-left" }, el("h1", {}, t("pin")));
+  if (view.screen === "pin" && view.tries_left != null && view.max_tries != null && view.tries_left < view.max_tries) {
+    left.append(el("p", { class: "error", id: "tries-left" }, t("tries_left", { n: view.tries_left })));  // known before typing
+  }
   if (view.screen === "wrong_pin") {
     const text = view.pin_format_error || view.tries_left == null ? t("pin_format") : t("wrong_pin", { n: view.tries_left });
     left.append(el("p", { class: "error", id: "pin-error" }, text));
@@ -218,7 +221,7 @@ function receiptScreen(view, qr) {
 
 function screenFor(view) {
   const screen = view.screen;
-  if (view.busy) return { body: [el("h1", {}, t("wait"))], actions: [] };
+  if (view.busy) return { body: [el("h1", {}, t(screen === "checking_card" ? "checking_card" : "wait"))], actions: [] };
   if (screen === "idle") return { body: [el("h1", {}, view.card_present ? t("idle_take") : t("idle")), el("p", { class: "small" }, t("idle_hint"))], actions: [] };
   if (screen === "pin" || screen === "wrong_pin") return pinScreen(view);
   if (screen === "ballot") return ballotScreen(view);
@@ -247,9 +250,27 @@ function overlayFor(view) {
   if (view.help) {
     return el("div", { class: "dialog", id: "help-dialog", role: "dialog" },
       el("h1", {}, t("help_title")), el("p", {}, t(HELP[view.screen] || "help_other")), el("p", { class: "small" }, t("help_keys")),
-      targetButton("close_help", t("close_help"), "primary"));
+      settingsGrid(view), targetButton("close_help", t("close_help"), "primary"));
   }
   return null;
+}
+
+/** The help dialog's settings (the keypad reaches them with ▲ from "Close"; touch works too). */
+function settingsGrid(view) {
+  const audio = view.audio || {};
+  const labels = {
+    "audio:repeat": t("audio_repeat"),
+    "audio:pause": t(audio.paused ? "audio_resume" : "audio_pause"),
+    "set:language": t("setting_language"),
+    "set:text_size": t("setting_text_size", { n: view.text_size || 1 }),
+    "set:contrast": t(view.theme === "low" ? "contrast_low" : "contrast_high"),
+    "set:audio": t(audio.on ? "setting_audio_on" : "setting_audio_off"),
+    "set:rate": t(`setting_rate_${audio.rate || 2}`),
+    "set:volume": t(`setting_volume_${audio.volume || 2}`),
+  };
+  const grid = el("div", { class: "settings", id: "settings", role: "group", "aria-label": t("settings") });
+  for (const target of view.targets.filter((x) => x in labels)) grid.append(targetButton(target, labels[target], "setting-choice"));
+  return grid;
 }
 
 // --- drawing ------------------------------------------------------------------------------
