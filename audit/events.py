@@ -99,6 +99,8 @@ CARD_ERROR = _words(
 OPEN_CLOSED = _words("open", "closed")
 REPORT = _words("zero_report", "closing_report")
 UP_DOWN = _words("up", "down")
+POLLS_COMMAND = _words("open", "close", "final")
+OFFICIAL_FUNCTION = _words("station_manager", "witness")
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,17 @@ EVENT_KINDS: dict[str, EventKind] = {
         ),
         EventKind("polls_opened", {"station": IDENTIFIER}, "the station opened the polls"),
         EventKind("polls_closed", {"station": IDENTIFIER}, "the station closed the polls"),
+        EventKind(
+            "polls_command_authorized",
+            {"command": POLLS_COMMAND, "function": OFFICIAL_FUNCTION, "certificate_sha256": SHA256},
+            "an official's card signed an accepted polls command (the card's certificate by its "
+            "fingerprint only: never a name)",
+        ),
+        EventKind(
+            "polls_command_refused",
+            {"command": POLLS_COMMAND, "reason": IDENTIFIER},
+            "the ledger refused a polls command (officials' signatures, state or challenge), with the reason",
+        ),
         EventKind("session_started", {}, "a card was presented; nothing about it is logged"),
         EventKind("session_ended", {"outcome": SESSION_OUTCOME}, "how a voter's session ended"),
         EventKind("card_error", {"error": CARD_ERROR}, "a card or reader problem, by kind only"),

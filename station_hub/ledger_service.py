@@ -369,6 +369,7 @@ class LedgerService:
                                        f"{', '.join(unknown)}: not terminals of this station")  # fmt: skip
         except OfficialsRefused as refused:
             log.warning("refused the polls command %s: %s (%s)", command.command, refused.reason.value, refused.detail)
+            self._record("polls_command_refused", command=command.command, reason=refused.reason.value)
             result = PollsResult(command.command, command.nonce, False, state.polls,  # type: ignore[arg-type]
                                  refused.reason, refused.detail)  # fmt: skip
             self._publish(polls_result_topic(self.topics), result.encode())
@@ -393,6 +394,8 @@ class LedgerService:
         for official in officials:
             log.info("polls %s authorized by the %s's card %s", command.command, official.function.replace("_", " "),
                      official.certificate_sha256[:16])  # fmt: skip
+            self._record("polls_command_authorized", command=command.command, function=official.function,
+                         certificate_sha256=official.certificate_sha256)  # fmt: skip
 
     def _polls(self, command: PollsCommand) -> None:
         """open → closing → closed (docs/ledger.md, "Closing the polls"), once authorized."""
