@@ -17,17 +17,24 @@ DEBIAN_PACKAGES=(
   systemd                                     # systemd-analyze for unit checks
   nftables iproute2                           # appliance firewall rules, tested in network namespaces
   poppler-utils                               # pdftotext, pdfinfo: the printed reports are checked in tests
+  open-jtalk open-jtalk-mecab-naist-jdic      # audio ballot in Japanese (the HTS voice: docs/booth.md)
+  espeak-ng alsa-utils                        # audio ballot in English; aplay plays it to the headphones
+  sox                                         # the audio tests measure the speech files
 )
 
 need=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
+SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 if ((${#need[@]})); then
   echo "bootstrap: installing Debian packages: ${need[*]}"
-  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The Japanese audio ballot's HTS voice: no bookworm package ships one (scripts/fetch_hts_voice.py).
+if ! compgen -G "/usr/share/hts-voice/*/*.htsvoice" >/dev/null && [[ ! -e /usr/local/share/hts-voice/mei/mei_normal.htsvoice ]]; then
+  $SUDO python3 "$ROOT/scripts/fetch_hts_voice.py"
 fi
 # Debian starts these on install; the product and its tests start their own instances.
 for svc in mosquitto pcscd postgresql; do

@@ -93,6 +93,14 @@ def test_a_malformed_certificate_is_card_invalid_and_the_next_voter_votes(
 
 
 class _Exploding:
+    """Passes the insertion probe (the real card's), then raises at authentication."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def probe(self) -> Any:
+        return self._real.probe()
+
     def authenticate(self, secret: str) -> None:
         raise RuntimeError("a bug in the card path")
 
@@ -102,7 +110,7 @@ def test_an_unexpected_exception_while_authenticating_is_card_invalid_then_the_n
 ) -> None:
     assert booth.booth is not None
     real = booth.booth.authenticator
-    booth.booth.authenticator = lambda reader: _Exploding()  # type: ignore[assignment,return-value]
+    booth.booth.authenticator = lambda reader: _Exploding(real(reader))  # type: ignore[assignment,return-value]
     caplog.set_level(logging.ERROR, logger="appliance.booth")
     try:
         refused_as_invalid(voter, card_slot, VirtualJpkiCard(voters.eligible[2]))

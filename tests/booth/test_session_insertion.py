@@ -103,8 +103,12 @@ def test_the_keypad_reaches_language_text_size_contrast_and_audio_in_the_help_di
     assert view["targets"] == DIALOG_TARGETS and view["focus"] == "close_help"
 
     def select(target: str) -> None:
-        while session.view()["focus"] != target:
-            keys(session, Key.UP)
+        for _ in range(len(DIALOG_TARGETS)):
+            focus = DIALOG_TARGETS.index(session.view()["focus"])
+            if focus == DIALOG_TARGETS.index(target):
+                break
+            keys(session, Key.UP if focus > DIALOG_TARGETS.index(target) else Key.DOWN)
+        assert session.view()["focus"] == target
         keys(session, Key.SELECT)
 
     select("set:language")
