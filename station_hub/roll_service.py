@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from election.errors import FormatError
 from infra.jpki import JpkiVerifier
 from infra.mqtt import connect, make_client, publish_last_words, set_will
 from infra.officials import OfficialsRefused, OfficialsVerifier
+from infra.service import BrokerWatch, Vitals
 from protocol.errors import CheckinReason, Refusal
 from protocol.messages import (
     CheckinChallengeRequest,
@@ -101,15 +101,23 @@ class RollService:
         self._officials: OfficialsVerifier | None = None
         self.client = make_client(station, "roll", clean_start=False)
         set_will(self.client, self.topics.roll_status, offline_status("roll_status"))
+        self.vitals = Vitals()
+        self.broker_watch = BrokerWatch(log, "roll", "the station broker")
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            log.error("broker refused the roll: %s", reason)
+            self.broker_watch.refused(reason)
             return
+        self.broker_watch.up(f"polls {self.store.polls()}, {self.store.eligible()} voters on the roll")
         client.subscribe([(self.topics.checkin("+"), 1), (self.topics.polls_control, 1)])
         self._publish_status()
+        self.vitals.mark_ready()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.broker_watch.down(reason, stopping=self._stop.is_set())
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
@@ -214,8 +222,12 @@ class RollService:
         except BaseException:
             self.audit.stop()
             raise
+        store = self.store
+        log.info("roll of station %s starting: %d voters on the roll, %d checked in, polls %s",
+                 self.station.station_id, store.eligible(), store.checked_in(), store.polls())  # fmt: skip
         try:
-            self._stop.wait()
+            while not self._stop.wait(1.0):
+                self.vitals.beat()  # the watchdog pings only while this loop turns
         finally:
             publish_last_words(self.client, self.topics.roll_status, "roll_status")
             self.client.disconnect()
@@ -223,10 +235,3 @@ class RollService:
             self._record_counts()
             self.store.close()
             self.audit.stop()
-
-
-def serve(station: Station) -> None:
-    service = RollService(station)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: service.stop())
-    service.run()

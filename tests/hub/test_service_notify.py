@@ -187,4 +187,6 @@ def test_the_roll_command_notifies_systemd_too(station: Station, broker: Broker,
             roll.kill()
             roll.wait(5)
     notify_socket.wait_for("STOPPING=1", 2)
-    assert "roll starting" in log.read_text() and "roll stopped" in log.read_text(), log.read_text()
+    text = log.read_text()
+    assert "roll starting" in text and "roll stopped" in text, text
+    assert "roll connected to the station broker" in text and "voters on the roll" in text, text
