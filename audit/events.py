@@ -184,6 +184,7 @@ EVENT_KINDS: dict[str, EventKind] = {
                 "stale_crl": COUNT,
                 "revoked": COUNT,
                 "not_a_terminal": COUNT,
+                "roll_unreachable": COUNT,
             },
             "the roll's check-ins as totals only (voters marked; refusals by reason since the "
             "service started), so nothing orders a check-in against the ledger's ballots",

@@ -40,6 +40,7 @@ from infra.certdir import BROKER_NAME, CertificateDirectory, mosquitto_config
 from infra.files import private_pem, write_private
 from infra.pki import PkiError, Role, StationCA, certificate_pem, write_certificate
 from protocol.forwarding import MAX_MESSAGE_BYTES, TOPIC_ROOT
+from protocol.municipal import ACL_PATTERNS, MUNICIPAL_ROLL_NAME, RELAY_SUFFIX, acl_municipal_roll
 from protocol.registration import LinkGrant, StationRegistration
 
 CENTRAL_VERSION = 1
@@ -154,6 +155,8 @@ class Central(CertificateDirectory):
                 "# Hubs (user name = certificate CN = station id).",
                 f"pattern write {TOPIC_ROOT}/%u/up",
                 f"pattern read {TOPIC_ROOT}/%u/down",
+                "# Station rolls of early/common stations (user name = <station>.roll), protocol/municipal.py.",
+                *ACL_PATTERNS,
                 "",
             ]
         )
@@ -162,6 +165,9 @@ class Central(CertificateDirectory):
         lines = [self.acl()]
         for name in names:
             lines += [f"user {name}", f"topic read {TOPIC_ROOT}/+/up", f"topic write {TOPIC_ROOT}/+/down", ""]
+        rolls = sorted(path.stem for path in (self.directory / "certs").glob(f"{MUNICIPAL_ROLL_NAME}-*.pem"))
+        for name in rolls:  # the municipal roll's processes (gateway/municipal_roll.py)
+            lines += [*acl_municipal_roll(name), ""]
         return "\n".join(lines)
 
     def mosquitto_config(self) -> str:
@@ -216,7 +222,8 @@ def register_station(central: Central, payload: bytes) -> tuple[str, list[str], 
         request = x509.load_pem_x509_csr(registration.link_request_pem)
     except (ElectionError, ValueError) as error:
         raise GatewayError(f"station registration: {error}") from error
-    if station_id.startswith(WORKER_PREFIX) or station_id == BROKER_NAME:
+    if (station_id.startswith((WORKER_PREFIX, MUNICIPAL_ROLL_NAME)) or station_id == BROKER_NAME
+            or station_id.endswith(RELAY_SUFFIX)):  # fmt: skip
         raise GatewayError(f"station id {station_id} is reserved for the central office")
     if registration.base_hash != central.election().manifest.base_hash:
         raise GatewayError(f"station {station_id} is installed with another election")

@@ -90,9 +90,7 @@ class JpkiVerifier:
     with ``stale_crl``: the roll never lets a card pass on missing revocation data.
     """
 
-    def __init__(
-        self, anchors: Iterable[x509.Certificate], crls: Iterable[x509.CertificateRevocationList]
-    ) -> None:
+    def __init__(self, anchors: Iterable[x509.Certificate], crls: Iterable[x509.CertificateRevocationList]) -> None:
         crls = list(crls)
         self._anchors = []
         for anchor in anchors:

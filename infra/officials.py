@@ -290,8 +290,9 @@ class OfficialsVerifier:
                 else:
                     raise InvalidSignature()
             except (InvalidSignature, ValueError, UnsupportedAlgorithm):
-                raise OfficialsRefused(PollsReason.BAD_OFFICIAL_SIGNATURE,
-                                       f"{LABEL[official.function]} did not sign this command") from None
+                raise OfficialsRefused(
+                    PollsReason.BAD_OFFICIAL_SIGNATURE, f"{LABEL[official.function]} did not sign this command"
+                ) from None
         if any(is_training(c) for c in certificates) and real_cards_enrolled(self.station_dir):
             raise OfficialsRefused(PollsReason.TRAINING_CARD, "a training card, on a station with real officials' "
                                    "cards enrolled")  # fmt: skip
@@ -330,7 +331,8 @@ class OfficialsVerifier:
                                    f"{role.replace('_', ' ')}'s card")  # fmt: skip
         try:
             usages: Iterable[x509.ObjectIdentifier] = certificate.extensions.get_extension_for_class(
-                x509.ExtendedKeyUsage).value
+                x509.ExtendedKeyUsage
+            ).value
         except x509.ExtensionNotFound:
             usages = ()
         if DOCUMENT_SIGNING not in usages:

@@ -57,6 +57,9 @@ class CheckinReason(StrEnum):
     """The terminal's own station certificate is revoked."""
     NOT_A_TERMINAL = "not_a_terminal"
     """The sender holds no valid terminal-role certificate of this station."""
+    ROLL_UNREACHABLE = "roll_unreachable"
+    """An early-voting or common station cannot reach the municipal roll (or it did not answer
+    in time): nobody is checked in there until it can (protocol/municipal.py)."""
 
 
 class PollsReason(StrEnum):

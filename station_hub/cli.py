@@ -218,9 +218,13 @@ def ledger(directory: Path, no_proofs: bool, checkpoint_interval: float, proof_w
 @STATION_DIR
 def roll(directory: Path) -> None:
     from infra.service import run_service
+    from station_hub.municipal_relay import MunicipalLink, RelayService
     from station_hub.roll_service import RollService
 
-    run_service(RollService(_open(directory)), "roll")  # signals, sd_notify (READY, WATCHDOG, STOPPING)
+    station = _open(directory)
+    # An early-voting or common polling place checks voters in at the municipal roll (no roll here).
+    service = RelayService(station) if MunicipalLink.exists(station.directory) else RollService(station)
+    run_service(service, "roll")  # signals, sd_notify (READY, WATCHDOG, STOPPING)
 
 
 @main.command(
@@ -399,7 +403,7 @@ def _ask_pin(label: str) -> str:
     "issue-official-card",
     help="Issue an official's card (station manager or witness) from the station CA. --training writes a "
     "virtual card file (key in the clear) for the vpcd simulator and training; --public-key certifies a "
-    "key made on a real smartcard (docs/operations.md, \"Officials' cards\").",
+    'key made on a real smartcard (docs/operations.md, "Officials\' cards").',
 )
 @STATION_DIR
 @click.option("--function", "function", required=True, type=click.Choice(["station_manager", "witness"]))

@@ -211,9 +211,7 @@ class LedgerCore:
         self._verdict: ProofVerdict | None = None
         self._spoiled: dict[str, _Bucket] = {}
 
-    def decide(
-        self, payload: bytes, sender: str, now: float = 0.0, *, verdict: ProofVerdict | None = None
-    ) -> Decision:
+    def decide(self, payload: bytes, sender: str, now: float = 0.0, *, verdict: ProofVerdict | None = None) -> Decision:
         """Judge one payload from terminal ``sender`` at monotonic time ``now``; an acceptance
         updates the mirror. ``verdict``: the payload's proof and opening checks, already made
         by :func:`proof_verdict` in a worker process (they depend on nothing but the payload)."""

@@ -136,9 +136,13 @@ def _signature_lines(body: dict[str, Any] | None = None) -> str:
         '<section class="signatures"><h2>Officials 立会人</h2>'
         + line.format("Station manager 投票管理者", card("station_manager"))
         + line.format("Witness 投票立会人", card("witness"))
-        + ('<p class="note">Both cards signed the polls command (PIN checked by each card); the ledger '
-           "verified the signatures and keeps them in the signed report. 両カードの署名は署名付き報告に含まれます。</p>"
-           if cards else "")
+        + (
+            '<p class="note">Both cards signed the polls command (PIN checked by each card); the ledger '
+            "verified the signatures and keeps them in the signed report. "
+            "両カードの署名は署名付き報告に含まれます。</p>"
+            if cards
+            else ""
+        )
         + "</section>"
     )
 

@@ -331,7 +331,8 @@ def write_acl(station: Station) -> str:
     """(Re)write the broker ACL: every configured terminal and operator, minus revoked names."""
     revoked = StationCA.load(station.directory / "ca").revoked_names()
     acl = station.topics.acl(
-        [t for t in station.terminals if t not in revoked], [o for o in station.operators if o not in revoked],
+        [t for t in station.terminals if t not in revoked],
+        [o for o in station.operators if o not in revoked],
         forwarder=FORWARDER_NAME not in revoked,
     )
     write_atomically(station.acl_file, acl.encode())

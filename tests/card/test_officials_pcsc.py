@@ -181,9 +181,16 @@ def test_opening_and_closing_with_two_officials_cards_through_pcscd(shared_pcscd
 
         # one reader for both, in turn (the demo's way): each signature inserts, unlocks, signs, removes
         readers.empty()
-        in_turn = [OfficialInReader(READERS[1], function, lambda label, pin=pin: pin, wait=5,
-                                    insert=lambda card=card: VpcdCardLink(card, port=shared_pcscd.port + 1).close)
-                   for function, pin, card in (("station_manager", "1111", manager), ("witness", "2222", witness))]
+        in_turn = [
+            OfficialInReader(
+                READERS[1],
+                function,
+                lambda label, pin=pin: pin,
+                wait=5,
+                insert=lambda card=card: VpcdCardLink(card, port=shared_pcscd.port + 1).close,
+            )
+            for function, pin, card in (("station_manager", "1111", manager), ("witness", "2222", witness))
+        ]
         signed = authorize(PollsCommand("open"), in_turn)  # signatures only: the polls are closed by now
         for official, card in zip(signed.officials, (manager, witness), strict=True):
             assert official.certificate == card.card.auth.certificate.public_bytes(serialization.Encoding.DER)

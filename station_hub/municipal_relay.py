@@ -1,0 +1,302 @@
+"""The roll service of an early-voting or common polling place: a relay to the municipal roll.
+
+Such a station keeps no roll of its own (issue 17): its terminals blind with the
+municipality's token key (installed as the station's ``public/token.pem``, so the ledger
+verifies tokens with it too), and this service, under the station roll's identity ``roll`` on
+the station broker, takes each check-in message (either round) from a terminal, checks the
+sender as the station roll does (a valid, unrevoked terminal certificate of this station) and
+that the message is a well-formed check-in, and forwards the terminal's exact bytes to the
+municipal roll over the central broker (protocol/municipal.py) under the station roll's own
+central identity ``<station>.roll``. The municipal roll's answer (challenge, grant or refusal)
+is checked strictly and relayed to the terminal's reply topic with the terminal's correlation.
+
+Nothing silently falls back: when the central broker cannot be reached, or the municipal roll
+does not answer within ``timeout`` seconds, the terminal gets ``roll_unreachable`` and nobody
+is checked in here. A check-in whose grant was lost on the way is healed by the booth's retry
+with the same blinded token (the municipal roll gives the identical answer, marks nothing).
+
+Files: ``STATION_DIR/municipal/`` — ``link.json`` (station, municipality, kind, central broker),
+``ca.pem`` (the central CA), ``roll.key`` (made here, never leaves the station), ``roll.pem``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from infra.certdir import read_json
+from infra.errors import SiteError
+from infra.files import private_pem, write_private
+from infra.mqtt import connect, make_client, publish_last_words, set_will
+from protocol.errors import CheckinReason, Refusal
+from protocol.messages import (
+    CheckinRefused,
+    CheckinReply,
+    RollStatus,
+    decode_checkin_message,
+    decode_checkin_reply,
+    offline_status,
+)
+from protocol.municipal import checkin_topic, relay_identity, reply_topic
+from station_hub.station import DeviceDirectory, Station
+
+log = logging.getLogger("station_hub.municipal_relay")
+LINK_DIR = "municipal"
+LINK_VERSION = 1
+RELAY_TIMEOUT = 5.0
+"""Seconds the relay waits for the municipal roll before telling the terminal it is unreachable."""
+
+
+@dataclass(frozen=True)
+class MunicipalLink:
+    """The station roll's credentials for the central broker, shaped like a site for make_client."""
+
+    directory: Path
+    station_id: str
+    municipality: str
+    kind: str
+    host: str
+    port: int
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.pem"
+
+    def cert_file(self, name: str) -> Path:
+        return self.directory / "roll.pem"
+
+    def key_file(self, name: str) -> Path:
+        return self.directory / "roll.key"
+
+    @staticmethod
+    def directory_of(station_dir: Path) -> Path:
+        return Path(station_dir) / LINK_DIR
+
+    @classmethod
+    def exists(cls, station_dir: Path) -> bool:
+        return (cls.directory_of(station_dir) / "link.json").exists()
+
+    @classmethod
+    def open(cls, station_dir: Path) -> MunicipalLink:
+        directory = cls.directory_of(station_dir)
+        data = read_json(directory / "link.json", "municipal link")
+        fields = {"version", "station_id", "municipality", "kind", "host", "port"}
+        if not isinstance(data, dict) or set(data) != fields or data["version"] != LINK_VERSION:
+            raise SiteError(f"{directory}/link.json: expected version 1 with {sorted(fields)}")
+        if data["kind"] not in ("early", "common"):
+            raise SiteError(f"{directory}/link.json: kind must be early or common")
+        return cls(directory, data["station_id"], data["municipality"], data["kind"], data["host"], data["port"])
+
+
+def relay_request(station: Station) -> bytes:
+    """Make the station roll's central key (kept here) and a signing request for ``<station>.roll``."""
+    directory = MunicipalLink.directory_of(station.directory)
+    key = ed25519.Ed25519PrivateKey.generate()
+    write_private(directory / "roll.key", private_pem(key))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, relay_identity(station.station_id))])
+    request = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, None)
+    return request.public_bytes(serialization.Encoding.PEM)
+
+
+def install_municipal_link(
+    station: Station,
+    *,
+    municipality: str,
+    kind: str,
+    host: str,
+    port: int,
+    ca_pem: bytes,
+    certificate_pem: bytes,
+    token_public_pem: bytes,
+) -> MunicipalLink:
+    """Make this station an early/common polling place of ``municipality`` (before registration
+    with the centre: the registration then carries the municipality's token key)."""
+    directory = MunicipalLink.directory_of(station.directory)
+    certificate = x509.load_pem_x509_certificate(certificate_pem)
+    key = serialization.load_pem_private_key((directory / "roll.key").read_bytes(), None)
+    if certificate.public_key().public_bytes_raw() != key.public_key().public_bytes_raw():  # type: ignore[union-attr]
+        raise SiteError("the municipal roll link certificate is not for this station roll's key")
+    (directory / "ca.pem").write_bytes(ca_pem)
+    (directory / "roll.pem").write_bytes(certificate_pem)
+    station.token_public_file.write_bytes(token_public_pem)
+    config = {"version": LINK_VERSION, "station_id": station.station_id, "municipality": municipality,
+              "kind": kind, "host": host, "port": port}  # fmt: skip
+    (directory / "link.json").write_text(json.dumps(config, indent=1) + "\n")
+    return MunicipalLink.open(station.directory)
+
+
+class RelayService:
+    """The station roll of an early/common station (see the module doc)."""
+
+    def __init__(self, station: Station, *, timeout: float = RELAY_TIMEOUT, workers: int = 4) -> None:
+        self.station = station
+        self.topics = station.topics
+        self.link = MunicipalLink.open(station.directory)
+        self.timeout = timeout
+        key = station.token_public_key()
+        self.modulus_length = (key.key_size + 7) // 8
+        self.devices = DeviceDirectory(station)
+        self._devices_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roll-relay")
+        self._waiters: dict[bytes, queue.Queue[bytes]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.central_ready = threading.Event()
+        self.refusals = dict.fromkeys((reason.value for reason in CheckinReason), 0)
+        self.client = make_client(station, "roll", clean_start=False)
+        set_will(self.client, self.topics.roll_status, offline_status("roll_status"))
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.central = make_client(self.link, relay_identity(station.station_id))  # type: ignore[arg-type]
+        self.central.on_connect = self._on_central_connect
+        self.central.on_disconnect = lambda *a: self.central_ready.clear()
+        self.central.on_subscribe = lambda *a: self.central_ready.set()
+        self.central.on_message = self._on_central_message
+
+    # --- station side ----------------------------------------------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the roll relay: %s", reason)
+            return
+        client.subscribe([(self.topics.checkin("+"), 1)])
+        # The polls of an early/common station are the municipal roll's; "open" here means only
+        # that the relay is up (the municipal roll refuses with polls_not_open when they are not).
+        client.publish(self.topics.roll_status, RollStatus(True, "open", 0).encode(), qos=1, retain=True)
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        terminal = self.topics.terminal_id_of(message.topic, "checkin")
+        if terminal is None:
+            client.ack(message.mid, message.qos)
+            return
+        self._pool.submit(self._relay_and_ack, terminal, message)
+
+    def _relay_and_ack(self, terminal: str, message: mqtt.MQTTMessage) -> None:
+        try:
+            reply = self.relay(terminal, bytes(message.payload))
+        except Exception:
+            log.exception("internal error relaying a check-in; refused it")
+            reply = CheckinRefused(CheckinReason.INTERNAL_ERROR, "the station roll could not relay this check-in")
+        try:
+            if isinstance(reply, CheckinRefused):
+                log.info("check-in refused at %s: %s", terminal, reply.reason.value)
+                self.refusals[reply.reason.value] += 1
+            properties = Properties(PacketTypes.PUBLISH)
+            correlation = getattr(message.properties, "CorrelationData", None)
+            if correlation:
+                properties.CorrelationData = correlation
+            self.client.publish(self.topics.checkin_reply(terminal), reply.encode(), qos=1, properties=properties)
+        finally:
+            self.client.ack(message.mid, message.qos)
+
+    def relay(self, terminal: str, payload: bytes) -> CheckinReply:
+        """The answer for one check-in message of ``terminal`` (blocks up to ``timeout``)."""
+        with self._devices_lock:
+            device = self.devices.lookup(terminal)
+        if isinstance(device, str):
+            if device.startswith("revoked"):
+                return CheckinRefused(CheckinReason.REVOKED, f"the certificate of terminal {terminal} is revoked")
+            return CheckinRefused(CheckinReason.NOT_A_TERMINAL, f"{terminal} holds no valid terminal certificate")
+        try:
+            decode_checkin_message(payload, self.modulus_length)
+        except Refusal as error:
+            return CheckinRefused(CheckinReason.MALFORMED, str(error))
+        answer = self._ask(terminal, payload)
+        if answer is None:
+            return CheckinRefused(
+                CheckinReason.ROLL_UNREACHABLE,
+                f"the municipal roll of {self.link.municipality} cannot be reached: no check-in here until it can",
+            )
+        try:
+            return decode_checkin_reply(answer, self.modulus_length)
+        except Refusal as error:
+            log.error("the municipal roll sent an answer that is not a check-in reply: %s", error)
+            return CheckinRefused(CheckinReason.ROLL_UNREACHABLE, "the municipal roll's answer was not understood")
+
+    # --- central side ----------------------------------------------------------------------
+
+    def _on_central_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("the central broker refused the station roll: %s", reason)
+            return
+        client.subscribe(reply_topic(self.station.station_id), qos=1)
+
+    def _on_central_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        correlation = getattr(message.properties, "CorrelationData", None)
+        with self._lock:
+            waiter = self._waiters.get(bytes(correlation)) if correlation else None
+        if waiter is not None:
+            waiter.put(bytes(message.payload))
+        client.ack(message.mid, message.qos)
+
+    def _ask(self, terminal: str, payload: bytes) -> bytes | None:
+        if not self.central_ready.is_set():
+            return None
+        correlation = uuid.uuid4().bytes
+        answers: queue.Queue[bytes] = queue.Queue()
+        with self._lock:
+            self._waiters[correlation] = answers
+        try:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ResponseTopic = reply_topic(self.station.station_id)
+            properties.CorrelationData = correlation
+            info = self.central.publish(
+                checkin_topic(self.station.station_id, terminal), payload, qos=1, properties=properties
+            )
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return None
+            try:
+                return answers.get(timeout=self.timeout)
+            except queue.Empty:
+                return None
+        finally:
+            with self._lock:
+                self._waiters.pop(correlation, None)
+
+    # --- running ---------------------------------------------------------------------------
+
+    def start(self) -> RelayService:
+        connect(self.central, self.link)  # type: ignore[arg-type]
+        connect(self.client, self.station, session_expiry=3600)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        publish_last_words(self.client, self.topics.roll_status, "roll_status")
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.central.disconnect()
+        self.central.loop_stop()
+        self._pool.shutdown(wait=True)
+
+    def run(self) -> None:
+        self.start()
+        try:
+            self._stop.wait()
+        finally:
+            self.close()
+
+
+def serve(station: Station) -> None:
+    service = RelayService(station)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.stop())
+    service.run()
