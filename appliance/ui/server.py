@@ -17,9 +17,11 @@ API of the scripted voter (appliance/simulators/scripted_voter.py).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import threading
+import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from appliance.booth import Booth
 from appliance.session import events as ev
 
 log = logging.getLogger("appliance.ui")
+BIND_RETRY_SECONDS = 5.0
 LONG_POLL_MAX = 10.0
 MAX_BODY = 4096
 
@@ -169,14 +172,28 @@ class UiServer:
         try:
             self._runner = web.AppRunner(make_app(self.booth), access_log=None)
             self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self.host, self.port)
-            self._loop.run_until_complete(site.start())
+            self._loop.run_until_complete(self._bind())
         except BaseException as error:  # reported by start()
             self._error = error
             self._ready.set()
             return
         self._ready.set()
         self._loop.run_forever()
+
+    async def _bind(self) -> None:
+        """Listen on the kiosk port; a booth restarted at once (systemd, or after a crash) may
+        find the port still held for a moment by what the old process left, so it retries."""
+        assert self._runner is not None
+        deadline = time.monotonic() + BIND_RETRY_SECONDS
+        while True:
+            try:
+                await web.TCPSite(self._runner, self.host, self.port).start()
+                return
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                log.info("kiosk port %s:%d busy; retrying", self.host, self.port)
+                await asyncio.sleep(0.25)
 
     def stop(self) -> None:
         if self._runner is None or not self._loop.is_running():

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from appliance.card.testca import CardFile
 from appliance.simulators.jpki_card import VirtualJpkiCard
-from appliance.simulators.pcscd import PcscdUnavailable, PrivatePcscd
+from appliance.simulators.pcscd import PrivatePcscd
 from appliance.simulators.vpcd import VpcdCardLink
 from election.chain import verify_document
 from infra.broker import Broker, free_port
@@ -45,22 +45,11 @@ READERS = ["Virtual PCD 00 00", "Virtual PCD 00 01"]
 CLI = [sys.executable, "-m", "station_hub.cli"]
 
 
-@pytest.fixture(scope="module")
-def shared_pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePcscd]:
-    """One pcscd per machine, shared with other engineers' runs: wait for it to be free."""
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            running = PrivatePcscd(tmp_path_factory.mktemp("pcscd")).start()
-            break
-        except PcscdUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(5)
-    try:
-        yield running
-    finally:
-        running.stop()
+@pytest.fixture
+def shared_pcscd(pcscd: PrivatePcscd) -> PrivatePcscd:
+    """The test run's one pcscd (tests/conftest.py): starting a second one would stop it under
+    every later test that uses it."""
+    return pcscd
 
 
 @pytest.fixture
