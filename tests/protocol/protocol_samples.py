@@ -18,7 +18,7 @@ from protocol_kit import STATION_ID, Sub, forwarded, kit
 from election.chain import ChainHead, Checkpoint, sign_document
 from election.encoding import canonical_bytes, sha256
 from election.stations import StationKeys
-from protocol.errors import CheckinReason, Reason
+from protocol.errors import CheckinReason, PollsReason, Reason
 from protocol.forwarding import (
     ClosingSeen,
     Confirm,
@@ -30,6 +30,7 @@ from protocol.forwarding import (
     parse_up,
 )
 from protocol.messages import (
+    NONCE_BYTES,
     AckAccepted,
     AckRefused,
     BallotSubmission,
@@ -39,7 +40,9 @@ from protocol.messages import (
     CheckinRefused,
     CheckinRequest,
     LedgerStatus,
+    PollsChallenge,
     PollsCommand,
+    PollsResult,
     RollReport,
     RollStatus,
     TerminalStatus,
@@ -179,6 +182,19 @@ def samples() -> dict[str, Sample]:
         ),
         "polls": Sample(PollsCommand.decode, PollsCommand("open").encode(), lambda v: v.encode()),
         "polls final": Sample(PollsCommand.decode, PollsCommand("final", ("x2",)).encode(), lambda v: v.encode()),
+        "polls challenge": Sample(
+            PollsChallenge.decode,
+            PollsChallenge(b"\x07" * NONCE_BYTES, 1_800_000_000, 900).encode(),
+            lambda v: v.encode(),
+        ),
+        "polls result accepted": Sample(
+            PollsResult.decode, PollsResult("open", b"\x07" * NONCE_BYTES, True, "open").encode(), lambda v: v.encode()
+        ),
+        "polls result refused": Sample(
+            PollsResult.decode,
+            PollsResult("close", None, False, "open", PollsReason.SAME_OFFICIAL, "one official twice").encode(),
+            lambda v: v.encode(),
+        ),
         "terminal status": Sample(
             TerminalStatus.decode, TerminalStatus(True, "ok", False, 3, 1).encode(), lambda v: v.encode()
         ),

@@ -7,13 +7,16 @@ canonical input is ever accepted)."""
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 from mutations import FUZZ, hostile_bytes
 from protocol_samples import samples
 
+from election.errors import FormatError
 from protocol.errors import CheckinReason, Reason, Refusal
 from protocol.messages import BallotSubmission
+from protocol.municipal import RollMarks
 
 NAMES = sorted(samples())
 KNOWN_LENIENT: dict[str, str] = {}
@@ -62,3 +65,20 @@ def test_ledger_status_refuses_an_empty_refusal_map() -> None:
     assert lenient != valid
     with pytest.raises(Refusal):
         samples()["ledger status"].decode(lenient)
+
+
+_MARKS_KEY = Ed25519PrivateKey.generate()
+_MARKS = RollMarks("city-1", "st-1", b"\x01" * 32, (b"\x02" * 32, b"\x03" * 32))
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), hostile_bytes(_MARKS.signed(_MARKS_KEY))))
+def test_hostile_roll_marks_give_the_marks_or_a_format_error(payload: bytes) -> None:
+    """The signed marks a municipal roll and a station exchange: whatever arrives is the marks
+    the key signed, or refused; never another exception."""
+    try:
+        marks = RollMarks.verify(payload, _MARKS_KEY.public_key(), municipality="city-1", origin="st-1",
+                                 base_hash=b"\x01" * 32)  # fmt: skip
+    except FormatError:
+        return
+    assert marks == _MARKS
