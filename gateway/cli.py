@@ -92,19 +92,16 @@ def broker(directory: Path, workers: int) -> None:
 @CENTRAL_DIR
 @click.option("--if-due", is_flag=True, help="Only when it has less than 7 days left (for a daily timer).")
 def renew_crl(directory: Path, if_due: bool) -> None:
-    from infra.broker import reload_broker
-    from infra.pki import PkiError, StationCA
+    from infra.broker import renew_site_crl
+    from infra.pki import PkiError
 
-    central = _open(directory)
     try:
-        ca = StationCA.load(directory / "ca")
-        crl = ca.renew_crl_if_due() if if_due else ca.write_crl()
+        crl, reloaded = renew_site_crl(_open(directory), directory / "ca", if_due=if_due)  # type: ignore[arg-type]
     except PkiError as error:
         raise click.ClickException(str(error)) from error
     if crl is None:
         click.echo("the central CRL is good for more than 7 days: nothing to do")
         return
-    reloaded = reload_broker(central)  # type: ignore[arg-type]
     click.echo(f"central CRL re-signed, next update {crl.next_update_utc:%Y-%m-%d %H:%M} UTC"
                + ("; broker reloaded" if reloaded else "; no central broker runs here"))  # fmt: skip
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from infra.errors import SiteError
@@ -58,6 +59,16 @@ def pid_file(site: BrokerProcessSite) -> Path:
 
 RELOAD_SETTLE = 0.3
 """Seconds for Mosquitto to act on SIGHUP (it re-reads config, ACL and CRL in its main loop)."""
+
+
+def renew_site_crl(
+    site: BrokerProcessSite, ca_dir: Path, *, if_due: bool
+) -> tuple[x509.CertificateRevocationList | None, bool]:
+    """Re-sign a site's CRL (always, or only ``if_due``) and make its running broker reload it:
+    (the new CRL or None when nothing was due, whether a broker was reloaded)."""
+    ca = StationCA.load(ca_dir)
+    crl = ca.renew_crl_if_due() if if_due else ca.write_crl()
+    return crl, crl is not None and reload_broker(site)
 
 
 def reload_broker(site: BrokerProcessSite) -> bool:
