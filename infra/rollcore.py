@@ -125,7 +125,7 @@ class Challenges:
 
 class JpkiDirectory:
     """A roll's JPKI CAs and CRLs (``anchors/``, ``crls/``), re-read whenever a file changes
-    (a ``verifier`` for :class:`RollCore`; the station roll service keeps its own copy)."""
+    (the ``verifier`` of :class:`RollCore` at a station roll and at the municipal roll)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

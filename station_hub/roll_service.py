@@ -25,9 +25,9 @@ from paho.mqtt.properties import Properties
 
 from audit.service import ServiceAudit
 from election.errors import FormatError
-from infra.jpki import JpkiVerifier
 from infra.mqtt import connect, make_client, publish_last_words, set_will
 from infra.officials import OfficialsRefused, OfficialsVerifier
+from infra.rollcore import JpkiDirectory
 from infra.service import BrokerWatch, Vitals
 from protocol.errors import CheckinReason, Refusal
 from protocol.messages import (
@@ -58,28 +58,6 @@ def roll_audit_paths(station: Station) -> tuple[Path, Path]:
 
 def roll_log_id(station: Station) -> str:
     return f"{station.station_id}.roll"
-
-
-class JpkiDirectory:
-    """The station's JPKI CAs and CRLs, re-read whenever a file in ``jpki/`` changes."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._stamp: tuple | None = None
-        self._verifier: JpkiVerifier | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> JpkiVerifier:
-        stamp = tuple(
-            (str(path), path.stat().st_mtime_ns, path.stat().st_size)
-            for path in sorted(self.directory.glob("*/*"))
-            if path.is_file()
-        )
-        with self._lock:
-            if stamp != self._stamp or self._verifier is None:
-                self._verifier = JpkiVerifier.from_directory(self.directory)
-                self._stamp = stamp
-            return self._verifier
 
 
 class RollService:
