@@ -30,7 +30,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 from cryptography import x509
@@ -43,6 +43,7 @@ from paho.mqtt.properties import Properties
 from infra.certdir import read_json
 from infra.errors import SiteError
 from infra.files import private_pem, write_private
+from infra.link import BrokerLink
 from infra.mqtt import connect, make_client, publish_last_words, set_will
 from protocol.errors import CheckinReason, Refusal
 from protocol.messages import (
@@ -64,33 +65,14 @@ RELAY_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
-class MunicipalLink:
-    """The station roll's credentials for the central broker, shaped like a site for make_client."""
+class MunicipalLink(BrokerLink):
+    """The station roll's credentials for the central broker (identity ``<station>.roll``)."""
 
-    directory: Path
-    station_id: str
-    municipality: str
-    kind: str
-    host: str
-    port: int
+    LINK_DIR: ClassVar[str] = LINK_DIR
+    FILE_STEM: ClassVar[str] = "roll"
 
-    @property
-    def ca_file(self) -> Path:
-        return self.directory / "ca.pem"
-
-    def cert_file(self, name: str) -> Path:
-        return self.directory / "roll.pem"
-
-    def key_file(self, name: str) -> Path:
-        return self.directory / "roll.key"
-
-    @staticmethod
-    def directory_of(station_dir: Path) -> Path:
-        return Path(station_dir) / LINK_DIR
-
-    @classmethod
-    def exists(cls, station_dir: Path) -> bool:
-        return (cls.directory_of(station_dir) / "link.json").exists()
+    municipality: str = ""
+    kind: str = "early"
 
     @classmethod
     def open(cls, station_dir: Path) -> MunicipalLink:
@@ -101,7 +83,7 @@ class MunicipalLink:
             raise SiteError(f"{directory}/link.json: expected version 1 with {sorted(fields)}")
         if data["kind"] not in ("early", "common"):
             raise SiteError(f"{directory}/link.json: kind must be early or common")
-        return cls(directory, data["station_id"], data["municipality"], data["kind"], data["host"], data["port"])
+        return cls(directory, data["station_id"], data["host"], data["port"], data["municipality"], data["kind"])
 
 
 def relay_request(station: Station) -> bytes:
