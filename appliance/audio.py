@@ -213,6 +213,8 @@ class Narrator:
             if code:
                 return self._join(t, t("receipt_title"), t("tracking"), spell(code, t.language), t("receipt_text"))
             return self._join(t, t("receipt_title"), t("kept"), t("code_later"))
+        if screen == "hub_unreachable":  # the view names which part cannot check the voter in
+            screen = view.get("unreachable") or screen
         return self._join(t, t(screen), t(f"{screen}_text"))
 
     def _contest_marks(self, contest: Mapping[str, Any], choices: Mapping[str, Any], t: Words) -> str:

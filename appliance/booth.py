@@ -77,9 +77,12 @@ REFUSALS = {
     "not_eligible": ev.Refusal.NOT_ELIGIBLE,
     "already_voted": ev.Refusal.ALREADY_VOTED,
     "polls_not_open": ev.Refusal.POLLS_CLOSED,
+    "roll_unreachable": ev.Refusal.ROLL_UNREACHABLE,
+    "stale_crl": ev.Refusal.STALE_CRL,
 }
-AUDITED_REFUSALS = frozenset({ev.Refusal.NOT_ELIGIBLE, ev.Refusal.ALREADY_VOTED})
-"""Check-in refusals that are about the card (audit ``card_error``); the others are not."""
+AUDITED_REFUSALS = frozenset({ev.Refusal.NOT_ELIGIBLE, ev.Refusal.ALREADY_VOTED, ev.Refusal.STALE_CRL})
+"""Check-in refusals audited as ``card_error``: about the card, or (``stale_crl``) about checking
+any card at all; the others are not."""
 CARD_ERROR_WORDS: tuple[tuple[type[CardError], str], ...] = (
     (WrongPin, "wrong_password"),
     (InvalidPinFormat, "wrong_password"),

@@ -94,7 +94,7 @@ SESSION_OUTCOME = _words("cast", "abandoned", "timeout", "card_removed", "refuse
 CARD_ERROR = _words(
     "wrong_password", "card_locked", "card_invalid", "card_revoked", "certificate_expired",
     "unknown_issuer", "bad_signature", "card_removed", "protocol_error", "reader_unavailable",
-    "not_eligible", "already_voted",
+    "not_eligible", "already_voted", "stale_crl",
 )  # fmt: skip
 OPEN_CLOSED = _words("open", "closed")
 REPORT = _words("zero_report", "closing_report")

@@ -133,6 +133,11 @@ class Refusal(StrEnum):
     ALREADY_VOTED = "already_voted"
     POLLS_CLOSED = "polls_not_open"
     HUB_UNREACHABLE = "hub_unreachable"
+    ROLL_UNREACHABLE = "roll_unreachable"
+    """An early-voting or common polling place cannot reach the municipal roll: nobody is
+    checked in here until it is back (the voter may retry; nothing falls back silently)."""
+    STALE_CRL = "stale_crl"
+    """The roll's revocation list is out of date, so no card can be checked until it is renewed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,7 +93,12 @@ REFUSAL_STATES = {
     Refusal.ALREADY_VOTED: State.ALREADY_VOTED,
     Refusal.POLLS_CLOSED: State.POLLS_CLOSED,
     Refusal.HUB_UNREACHABLE: State.HUB_UNREACHABLE,
+    Refusal.ROLL_UNREACHABLE: State.HUB_UNREACHABLE,
+    Refusal.STALE_CRL: State.HUB_UNREACHABLE,
 }
+RETRYABLE_REFUSALS = frozenset({Refusal.HUB_UNREACHABLE, Refusal.ROLL_UNREACHABLE, Refusal.STALE_CRL})
+"""Check-in refusals about the station, not the voter: the session waits on a retry screen that
+says which part cannot check the voter in (the view's ``unreachable``)."""
 CARD_PROBLEM_STATES = {
     CardProblem.LOCKED: State.CARD_LOCKED,
     CardProblem.INVALID: State.CARD_INVALID,
@@ -140,6 +145,7 @@ class Session:
         self.keypad_used = False  # the focus is drawn only once the voter uses the keypad
         self.help_open = False
         self.help_focus = len(DIALOG_TARGETS) - 1
+        self.unreachable = Refusal.HUB_UNREACHABLE.value  # which part the retry screen names
         # Audio ballot (headphones): on once the keypad is used, unless the voter turns it off.
         self.audio: bool | None = None
         self.speech_rate, self.volume = DEFAULT_RATE, DEFAULT_VOLUME
@@ -259,7 +265,10 @@ class Session:
             case CheckInFailed(refusal=refusal) if self.state is State.CHECKING_IN:
                 self._move(REFUSAL_STATES[refusal])
                 self.focus = 0
-                return [] if refusal is Refusal.HUB_UNREACHABLE else [EndSession()]
+                if refusal in RETRYABLE_REFUSALS:
+                    self.unreachable = refusal.value
+                    return []
+                return [EndSession()]
             case Sealed(ballot_hash=ballot_hash) if self.state is State.SEALING:
                 self.sealed_hash = ballot_hash
                 self._move(State.SEALED)
@@ -583,6 +592,7 @@ class Session:
             "hub_online": self.hub_online,
             "card_present": self.card_present,
             "service_problem": self.service_problem,
+            "unreachable": self.unreachable if self.state is State.HUB_UNREACHABLE else None,
             "text_size": self.text_size,
             "theme": self.theme,
             "keypad": self.keypad_used,

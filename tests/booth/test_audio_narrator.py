@@ -10,7 +10,16 @@ import pytest
 
 from appliance.audio import EspeakNg, Narrator, OpenJtalk, election_document, load_catalogue
 from appliance.session import Session, Timeouts
-from appliance.session.events import CardChecked, CardInserted, Key, KeyPress
+from appliance.session.events import (
+    Authenticated,
+    CardChecked,
+    CardInserted,
+    CheckInFailed,
+    Key,
+    KeyPress,
+    PinEntered,
+    Refusal,
+)
 from election.manifest import sample_manifest
 
 MANIFEST = sample_manifest(contests=2, selections=3)
@@ -39,6 +48,21 @@ def test_the_pin_wheel_is_never_spoken_by_value(language: str) -> None:
         heard.append(said[presses:])
         assert set(said[:presses]) == {load_catalogue()[language]["say_pin_up"]}
     assert heard[0] == heard[1] and heard[0][-1], "the digit entered is said by position only"
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+@pytest.mark.parametrize("refusal", [Refusal.HUB_UNREACHABLE, Refusal.ROLL_UNREACHABLE, Refusal.STALE_CRL])
+def test_the_retry_screen_says_which_part_cannot_check_the_voter_in(language: str, refusal: Refusal) -> None:
+    words = load_catalogue()[language]
+    session = Session(MANIFEST, Timeouts(), language)
+    narrator = Narrator(election_document(MANIFEST), load_catalogue())
+    said = narrated(
+        session, narrator, CardInserted(), KeyPress(Key.UP, tactile=True), PinEntered("1234"), Authenticated(),
+        CheckInFailed(refusal),
+    )
+    assert words[refusal.value].rstrip("。.") in said[-1]
+    others = {r.value for r in Refusal if r.value != refusal.value and r.value in words}
+    assert not any(words[other].rstrip("。.") in said[-1] for other in others)
 
 
 def duration_and_rms(path: Path) -> tuple[float, float]:

@@ -21,9 +21,11 @@ from typing import Any, cast
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from appliance.audio import load_catalogue
 from appliance.booth import Booth
 from appliance.session import Session, State, Timeouts
 from appliance.session import events as ev
+from appliance.session.session import RETRYABLE_REFUSALS
 from appliance.ui.server import UiServer
 from election.manifest import MANIFEST_VERSION, Manifest
 from infra.broker import free_port
@@ -342,14 +344,16 @@ def test_every_screen_fits_with_its_primary_action_in_view(
 def error_screens(kiosk: Kiosk) -> None:
     booth, page = kiosk.booth, kiosk.page
 
-    def card_then(name: str, setup: Any) -> None:
+    def card_then(name: str, setup: Any, screen: str | None = None) -> None:
         booth.submit(ev.CardTaken())
         booth.submit(ev.CardInserted())
         kiosk.screen("pin")
         setup()
         booth.submit(ev.PinEntered(PIN))
-        kiosk.screen(name)
-        selectors = ["#t-retry", "#t-cancel"] if name == "hub_unreachable" else ["#t-done"]
+        kiosk.screen(screen or name)
+        selectors = ["#t-retry", "#t-cancel"] if screen == "hub_unreachable" else ["#t-done"]
+        if screen == "hub_unreachable":  # the retry screen names the part that cannot check voters in
+            expect(page.locator("#screen h1")).to_have_text(load_catalogue()[booth.language][name])
         kiosk.check(name, *selectors)
         booth.auth_result, booth.checkin_result = ev.Authenticated(), ev.CheckedIn()
 
@@ -357,7 +361,8 @@ def error_screens(kiosk: Kiosk) -> None:
         card_then(name, lambda p=problem: setattr(booth, "auth_result", ev.AuthenticationFailed(p)))
     for refusal in ev.Refusal:
         name = {"polls_not_open": "polls_closed"}.get(refusal.value, refusal.value)
-        card_then(name, lambda r=refusal: setattr(booth, "checkin_result", ev.CheckInFailed(r)))
+        screen = "hub_unreachable" if refusal in RETRYABLE_REFUSALS else name
+        card_then(name, lambda r=refusal: setattr(booth, "checkin_result", ev.CheckInFailed(r)), screen)
     booth.submit(ev.CardTaken())
     kiosk.screen("card_removed")
     kiosk.check("card_removed", "#t-done")

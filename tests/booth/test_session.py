@@ -183,15 +183,31 @@ def test_roll_refusals_end_the_session(refusal: Refusal, screen: State) -> None:
     assert session.state is State.IDLE
 
 
-def test_hub_unreachable_at_check_in_can_be_retried() -> None:
+@pytest.mark.parametrize("refusal", [Refusal.HUB_UNREACHABLE, Refusal.ROLL_UNREACHABLE, Refusal.STALE_CRL])
+def test_a_station_side_refusal_at_check_in_names_the_part_and_can_be_retried(refusal: Refusal) -> None:
     session = Session(MANIFEST)
     for event in (CardInserted(), PinEntered("1234"), Authenticated()):
         session.handle(event, 0)
-    assert session.handle(CheckInFailed(Refusal.HUB_UNREACHABLE), 1) == []
+    assert session.handle(CheckInFailed(refusal), 1) == []
     assert session.state is State.HUB_UNREACHABLE
+    assert session.view()["unreachable"] == refusal.value
     assert session.handle(Tap("retry"), 2) == [CheckIn()]
+    assert session.view()["unreachable"] is None
     session.handle(CheckedIn(), 3)
     assert session.state is State.BALLOT
+
+
+def test_the_next_voter_never_sees_the_previous_voters_unreachable_part() -> None:
+    session = Session(MANIFEST)
+    for event in (CardInserted(), PinEntered("1234"), Authenticated()):
+        session.handle(event, 0)
+    session.handle(CheckInFailed(Refusal.ROLL_UNREACHABLE), 1)
+    session.handle(Tap("cancel"), 2)
+    session.handle(CardTaken(), 3)
+    for event in (CardInserted(), PinEntered("1234"), Authenticated()):
+        session.handle(event, 4)
+    session.handle(CheckInFailed(Refusal.HUB_UNREACHABLE), 5)
+    assert session.view()["unreachable"] == "hub_unreachable"
 
 
 def test_card_removed_mid_vote_drops_every_choice() -> None:

@@ -229,7 +229,7 @@ function screenFor(view) {
   if (screen === "sealed") return { body: [el("h1", {}, t("sealed_title")), el("p", {}, t("sealed_text"))], actions: [targetButton("challenge", t("challenge")), targetButton("cast", t("cast"), "primary")] };
   if (screen === "spoiled") return { body: [el("h1", {}, t("spoiled_title")), el("p", {}, t("spoiled_text")), ...choiceList(view.opened_choices || {})], actions: [targetButton("vote_again", t("vote_again"), "primary")] };
   if (screen === "receipt") return receiptScreen(view, state.qr);
-  if (screen === "hub_unreachable") return { body: [el("h1", {}, t("hub_unreachable")), el("p", {}, t("hub_unreachable_text"))], actions: [targetButton("cancel", t("cancel")), targetButton("retry", t("retry"), "primary")] };
+  if (screen === "hub_unreachable") return { body: [el("h1", {}, t(view.unreachable)), el("p", {}, t(`${view.unreachable}_text`))], actions: [targetButton("cancel", t("cancel")), targetButton("retry", t("retry"), "primary")] };
   const actions = view.screen_targets.includes("done") ? [targetButton("done", t("done"), "primary")] : [];
   return { body: [el("h1", {}, t(screen)), el("p", {}, t(`${screen}_text`))], actions };
 }
