@@ -11,6 +11,8 @@ token the station's roll signed — without anything that names a voter.
 
 from __future__ import annotations
 
+import unicodedata
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -123,9 +125,19 @@ class TrackingMatch:
     entry: ChainEntry
 
 
+_MISREAD = str.maketrans({"0": "O", "1": "I", "8": "B"})
+"""0, 1 and 8 never appear in a base32 tracking code; a voter who types one meant O, I or B."""
+
+
 def normalise_tracking_code(code: str) -> str:
-    """Accept what a voter types: any case, with or without the dashes and spaces."""
-    letters = "".join(ch for ch in code.upper() if ch.isalnum())
+    """Accept what a voter types: any case, with or without dashes and spaces, full-width forms
+    (NFKC folds them to ASCII, as a Japanese IME may type them), 0/1/8 for O/I/B.
+
+    The same rule as the published site's tracker (``election/site``), so a code found there is
+    found by ``election lookup`` and ``gateway lookup`` too.
+    """
+    folded = unicodedata.normalize("NFKC", code).upper()
+    letters = "".join(ch for ch in folded if ch.isascii() and ch.isalnum()).translate(_MISREAD)
     return "-".join(letters[i : i + 4] for i in range(0, len(letters), 4))
 
 

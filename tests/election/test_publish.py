@@ -221,8 +221,9 @@ def test_tracking_codes_are_embedded_per_prefix(record: Path, site: dict[str, by
 def test_python_normaliser_agrees_with_election_lookup() -> None:
     for typed in ("x66l miwe 74it prjq", "X66L-MIWE-74IT-PRJQ", " x66lmiwe74itprjq "):
         assert normalise_typed_code(typed) == normalise_tracking_code(typed) == "X66L-MIWE-74IT-PRJQ"
-    assert normalise_typed_code("ｘ６６ｌ－ｍｉｗｅ　７４ｉｔ　ｐｒｊｑ") == "X66L-MIWE-74IT-PRJQ"
-    assert normalise_typed_code("a0b1-c8dd") == "AOBI-CBDD"
+    for typed in ("ｘ６６ｌ－ｍｉｗｅ　７４ｉｔ　ｐｒｊｑ", "x66l-m1we-74it-prjq", "X66L ー MIWE ー 74IT ー PRJQ"):
+        assert normalise_typed_code(typed) == normalise_tracking_code(typed) == "X66L-MIWE-74IT-PRJQ", typed
+    assert normalise_typed_code("a0b1-c8dd") == normalise_tracking_code("a0b1-c8dd") == "AOBI-CBDD"
 
 
 def resign_station(record: Path, station: str, late: int, check_ins_extra: int) -> None:

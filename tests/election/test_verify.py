@@ -250,6 +250,20 @@ def test_cli_finds_a_tracking_code_in_the_record(simulated_record: Path) -> None
     assert missing.returncode == 1 and "not in this record" in missing.stdout
 
 
+def test_cli_finds_a_code_typed_full_width_or_with_digits_for_look_alike_letters(simulated_record: Path) -> None:
+    from election.stations import parse_chain_lines
+
+    misread = str.maketrans({"O": "0", "I": "1", "B": "8"})
+    entries = list(parse_chain_lines(chain_file(simulated_record).read_bytes()))
+    entry = max(entries, key=lambda e: sum(e.tracking_code.count(letter) for letter in "OIB"))
+    typed = entry.tracking_code.translate(misread).lower()
+    full_width = "".join(chr(ord(ch) + 0xFEE0) if ch.isalnum() else "　" for ch in typed)
+    for text in (typed, full_width):
+        found = run_cli("lookup", str(simulated_record), text)
+        assert found.returncode == 0, (text, found.stdout)
+        assert found.stdout.startswith(f"{entry.tracking_code}: station"), found.stdout
+
+
 # --- issue 11: the verifier accepts nothing that a verifier written from the docs refuses ---
 
 
