@@ -212,7 +212,9 @@ class Narrator:
             code = view.get("tracking_code")
             if code:
                 return self._join(t, t("receipt_title"), t("tracking"), spell(code, t.language), t("receipt_text"))
-            return self._join(t, t("receipt_title"), t("kept"), t("code_later"))
+            reference = view.get("ballot_reference")
+            spoken = (t("ballot_reference"), spell(reference, t.language)) if reference else ()
+            return self._join(t, t("receipt_title"), t("kept"), t("code_later"), *spoken)
         if screen == "hub_unreachable":  # the view names which part cannot check the voter in
             screen = view.get("unreachable") or screen
         return self._join(t, t(screen), t(f"{screen}_text"))

@@ -53,6 +53,12 @@ def tracking_code(entry_hash: bytes) -> str:
     return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
 
 
+def ballot_reference(ballot_hash: bytes) -> str:
+    """What the booth shows before the ledger confirms a ballot, in the form of a tracking code
+    but from the ballot's own hash (known at sealing); ``election lookup`` finds either."""
+    return tracking_code(ballot_hash)
+
+
 def _position(value: Any, what: str, minimum: int) -> int:
     return strict_int(value, what, minimum=minimum)
 

@@ -12,7 +12,6 @@ token the station's roll signed — without anything that names a voter.
 from __future__ import annotations
 
 import unicodedata
-
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from election.chain import ChainEntry
+from election.chain import ChainEntry, ballot_reference
 from election.encoding import canonical_bytes, check_version, hex_bytes, parse_json
 from election.errors import FormatError
 from election.ids import check_station_id
@@ -142,11 +141,12 @@ def normalise_tracking_code(code: str) -> str:
 
 
 def find_tracking_code(chains: Iterator[tuple[str, Iterator[ChainEntry]]], code: str) -> TrackingMatch | None:
-    """The chain entry a voter's tracking code names, searching every station's chain."""
+    """The chain entry a voter's tracking code (or the booth's ballot reference) names, searching
+    every station's chain."""
     wanted = normalise_tracking_code(code)
     for station_id, entries in chains:
         for entry in entries:
-            if entry.tracking_code == wanted:
+            if wanted in (entry.tracking_code, ballot_reference(entry.ballot_hash)):
                 return TrackingMatch(station_id, entry)
     return None
 

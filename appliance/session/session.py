@@ -73,6 +73,7 @@ from appliance.session.events import (
     Theme,
     Tick,
 )
+from election.chain import ballot_reference
 from election.manifest import Manifest
 
 LANGUAGES = ("ja", "en")
@@ -587,6 +588,7 @@ class Session:
             "pin_format_error": self.pin_format_error,
             "opened_choices": {c: list(m) for c, m in self.opened_choices.items()} if self.opened_choices else None,
             "ballot_hash": self.cast_hash,
+            "ballot_reference": None if self.cast_hash is None else ballot_reference(bytes.fromhex(self.cast_hash)),
             "tracking_code": self.tracking_code,
             "position": self.position,
             "hub_online": self.hub_online,

@@ -327,7 +327,7 @@ def test_every_screen_fits_with_its_primary_action_in_view(
         page.click("#t-cast")
         kiosk.screen("receipt")
         expect(page.locator("#kept")).to_be_visible()
-        kiosk.check("receipt-no-ack", "#t-done")
+        kiosk.check("receipt-no-ack", "#t-done", "#ballot-reference")
         booth.submit(ev.Acknowledged("cd" * 32, "ABCD-EFGH-JKLM-NPQR", 7))
         expect(page.locator("#tracking-code")).to_be_visible()
         kiosk.check("receipt-tracking-code", "#t-done", "#tracking-code", "#tracking-qr")

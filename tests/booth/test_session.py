@@ -34,6 +34,7 @@ from appliance.session.events import (
     Tick,
 )
 from appliance.session.session import Session
+from election.chain import ballot_reference
 from election.manifest import sample_manifest
 
 MANIFEST = sample_manifest(contests=2, selections=3, limit=1)
@@ -80,6 +81,7 @@ def test_full_flow_with_one_challenge_then_cast() -> None:
     assert session.handle(Cast("cc" * 32), 11) == [EndSession()]
     view = session.view()
     assert view["screen"] == "receipt" and view["tracking_code"] is None and view["ballot_hash"] == "cc" * 32
+    assert view["ballot_reference"] == ballot_reference(bytes.fromhex("cc" * 32))
     assert view["choices"] == {"contest-1": [], "contest-2": []}, "choices outlive the cast"
     session.handle(Acknowledged("dd" * 32, "XXXX-XXXX-XXXX-XXXX", 3), 12)
     assert session.view()["tracking_code"] is None, "an ack for another ballot was taken as ours"

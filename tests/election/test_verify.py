@@ -250,6 +250,16 @@ def test_cli_finds_a_tracking_code_in_the_record(simulated_record: Path) -> None
     assert missing.returncode == 1 and "not in this record" in missing.stdout
 
 
+def test_cli_finds_the_ballot_reference_a_booth_shows_before_its_ballot_is_confirmed(simulated_record: Path) -> None:
+    from election.chain import ballot_reference
+    from election.stations import parse_chain_lines
+
+    entry = list(parse_chain_lines(chain_file(simulated_record).read_bytes()))[-1]
+    found = run_cli("lookup", str(simulated_record), ballot_reference(entry.ballot_hash))
+    assert found.returncode == 0, found.stdout
+    assert found.stdout.startswith(f"{entry.tracking_code}: station") and f"position {entry.position}" in found.stdout
+
+
 def test_cli_finds_a_code_typed_full_width_or_with_digits_for_look_alike_letters(simulated_record: Path) -> None:
     from election.stations import parse_chain_lines
 

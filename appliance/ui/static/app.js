@@ -214,7 +214,7 @@ function receiptScreen(view, qr) {
   } else {
     text.append(el("p", { id: "kept" }, t("kept")), el("p", { class: "small", id: "code-later" }, t("code_later")));
     if (!view.hub_online) text.append(el("p", { class: "small", id: "hub-down" }, t("hub_down")));
-    if (view.ballot_hash) text.append(el("p", { class: "small" }, t("ballot_hash")), el("p", { class: "hash", id: "ballot-hash" }, view.ballot_hash));
+    if (view.ballot_reference) text.append(el("p", { class: "small" }, t("ballot_reference")), el("p", { class: "code", id: "ballot-reference" }, view.ballot_reference));
   }
   return { body, actions: [targetButton("done", t("done"), "primary")] };
 }
