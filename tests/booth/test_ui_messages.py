@@ -45,6 +45,8 @@ def test_the_session_error_and_receipt_claim_nothing_unproven() -> None:
         assert "No ballot" not in error and "投票されていません" not in error and "投票はされていません" not in error
     assert "stored safely" not in json.dumps(CATALOGUE["en"]) and "will be delivered" not in json.dumps(CATALOGUE["en"])
     assert "kept on this terminal" in CATALOGUE["en"]["kept"]
+    # The site's tracker indexes tracking codes only: the reference must not send voters there.
+    assert "published" not in CATALOGUE["en"]["ballot_reference"] and "公開" not in CATALOGUE["ja"]["ballot_reference"]
 
 
 def test_the_english_counters_are_plural_forms() -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from election.chain import ChainState, Checkpoint, genesis_hash, sign_document
@@ -216,6 +218,16 @@ def test_tracking_codes_are_embedded_per_prefix(record: Path, site: dict[str, by
         for entry in entries
     }
     assert embedded == expected
+
+
+@given(st.text(alphabet=st.characters(codec=None), max_size=200))
+def test_the_normaliser_takes_any_text_and_gives_only_code_symbols(typed: str) -> None:
+    # Lone surrogates, any script, control characters: never an exception, only ASCII capitals
+    # and digits other than 0, 1 and 8 in groups of four, and normalising twice changes nothing.
+    code = normalise_tracking_code(typed)
+    assert all(ch == "-" or (ch.isascii() and (ch.isupper() or ch.isdigit())) for ch in code)
+    assert not set(code) & set("018")
+    assert normalise_tracking_code(code) == code
 
 
 def test_python_normaliser_agrees_with_election_lookup() -> None:
