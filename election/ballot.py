@@ -1,9 +1,11 @@
-"""Sealed ballots: encrypted choices with proofs, bound into the device's own chain and signed.
+"""Sealed ballots: encrypted choices with proofs, signed by the device that sealed them.
 
-A sealed ballot carries no voter identity and no timestamp. It carries the device's id, its
-sequence number on that device and the hash of the device's previous sealed ballot (so a
-dropped, reordered or inserted ballot breaks the device chain), the roll-signed token slot,
-and an Ed25519 signature of the device over the canonical JSON of everything else.
+A sealed ballot carries no voter identity, no timestamp and nothing that orders it among the
+device's other ballots (record format 2: no sequence number, no link to the previous ballot).
+It carries the device's id, the roll-signed token slot, and an Ed25519 signature of the device
+over the canonical JSON of everything else. That no ballot of a device is dropped, added or
+replaced is proved instead by the device's signed statements of how many ballots it sealed and
+a commitment to their set (:mod:`election.devices`).
 
 Sealing returns the ballot and its :class:`BallotOpening` (the nonces). The opening stays on
 the device: it is revealed only if the voter challenges the ballot (Benaloh challenge), which
@@ -28,12 +30,9 @@ from election.ids import check_device_id
 from election.manifest import Contest, Manifest
 from election.proofs import RangeProof
 
-BALLOT_VERSION = 1
+BALLOT_VERSION = 2
 BALLOT_ID_SIZE = 16
-GENESIS_HASH = bytes(32)
-"""``prev_hash`` of a device's first sealed ballot."""
 MAX_TOKEN_SIGNATURE_SIZE = 1024
-MAX_DEVICE_SEQ = 2**63 - 1
 
 Choices = Mapping[str, Set[str]]
 """A voter's choices: contest id → the selection ids marked in it."""
@@ -101,8 +100,6 @@ class SealedBallot:
     ballot_id: bytes
     base_hash: bytes
     device_id: str
-    device_seq: int
-    prev_hash: bytes
     token: Token | None
     contests: tuple[EncryptedContest, ...]
     signature: bytes
@@ -114,8 +111,6 @@ class SealedBallot:
             "ballot_id": self.ballot_id.hex(),
             "base_hash": self.base_hash.hex(),
             "device_id": self.device_id,
-            "device_seq": self.device_seq,
-            "prev_hash": self.prev_hash.hex(),
             "token": None if self.token is None else self.token.to_json(),
             "contests": [
                 {
@@ -182,17 +177,13 @@ class SealedBallot:
         ballot has exactly the manifest's contests and selections in the manifest's order.
         Signatures and proofs are checked separately (they need keys).
         """
-        fields = {
-            "version", "ballot_id", "base_hash", "device_id", "device_seq", "prev_hash",
-            "token", "contests", "signature",
-        }  # fmt: skip
+        fields = {"version", "ballot_id", "base_hash", "device_id", "token", "contests", "signature"}
         if not isinstance(data, dict):
             raise FormatError("sealed ballot: expected an object")
         if set(data) != fields:
             missing, extra = sorted(fields - set(data)), sorted(set(data) - fields)
             raise FormatError(f"sealed ballot: missing fields {missing}, unknown fields {extra}")
         check_version(data, BALLOT_VERSION, "sealed ballot")
-        seq = strict_int(data["device_seq"], "device_seq", minimum=1, maximum=MAX_DEVICE_SEQ)
         contests_data = data["contests"]
         if not isinstance(contests_data, list) or len(contests_data) != len(manifest.contests):
             raise FormatError(f"contests: expected the manifest's {len(manifest.contests)} contests")
@@ -204,8 +195,6 @@ class SealedBallot:
             ballot_id=hex_bytes(data["ballot_id"], BALLOT_ID_SIZE, "ballot_id"),
             base_hash=hex_bytes(data["base_hash"], 32, "base_hash"),
             device_id=check_device_id(data["device_id"]),
-            device_seq=seq,
-            prev_hash=hex_bytes(data["prev_hash"], 32, "prev_hash"),
             token=Token.from_json(data["token"]),
             contests=contests,
             signature=hex_bytes(data["signature"], 64, "signature"),
@@ -352,8 +341,6 @@ def seal_ballot(
     public_key: Point,
     choices: Choices,
     signer: DeviceSigner,
-    device_seq: int,
-    prev_hash: bytes,
     token: Token | None = None,
 ) -> tuple[SealedBallot, BallotOpening]:
     """Encrypt, prove and sign one ballot; returns it with its opening (keep that secret)."""
@@ -384,9 +371,6 @@ def seal_ballot(
             contest_statement(base_hash, ballot_id, contest.id),
         )
         contests.append(EncryptedContest(contest.id, tuple(selections), limit_proof))
-    unsigned = SealedBallot(ballot_id, base_hash, signer.device_id, device_seq, prev_hash, token, tuple(contests), b"")
-    signature = signer.sign(canonical_bytes(unsigned.body_json()))
-    sealed = SealedBallot(
-        ballot_id, base_hash, signer.device_id, device_seq, prev_hash, token, tuple(contests), signature
-    )
+    unsigned = SealedBallot(ballot_id, base_hash, signer.device_id, token, tuple(contests), b"")
+    sealed = replace(unsigned, signature=signer.sign(canonical_bytes(unsigned.body_json())))
     return sealed, BallotOpening(votes)

@@ -1,12 +1,18 @@
-"""The prime-order subgroup of edwards25519, through libsodium (PyNaCl's bindings).
+"""The ristretto255 group (RFC 9496), through libsodium (the ``rbcl`` binding).
+
+Record format 2's group: prime order, one canonical encoding per element, so decoding an
+element from outside is the whole check (no cofactor, no subgroup test). ``rbcl`` was measured
+against ``pysodium`` and format 1's edwards25519 in ``benchmarks/bench_group.py`` and kept as
+the faster maintained binding.
 
 Points are immutable values wrapping their 32-byte canonical encoding; scalars are Python
 integers modulo ``ORDER``. Every point that comes from outside goes through
-:func:`point_from_hex` / :meth:`Point.from_bytes`, which refuse non-canonical encodings,
-points off the curve, small-order points and points outside the prime-order subgroup.
+:func:`point_from_hex` / :meth:`Point.from_bytes`, which refuse anything that is not the
+canonical encoding of a group element.
 
-libsodium refuses to return the identity from a scalar multiplication (and vote 0 encodes
-to it), so multiplication by zero and by the identity is answered here instead.
+The identity encodes as 32 zero bytes. libsodium refuses to return it from a scalar
+multiplication (and vote 0 encodes to it), and its validity check accepts it, so the identity
+is handled here explicitly and accepted only where the caller allows it.
 """
 
 from __future__ import annotations
@@ -15,19 +21,19 @@ import hashlib
 import secrets
 from typing import Final
 
-from nacl import bindings as _sodium
+import rbcl as _sodium
 
 from election.errors import InvalidPoint
 
 ORDER: Final = 2**252 + 27742317777372353535851937790883648493
-"""The order L of the prime-order subgroup (and the modulus of every scalar)."""
+"""The prime order L of ristretto255 (and the modulus of every scalar)."""
 
-_IDENTITY_BYTES: Final = b"\x01" + bytes(31)
+_IDENTITY_BYTES: Final = bytes(32)
 _SCALAR_SIZE: Final = 32
 
 
 class Point:
-    """An element of the prime-order subgroup of edwards25519."""
+    """An element of ristretto255."""
 
     __slots__ = ("raw",)
     raw: bytes
@@ -53,11 +59,8 @@ class Point:
             if allow_identity:
                 return IDENTITY
             raise InvalidPoint("the identity element is not allowed here")
-        if not _sodium.crypto_core_ed25519_is_valid_point(raw):
-            raise InvalidPoint(
-                "not a canonical encoding of a point of the prime-order subgroup "
-                "(non-canonical, off the curve, small order or wrong subgroup)"
-            )
+        if not _sodium.crypto_core_ristretto255_is_valid_point(raw):
+            raise InvalidPoint("not the canonical encoding of a ristretto255 element")
         return cls(raw)
 
     def hex(self) -> str:
@@ -72,12 +75,12 @@ class Point:
             return other
         if other.raw == _IDENTITY_BYTES:
             return self
-        return Point(_sodium.crypto_core_ed25519_add(self.raw, other.raw))
+        return Point(_sodium.crypto_core_ristretto255_add(self.raw, other.raw))
 
     def __sub__(self, other: Point) -> Point:
         if other.raw == _IDENTITY_BYTES:
             return self
-        return Point(_sodium.crypto_core_ed25519_sub(self.raw, other.raw))
+        return Point(_sodium.crypto_core_ristretto255_sub(self.raw, other.raw))
 
     def __neg__(self) -> Point:
         return IDENTITY - self
@@ -87,8 +90,8 @@ class Point:
         if scalar == 0 or self.raw == _IDENTITY_BYTES:
             return IDENTITY
         if self.raw == _BASE_BYTES:
-            return Point(_sodium.crypto_scalarmult_ed25519_base_noclamp(_scalar_bytes(scalar)))
-        return Point(_sodium.crypto_scalarmult_ed25519_noclamp(_scalar_bytes(scalar), self.raw))
+            return Point(_sodium.crypto_scalarmult_ristretto255_base(_scalar_bytes(scalar)))
+        return Point(_sodium.crypto_scalarmult_ristretto255(_scalar_bytes(scalar), self.raw))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Point) and other.raw == self.raw
@@ -105,9 +108,9 @@ def _scalar_bytes(scalar: int) -> bytes:
 
 
 IDENTITY: Final = Point(_IDENTITY_BYTES)
-_BASE_BYTES: Final = _sodium.crypto_scalarmult_ed25519_base_noclamp(_scalar_bytes(1))
+_BASE_BYTES: Final = _sodium.crypto_scalarmult_ristretto255_base(_scalar_bytes(1))
 G: Final = Point(_BASE_BYTES)
-"""The standard base point of edwards25519 (RFC 8032), generator of the subgroup."""
+"""The ristretto255 generator (RFC 9496 §4.4): the encoding of edwards25519's base point."""
 
 
 def point_from_hex(text: object, what: str, *, allow_identity: bool = False) -> Point:

@@ -2,6 +2,13 @@
 
 Validated on load with errors that say where the problem is. Its canonical hash is the
 election's base hash, which every proof, ballot and record file is bound to.
+
+Version 2 adds how the station ledgers mix ballots (docs/design-record-v2.md §2): ``batch_min``,
+the fewest ballots a station chains together in one hash-sorted batch while the polls are
+open, and ``mode``. A ``production`` election with batches smaller than
+:data:`PRODUCTION_BATCH_MIN` does not parse, so a small batch (which would keep casting order
+within a few voters) can only be a ``rehearsal``, and every report says so. Both are in the
+base hash, so every party sees the same values.
 """
 
 from __future__ import annotations
@@ -14,7 +21,11 @@ from election.encoding import check_version, hash_value, strict_int
 from election.errors import ManifestError
 from election.ids import check_name_id
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+MODES = ("production", "rehearsal")
+PRODUCTION_BATCH_MIN = 10
+"""The smallest ``batch_min`` a production election may set."""
+MAX_BATCH_MIN = 100_000
 MAX_NAME_LENGTH = 1000
 """Most characters of one language's name of the election, a contest or a selection."""
 _LANGUAGES = ("en", "ja")
@@ -66,11 +77,23 @@ class Manifest:
     election_id: str
     name: dict[str, str]
     contests: tuple[Contest, ...]
+    batch_min: int
+    mode: str
+
+    @property
+    def rehearsal(self) -> bool:
+        return self.mode == "rehearsal"
 
     @classmethod
     def from_json(cls, data: Any) -> Manifest:
-        data = _fields(data, "manifest", {"version", "election_id", "name", "contests"})
+        data = _fields(data, "manifest", {"version", "election_id", "name", "contests", "batch_min", "mode"})
         check_version(data, MANIFEST_VERSION, "manifest.version", ManifestError)
+        if type(data["mode"]) is not str or data["mode"] not in MODES:
+            raise ManifestError(f"manifest.mode: must be one of {list(MODES)}")
+        lowest = PRODUCTION_BATCH_MIN if data["mode"] == "production" else 1
+        batch_min = strict_int(
+            data["batch_min"], "manifest.batch_min", minimum=lowest, maximum=MAX_BATCH_MIN, error=ManifestError
+        )
         contests_data = data["contests"]
         if not isinstance(contests_data, list) or not contests_data:
             raise ManifestError("manifest.contests: at least one contest is required")
@@ -105,6 +128,8 @@ class Manifest:
             _identifier(data["election_id"], "manifest.election_id"),
             _text(data["name"], "manifest.name"),
             tuple(contests),
+            batch_min,
+            data["mode"],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -121,6 +146,8 @@ class Manifest:
                 }
                 for c in self.contests
             ],
+            "batch_min": self.batch_min,
+            "mode": self.mode,
         }
 
     @property
@@ -140,8 +167,9 @@ class Manifest:
                 yield contest, selection
 
 
-def sample_manifest(contests: int = 2, selections: int = 3, limit: int = 1) -> Manifest:
-    """A synthetic manifest for simulations and benchmarks (contest ``c``, selection ``s``)."""
+def sample_manifest(contests: int = 2, selections: int = 3, limit: int = 1, batch_min: int = 2) -> Manifest:
+    """A synthetic rehearsal manifest for simulations, tests and benchmarks (contest ``c``,
+    selection ``s``)."""
     return Manifest.from_json(
         {
             "version": MANIFEST_VERSION,
@@ -162,5 +190,7 @@ def sample_manifest(contests: int = 2, selections: int = 3, limit: int = 1) -> M
                 }
                 for c in range(contests)
             ],
+            "batch_min": batch_min,
+            "mode": "rehearsal",
         }
     )

@@ -1,4 +1,4 @@
-"""The forwarding protocol between station hubs and the central office (version 1), free of I/O.
+"""The forwarding protocol between station hubs and the central office (version 2), free of I/O.
 
 Topics on the central broker (each hub's certificate CN is its station id, and the broker's
 ACL lets it write only its own ``up`` topic and read only its own ``down`` topic)::
@@ -14,7 +14,7 @@ is canonical JSON; ``docs/gateway.md`` describes each field.
 
 :func:`parse_up` and :func:`parse_down` are total like every decoder of :mod:`protocol.messages`:
 any byte string gives a message or a :class:`protocol.errors.Refusal` (reason ``malformed`` or
-``too_large``), never another exception. Input must be canonical; ``version`` is the integer 1
+``too_large``), never another exception. Input must be canonical; ``version`` is the integer 2
 (``true`` is refused); integers are bounded and never booleans; ids match their pattern in full;
 enums (``type``, ``state``, ``reason``) are closed and texts bounded.
 """
@@ -26,17 +26,21 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from election.chain import ChainEntry, ChainHead
+from election.devices import DeviceStatement
 from election.encoding import HASH_SIZE, canonical_bytes, check_version, hex_bytes, parse_json, strict_int
 from election.errors import FormatError
 from election.ids import check_device_id, check_station_id
 from protocol import errors
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""Version 2 goes with record format 2: entries of hash-sorted batches, device statements."""
 TOPIC_ROOT = "central/station"
 SHARE_GROUP = "gateway"
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_BATCH_ENTRIES = 1000
 STATEMENT_TYPES = ("checkpoint", "zero_report", "closing_report")
+MAX_DEVICE_STATEMENTS = 1000
+"""Most device statements in one batch message (a station has far fewer terminals)."""
 STATION_STATES = ("ok", "forked")
 """A station's state at the centre, as a confirm reports it."""
 MAX_TERMINALS = 1000
@@ -46,9 +50,7 @@ MAX_DETAIL = 2000
 MAX_REQUEST = 2**63 - 1
 MAX_POSITION = 2**63 - 1
 REFUSAL_REASONS = ("unknown_station", "malformed")
-SEALED_BALLOT_FIELDS = frozenset(
-    {"version", "ballot_id", "base_hash", "device_id", "device_seq", "prev_hash", "token", "contests", "signature"}
-)
+SEALED_BALLOT_FIELDS = frozenset({"version", "ballot_id", "base_hash", "device_id", "token", "contests", "signature"})
 """The top-level fields of a sealed ballot (formats.md §6); the centre parses the rest against
 the manifest, entry by entry, so that a bad entry becomes evidence at its position."""
 OPENING_FIELDS = frozenset({"contests"})
@@ -113,10 +115,15 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
+    """Chain entries with their ballots, the ledger's latest signed statements, and the latest
+    device statement of each terminal (sent only once the polls are finally closed: a device's
+    intermediate statements, compared, would name the ballot sealed between them)."""
+
     station_id: str
     request: int
     entries: tuple[ForwardedEntry, ...]
     statements: tuple[dict[str, Any], ...]
+    devices: tuple[DeviceStatement, ...] = ()
 
 
 UpMessage = Hello | Batch
@@ -287,9 +294,12 @@ def _authorization(value: Any, what: str) -> None:
 
 
 def _device_head(value: Any, what: str) -> None:
-    _fields(value, frozenset({"device_seq", "ballot_hash"}), what)
-    _counter(value["device_seq"], f"{what}.device_seq")
-    _checked(hex_bytes, value["ballot_hash"], HASH_SIZE, f"{what}.ballot_hash")
+    """What the ledger held of an unreachable terminal at the final close: the ``sealed`` count
+    and set ``commitment`` of its latest device statement (0 and the empty set's commitment when
+    none arrived)."""
+    _fields(value, frozenset({"sealed", "commitment"}), what)
+    _counter(value["sealed"], f"{what}.sealed")
+    _checked(hex_bytes, value["commitment"], HASH_SIZE, f"{what}.commitment")
 
 
 def parse_statement(payload: bytes) -> dict[str, Any]:
@@ -308,7 +318,7 @@ def parse_up(payload: bytes, station_id: str) -> UpMessage:
     """
     data = _document(payload, MAX_MESSAGE_BYTES, "up message")
     kind = data.get("type") if isinstance(data, dict) else None
-    fields = {"entries", "statements"} if kind == "batch" else set()
+    fields = {"entries", "statements", "devices"} if kind == "batch" else set()
     data = _message(data, fields, ("hello", "batch"))
     if data["station_id"] != station_id:
         _refuse(f"message names station {data['station_id']} on station {station_id}'s topic")
@@ -331,14 +341,26 @@ def parse_up(payload: bytes, station_id: str) -> UpMessage:
     kinds = [check_statement(statement, f"batch.statements[{i}]")["type"] for i, statement in enumerate(statements)]
     if len(set(kinds)) != len(kinds):
         _refuse("batch.statements: at most one statement of each type")
-    return Batch(station_id, data["request"], tuple(parsed), tuple(statements))
+    devices = data["devices"]
+    if not isinstance(devices, list) or len(devices) > MAX_DEVICE_STATEMENTS:
+        _refuse(f"batch.devices: a list of at most {MAX_DEVICE_STATEMENTS} device statements")
+    device_statements = tuple(_checked(DeviceStatement.from_json, item) for item in devices)
+    if len({statement.device_id for statement in device_statements}) != len(device_statements):
+        _refuse("batch.devices: at most one statement per device")
+    return Batch(station_id, data["request"], tuple(parsed), tuple(statements), device_statements)
 
 
 def hello_payload(station_id: str, request: int) -> bytes:
     return canonical_bytes({"version": PROTOCOL_VERSION, "type": "hello", "station_id": station_id, "request": request})
 
 
-def batch_payload(station_id: str, request: int, entries: list[ForwardedEntry], statements: list[dict]) -> bytes:
+def batch_payload(
+    station_id: str,
+    request: int,
+    entries: list[ForwardedEntry],
+    statements: list[dict],
+    devices: list[DeviceStatement] | None = None,
+) -> bytes:
     return canonical_bytes(
         {
             "version": PROTOCOL_VERSION,
@@ -347,6 +369,7 @@ def batch_payload(station_id: str, request: int, entries: list[ForwardedEntry], 
             "request": request,
             "entries": [entry.to_json() for entry in entries],
             "statements": statements,
+            "devices": [statement.to_json() for statement in devices or ()],
         }
     )
 

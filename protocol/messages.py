@@ -13,13 +13,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from election.ballot import BallotOpening, SealedBallot
-from election.encoding import HASH_SIZE, canonical_bytes, hex_bytes, parse_json, strict_int
+from election.chain import tracking_code
+from election.devices import DeviceStatement
+from election.encoding import HASH_SIZE, canonical_bytes, check_version, hex_bytes, parse_json, strict_int
 from election.errors import FormatError
 from election.ids import check_device_id
 from election.manifest import Manifest
 from protocol.errors import CheckinReason, PollsReason, Reason, Refusal
 
 MESSAGE_VERSION = 1
+BALLOT_MESSAGE_VERSION = 2
+"""Ballot submissions and their acks changed with record format 2 (device statements instead of
+device order; a held ack instead of a chain position); every other message is still version 1."""
 MAX_BALLOT_BYTES = 256 * 1024
 """A cast ballot, or a spoiled ballot with its opening (the station broker allows twice this)."""
 MAX_SMALL_MESSAGE_BYTES = 64 * 1024
@@ -37,17 +42,23 @@ MAX_UNREACHABLE = 1000
 
 
 def _document(
-    payload: bytes, kind: str, fields: set[str], *, max_size: int = MAX_SMALL_MESSAGE_BYTES, canonical: bool = True
+    payload: bytes,
+    kind: str,
+    fields: set[str],
+    *,
+    max_size: int = MAX_SMALL_MESSAGE_BYTES,
+    canonical: bool = True,
+    version: int = MESSAGE_VERSION,
 ) -> dict[str, Any]:
-    """The payload as a canonical JSON object of exactly ``fields``, version 1 and ``type`` kind."""
+    """The payload as a canonical JSON object of exactly ``fields``, this version and ``type`` kind."""
     try:
         data = parse_json(payload, max_size=max_size, canonical=canonical)
     except FormatError as error:
         raise Refusal(Reason.MALFORMED, f"{kind}: {error}") from None
     if not isinstance(data, dict) or set(data) != fields:
         raise Refusal(Reason.MALFORMED, f"{kind}: expected exactly the fields {sorted(fields)}")
-    if type(data["version"]) is not int or data["version"] != MESSAGE_VERSION or data["type"] != kind:
-        raise Refusal(Reason.MALFORMED, f"{kind}: expected version {MESSAGE_VERSION} and type {kind!r}")
+    if type(data["version"]) is not int or data["version"] != version or data["type"] != kind:
+        raise Refusal(Reason.MALFORMED, f"{kind}: expected version {version} and type {kind!r}")
     return data
 
 
@@ -82,27 +93,35 @@ def _flag(value: Any, what: str) -> bool:
 
 # --- ballots (booth → ledger) --------------------------------------------------------------
 
+CAST_TYPE = "cast_ballot"
+_SUBMISSION_FIELDS = {
+    CAST_TYPE: {"version", "type", "ballot", "statement"},
+    SPOILED_TYPE: {"version", "type", "ballot", "opening", "statement"},
+}
+
 
 @dataclass(frozen=True, slots=True)
 class BallotSubmission:
-    """A cast ballot (``opening`` None) or a challenged, spoiled ballot with its opening."""
+    """A cast ballot (``opening`` None) or a challenged, spoiled ballot with its opening, each
+    with the device statement the booth signed when it sealed that ballot (the statement's set
+    includes the ballot): docs/design-record-v2.md §3."""
 
     ballot: SealedBallot
     opening: BallotOpening | None
+    statement: DeviceStatement
 
     def encode(self, manifest: Manifest) -> bytes:
-        if self.opening is None:
-            return canonical_bytes(self.ballot.to_json())
-        if self.ballot.token is not None:
+        if self.opening is not None and self.ballot.token is not None:
             raise ValueError("a spoiled ballot must not carry the voter's token")
-        return canonical_bytes(
-            {
-                "version": MESSAGE_VERSION,
-                "type": SPOILED_TYPE,
-                "ballot": self.ballot.to_json(),
-                "opening": self.opening.to_json(manifest),
-            }
-        )
+        document: dict[str, Any] = {
+            "version": BALLOT_MESSAGE_VERSION,
+            "type": CAST_TYPE if self.opening is None else SPOILED_TYPE,
+            "ballot": self.ballot.to_json(),
+            "statement": self.statement.to_json(),
+        }
+        if self.opening is not None:
+            document["opening"] = self.opening.to_json(manifest)
+        return canonical_bytes(document)
 
     @classmethod
     def decode(cls, payload: bytes, manifest: Manifest) -> BallotSubmission:
@@ -110,15 +129,21 @@ class BallotSubmission:
             raise Refusal(Reason.TOO_LARGE, f"{len(payload)} bytes, the limit is {MAX_BALLOT_BYTES}")
         try:
             data = parse_json(payload, max_size=MAX_BALLOT_BYTES, canonical=True)
-            if not (isinstance(data, dict) and data.get("type") == SPOILED_TYPE):
-                return cls(SealedBallot.from_json(data, manifest), None)
-            if set(data) != {"version", "type", "ballot", "opening"}:
-                raise FormatError("spoiled ballot: expected exactly version, type, ballot and opening")
-            if type(data["version"]) is not int or data["version"] != MESSAGE_VERSION:
-                raise FormatError(f"spoiled ballot: expected version {MESSAGE_VERSION}")
-            return cls(
-                SealedBallot.from_json(data["ballot"], manifest), BallotOpening.from_json(data["opening"], manifest)
-            )
+            kind = data.get("type") if isinstance(data, dict) else None
+            fields = _SUBMISSION_FIELDS.get(kind) if type(kind) is str else None
+            if fields is None:
+                raise FormatError(f"ballot submission: type must be {CAST_TYPE!r} or {SPOILED_TYPE!r}")
+            if set(data) != fields:
+                raise FormatError(f"{kind}: expected exactly the fields {sorted(fields)}")
+            check_version(data, BALLOT_MESSAGE_VERSION, kind)
+            ballot = SealedBallot.from_json(data["ballot"], manifest)
+            opening = BallotOpening.from_json(data["opening"], manifest) if kind == SPOILED_TYPE else None
+            statement = DeviceStatement.from_json(data["statement"])
+            if statement.device_id != ballot.device_id or statement.base_hash != ballot.base_hash:
+                raise FormatError(f"{kind}: the statement is not the sealing device's for this election")
+            if (opening is None) != (ballot.token is not None):
+                raise FormatError(f"{kind}: a cast ballot spends a token, a spoiled one carries none")
+            return cls(ballot, opening, statement)
         except Refusal:
             raise
         except FormatError as error:
@@ -129,36 +154,36 @@ class BallotSubmission:
         """The ballot id a (possibly invalid) submission names, for the booth's own bookkeeping."""
         try:
             data = parse_json(payload, max_size=MAX_BALLOT_BYTES)
-            inner = data["ballot"] if data.get("type") == SPOILED_TYPE else data
-            return str(inner["ballot_id"])
+            return str(data["ballot"]["ballot_id"])
         except (FormatError, KeyError, TypeError, AttributeError):
             return None
 
 
 # --- acknowledgements (ledger → booth) -----------------------------------------------------
 
-_ACK_ACCEPTED = {"version", "type", "result", "ballot_hash", "position", "entry_hash", "tracking_code"}
+_ACK_HELD = {"version", "type", "result", "ballot_hash", "tracking_code"}
 _ACK_REFUSED = {"version", "type", "result", "ballot_hash", "reason", "detail"}
-MAX_TRACKING_CODE = 64
 
 
 @dataclass(frozen=True, slots=True)
-class AckAccepted:
-    """The ballot is durably in the ledger: the booth may forget it."""
+class AckHeld:
+    """The ballot is durably in the ledger's pool: the booth may forget it. No position: the
+    ballot is chained later, in a hash-sorted batch (docs/design-record-v2.md §2). Not signed:
+    only the ledger may write a terminal's ack topic, and the device statement, not the ack,
+    guards against a hub that acknowledges and then drops a ballot."""
 
     ballot_hash: bytes
-    position: int
-    entry_hash: bytes
-    tracking_code: str
+
+    @property
+    def tracking_code(self) -> str:
+        return tracking_code(self.ballot_hash)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "version": MESSAGE_VERSION,
+            "version": BALLOT_MESSAGE_VERSION,
             "type": "ack",
-            "result": "accepted",
+            "result": "held",
             "ballot_hash": self.ballot_hash.hex(),
-            "position": self.position,
-            "entry_hash": self.entry_hash.hex(),
             "tracking_code": self.tracking_code,
         }
 
@@ -176,7 +201,7 @@ class AckRefused:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "version": MESSAGE_VERSION,
+            "version": BALLOT_MESSAGE_VERSION,
             "type": "ack",
             "result": "refused",
             "ballot_hash": self.ballot_hash.hex(),
@@ -188,7 +213,7 @@ class AckRefused:
         return canonical_bytes(self.to_json())
 
 
-Ack = AckAccepted | AckRefused
+Ack = AckHeld | AckRefused
 
 
 def decode_ack(payload: bytes) -> Ack:
@@ -197,16 +222,14 @@ def decode_ack(payload: bytes) -> Ack:
     except FormatError as error:
         raise Refusal(Reason.MALFORMED, f"ack: {error}") from None
     result = data.get("result") if isinstance(data, dict) else None
-    if result == "accepted":
-        data = _document(payload, "ack", _ACK_ACCEPTED)
-        return AckAccepted(
-            _field(hex_bytes, data["ballot_hash"], HASH_SIZE, "ack.ballot_hash"),
-            _count(data["position"], "ack.position"),
-            _field(hex_bytes, data["entry_hash"], HASH_SIZE, "ack.entry_hash"),
-            _text(data["tracking_code"], "ack.tracking_code", MAX_TRACKING_CODE),
-        )
+    if result == "held":
+        data = _document(payload, "ack", _ACK_HELD, version=BALLOT_MESSAGE_VERSION)
+        ack = AckHeld(_field(hex_bytes, data["ballot_hash"], HASH_SIZE, "ack.ballot_hash"))
+        if data["tracking_code"] != ack.tracking_code:
+            raise Refusal(Reason.MALFORMED, "ack.tracking_code: not the code of this ballot hash")
+        return ack
     if result == "refused":
-        data = _document(payload, "ack", _ACK_REFUSED)
+        data = _document(payload, "ack", _ACK_REFUSED, version=BALLOT_MESSAGE_VERSION)
         try:
             reason = Reason(data["reason"])
         except ValueError:
@@ -216,7 +239,7 @@ def decode_ack(payload: bytes) -> Ack:
             reason,
             _text(data["detail"], "ack.detail"),
         )
-    raise Refusal(Reason.MALFORMED, "ack: result must be accepted or refused")
+    raise Refusal(Reason.MALFORMED, "ack: result must be held or refused")
 
 
 # --- check-in (booth ↔ roll) ---------------------------------------------------------------
