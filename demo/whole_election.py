@@ -70,13 +70,13 @@ class Stage:
         click.echo(f"[{time.monotonic() - self.started:6.1f} s] {text}")
 
 
-def demo_manifest() -> Manifest:
+def demo_manifest(batch_min: int = 3) -> Manifest:
     def name(en: str, ja: str) -> dict[str, str]:
         return {"en": en, "ja": ja}
 
     return Manifest.from_json(
         {
-            "version": 1,
+            "version": 2,
             "election_id": "demo-2026",
             "name": name("Demonstration election 2026", "2026年 模擬選挙"),
             "contests": [
@@ -102,6 +102,10 @@ def demo_manifest() -> Manifest:
                     ],
                 },
             ],
+            # A rehearsal: a real election mixes at least 10 ballots per batch (the manifest
+            # refuses fewer in production); the demo's few voters need small batches.
+            "batch_min": batch_min,
+            "mode": "rehearsal",
         }
     )
 
@@ -117,6 +121,12 @@ class Booth:
     cast: list[dict[str, list[str]]] = field(default_factory=list)
     tracking_codes: list[str] = field(default_factory=list)
     challenges: int = 0
+    finished: list[float] = field(default_factory=list)
+    """When each voter's cast ballot was held by the hub (monotonic clock), beside
+    ``tracking_codes``: the true casting order, which nothing stored may keep (kept in memory
+    for the order test, never written)."""
+    challenged: list[tuple[dict[str, list[str]], float]] = field(default_factory=list)
+    """The choices each challenger revealed, and when."""
 
 
 def provision_terminal(station: Station, terminal: str, data_dir: Path, reader: ReaderSettings,
@@ -200,10 +210,12 @@ def run_voters(booth: Booth, manifest: Manifest, rng: random.Random, challenge_e
             voter.pin(PIN)
             voter.wait_screen("ballot")
             if challenge_every and number % challenge_every == 0:
-                voter.vote(random_choices(manifest, rng))
+                revealed = random_choices(manifest, rng)
+                voter.vote(revealed)
                 voter.seal()
                 voter.challenge()  # Benaloh: the ballot is opened, spoiled, never counted
                 booth.challenges += 1
+                booth.challenged.append((revealed, time.monotonic()))
                 voter.tap("vote_again")
             choices = random_choices(manifest, rng)
             voter.vote(choices)
@@ -213,6 +225,7 @@ def run_voters(booth: Booth, manifest: Manifest, rng: random.Random, challenge_e
                 raise RuntimeError(f"{booth.terminal}: no acknowledgement from the hub for voter {number}")
             booth.cast.append(choices)
             booth.tracking_codes.append(receipt["tracking_code"])
+            booth.finished.append(time.monotonic())
             voter.tap("done")
         finally:
             remove()
@@ -220,12 +233,20 @@ def run_voters(booth: Booth, manifest: Manifest, rng: random.Random, challenge_e
 
 
 def run(
-    out: Path, voters_per_booth: int, challenge_every: int, seed: int | None, pcscd: PrivatePcscd | None = None
+    out: Path,
+    voters_per_booth: int,
+    challenge_every: int,
+    seed: int | None,
+    pcscd: PrivatePcscd | None = None,
+    *,
+    batch_min: int = 3,
+    observed: list[Booth] | None = None,
 ) -> bool:
-    """The whole election; True when it verified. ``pcscd``: an already running private one."""
+    """The whole election; True when it verified. ``pcscd``: an already running private one;
+    ``observed`` receives the booths (what each voter chose and when), for tests."""
     say = Stage()
     rng = random.Random(seed)
-    manifest = demo_manifest()
+    manifest = demo_manifest(batch_min)
     out.mkdir(parents=True, exist_ok=False)
     logs = out / "logs"
     logs.mkdir()
@@ -303,6 +324,8 @@ def run(
             say(f"booth {terminal} running, reader: {label}")
             mine = voters[index * voters_per_booth : (index + 1) * voters_per_booth]
             booths.append(Booth(terminal, runner, insert, mine))
+        if observed is not None:
+            observed.extend(booths)
         for booth in booths:
             assert booth.runner.booth is not None
             if not booth.runner.booth.link.wait_online(20):
@@ -366,7 +389,7 @@ def run(
             click.echo(f"         - {problem}")
     code = booths[0].tracking_codes[0]
     found = lookup_tracking_code(DirectoryRecord(record), code)
-    where = f"found at {found.station_id} position {found.entry.position}" if found else "NOT FOUND"
+    where = f"found at {found.station_id} in batch {found.entry.batch}" if found else "NOT FOUND"
     click.echo(f"  voter's tracking code {code}: {where}")
     for problem in summary.problems:
         click.echo(f"  export problem: {problem}")
