@@ -12,7 +12,7 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, seal_ballot
+from election.ballot import DeviceSigner, SealedBallot, seal_ballot
 from election.keyceremony import joint_public_key, run_local_ceremony
 from election.manifest import sample_manifest
 from election.simulation import random_choices
@@ -31,7 +31,7 @@ def main() -> None:
     signer = DeviceSigner("bench", Ed25519PrivateKey.generate())
     rng = random.Random(1)
     # Seal a pool of distinct ballots and reuse it: sealing is not what is measured here.
-    pool = [seal_ballot(manifest, key, random_choices(manifest, rng), signer, 1, GENESIS_HASH)[0] for _ in range(50)]
+    pool = [seal_ballot(manifest, key, random_choices(manifest, rng), signer)[0] for _ in range(50)]
     ballots = [pool[i % len(pool)] for i in range(args.ballots)]
     documents = [b.to_json() for b in ballots]
 

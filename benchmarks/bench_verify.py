@@ -1,7 +1,8 @@
 """Verification throughput of a whole record: ballots per second with 1, 2, … workers (same
 record, same process, one after the other), the speed-up over one worker, and the record's
-size per ballot. The record is simulated first (2 contests × 4 selections by default, like
-the record measured in issue 18) and reused for every run.
+size per ballot. The record (format 2: ristretto255, sorted batches of 10, device statements)
+is simulated first (2 contests × 4 selections by default, like the record measured in issue
+18) and reused for every run.
 
     python benchmarks/bench_verify.py --ballots 2000
     python benchmarks/bench_verify.py --ballots 100000 --workers 1,2 --record /tmp/record-100k
@@ -35,10 +36,11 @@ def main() -> None:
     parser.add_argument("--cluster-workers", type=int, default=2,
                         help="Dask worker processes of the local cluster measured last (0: skip)")  # fmt: skip
     args = parser.parse_args()
-    root = args.record or Path(f"/tmp/bench-verify-{args.ballots}-{args.contests}x{args.selections}")
+    # The format version is in the default path: a record of another format is never reused.
+    root = args.record or Path(f"/tmp/bench-verify-v2-{args.ballots}-{args.contests}x{args.selections}")
     if not (root / "results.json").exists():
         started = time.perf_counter()
-        manifest = sample_manifest(args.contests, args.selections, 1)
+        manifest = sample_manifest(args.contests, args.selections, 1, batch_min=10)  # a production-sized batch
         progress = ProgressLine()
         simulate(manifest, RecordWriter(root), args.ballots, trustee_count=3, quorum=2, spoil_rate=0.02, seed=1,
                  progress=progress)  # fmt: skip

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from election.chain import TrackingCodeTypo, normalise_tracking_code
 from election.encoding import parse_json
 from election.errors import ElectionError
 from election.manifest import Manifest, sample_manifest
@@ -18,7 +19,7 @@ from election.pool import WorkerLost
 from election.publish import gather, render
 from election.record import DirectoryRecord, RecordWriter
 from election.simulation import ceremony_to_files, simulate
-from election.stations import lookup_tracking_code, normalise_tracking_code
+from election.stations import lookup_tracking_code
 from election.verify import CHECKS, verify_record
 
 
@@ -43,9 +44,10 @@ class ProgressLine:
             click.echo(line, err=True)
 
 
-def _load_manifest(path: Path | None, contests: int, selections: int, limit: int) -> Manifest:
+def _load_manifest(path: Path | None, contests: int, selections: int, limit: int, batch_min: int = 2) -> Manifest:
+    """The given manifest, or a sample rehearsal manifest of this shape."""
     if path is None:
-        return sample_manifest(contests, selections, limit)
+        return sample_manifest(contests, selections, limit, batch_min)
     try:
         return Manifest.from_json(parse_json(path.read_bytes()))
     except ElectionError as exc:
@@ -87,15 +89,22 @@ def ceremony_command(manifest_path: Path | None, trustees: int, quorum: int, out
 @click.option("--devices", default=3, show_default=True)
 @click.option("--stations", default=1, show_default=True)
 @click.option("--spoil-rate", default=0.05, show_default=True)
+@click.option(
+    "--batch-min",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="smallest batch a station's ledger chains (the sample manifest's batch_min; a rehearsal)",
+)
 @click.option("--seed", type=int, default=None, help="drives the voters' choices (not the cryptography)")
 def simulate_command(
     ballots: int, out: Path, manifest_path: Path | None, contests: int, selections: int, limit: int,
-    trustees: int, quorum: int, devices: int, stations: int, spoil_rate: float, seed: int | None,
+    trustees: int, quorum: int, devices: int, stations: int, spoil_rate: float, batch_min: int, seed: int | None,
 ) -> None:  # fmt: skip
     """Ceremony, BALLOTS random sealed ballots (some challenged), tally, decryption, full record."""
     if out.exists() and any(out.iterdir()):
         raise click.ClickException(f"{out} is not empty; choose a new record folder")
-    manifest = _load_manifest(manifest_path, contests, selections, limit)
+    manifest = _load_manifest(manifest_path, contests, selections, limit, batch_min)
     started = time.monotonic()
     try:
         outcome = simulate(
@@ -171,9 +180,16 @@ def verify_command(record: Path, workers: int, cluster: str | None) -> None:
 @click.argument("record", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("tracking_code")
 def lookup_command(record: Path, tracking_code: str) -> None:
-    """Find a voter's TRACKING_CODE in the published RECORD (exit status 1 if it is not there)."""
+    """Find a voter's TRACKING_CODE in the published RECORD (exit status 1 if it is not there).
+
+    Case, spaces, hyphens and full-width forms do not matter; a code typed with I, O, 0 or 1,
+    which no tracking code has, is named as a typo (exit status 2) rather than "not found".
+    """
     try:
         match = lookup_tracking_code(DirectoryRecord(record), tracking_code)
+    except TrackingCodeTypo as typo:
+        click.echo(f"{typo}: the letters are A–Z without I and O, the digits 2–9; please check the code", err=True)
+        sys.exit(2)
     except (ElectionError, OSError) as exc:
         raise click.ClickException(f"the record's chains cannot be read: {exc}") from None
     if match is None:
@@ -183,7 +199,7 @@ def lookup_command(record: Path, tracking_code: str) -> None:
     counted = {"cast": "counted in the tally", "late": "chained late (after the polls closed): counted"}.get(
         entry.kind, "challenged and spoiled: not counted"
     )
-    click.echo(f"{entry.tracking_code}: station {match.station_id}, position {entry.position}, {counted}")
+    click.echo(f"{entry.tracking_code}: station {match.station_id}, batch {entry.batch}, {counted}")
     click.echo(f"ballot hash {entry.ballot_hash.hex()}")
 
 

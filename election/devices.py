@@ -6,9 +6,9 @@ hash from its ballots, because they kept the casting order. Instead a terminal s
 every ballot it sends, how many ballots it has sealed and sent so far (cast and spoiled) and
 ``SHA-256("ps-device-set-v2" ‖ h_1 ‖ … ‖ h_m)`` over their ballot hashes sorted ascending. The
 ledger keeps only the latest statement per device; the final one is published as
-``devices/<device_id>.json``. Whoever holds the record checks that the device's ballots in it
-are exactly ``sealed`` many and hash to ``commitment``: a dropped, added or replaced ballot
-fails, whatever order the ballots were chained in.
+``device_statements/<device_id>.json``. Whoever holds the record checks that the device's
+ballots in it are exactly ``sealed`` many and hash to ``commitment``: a dropped, added or
+replaced ballot fails, whatever order the ballots were chained in.
 
 A flat hash over the sorted set, not a Merkle tree: nobody needs a membership proof for one
 ballot, and the flat form is easy to check by hand.

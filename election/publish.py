@@ -13,7 +13,12 @@ it writes nothing (``election publish`` writes the files). The site has
 - ``tracker.html``: a voter types a tracking code and finds it, in the browser alone. The codes
   are embedded as JavaScript files ``codes/<XY>.js`` (one per first two characters of the code,
   so a browser loads a small part of a national election's codes), each holding a JSON object
-  ``code → [station, position, kind]``, and ``codes/index.js`` lists which of them exist.
+  ``code → [station, batch, kind]``, and ``codes/index.js`` lists which of them exist. The
+  tracker reads what people type exactly as ``election lookup`` does
+  (:func:`election.chain.normalise_tracking_code`), and names I, O, 0 and 1 as typos.
+
+A rehearsal record (manifest ``mode: "rehearsal"``, batches smaller than a real election's)
+says so on every page.
 
 No page loads anything from elsewhere (no CDN, no font, no chart library, no server): it works
 from ``file://`` and offline. The same record gives byte-identical files (nothing is dated), so
@@ -24,7 +29,6 @@ from __future__ import annotations
 
 import html
 import json
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,7 +55,7 @@ CHECK_TITLES_JA = {
     5: "端末一覧が正しい形式である",
     6: "すべての暗号化票が正しい形式で、この選挙のものである",
     7: "すべての暗号化票の端末署名が検証できる",
-    8: "すべての端末の票の連鎖が欠けも途切れもない",
+    8: "すべての端末の最終申告が署名どおりで、その端末の票の数と集合にちょうど一致する",
     9: "票IDとトークンはどれも二度使われていない",
     10: "すべての選択の証明（0か1を暗号化）が検証できる",
     11: "すべての選挙区の証明（上限以下）が検証できる",
@@ -59,8 +63,8 @@ CHECK_TITLES_JA = {
     13: "暗号化集計がちょうど投じられた票の和である",
     14: "復号シェアが定足数以上の管理者からのもので、検証できる",
     15: "公表された結果が集計の復号結果と一致する",
-    16: "各投票所の連鎖が途切れず、台帳の署名付きチェックポイントで終わる",
-    17: "すべての票がちょうど一つの投票所の連鎖にあり、連鎖のすべての票が記録にある",
+    16: "各投票所のハッシュ順の一括の連鎖が途切れず、台帳の署名付きチェックポイントで終わる",
+    17: "すべての票がちょうど一つの投票所の連鎖の一つの一括にあり、連鎖のすべての票が記録にある",
     18: "投じられた票はすべて投票所の名簿が署名したトークンを使い、破棄票はトークンを持たない",
     19: "記録フォルダには文書化されたファイルとフォルダだけがある",
 }
@@ -93,9 +97,14 @@ TEXTS = {
     ),
     "tracker-how": (
         "投票後に表示された追跡コード（16文字）を入力してください。"
-        "大文字・小文字、空白、ハイフン、全角文字はどれでも構いません。",
+        "大文字・小文字、空白、ハイフン、全角文字はどれでも構いません。"
+        "追跡コードには I、O、0、1 は使われません。",
         "Type the 16-character tracking code you were shown after voting. Upper or lower case, spaces, "
-        "hyphens and full-width characters are all fine.",
+        "hyphens and full-width characters are all fine. A tracking code never contains I, O, 0 or 1.",
+    ),
+    "rehearsal": (
+        "リハーサル：これは本番の選挙ではありません。一括の最小票数が本番より小さく設定されています。",
+        "REHEARSAL: this is not a real election; its batches may be smaller than a real election allows.",
     ),
     "noscript": (
         "このページには JavaScript が必要です。記録そのものでは election lookup RECORD CODE で探せます。",
@@ -178,7 +187,7 @@ def _read_stations(source: RecordSource, data: SiteData) -> None:
         for entry in _chain(source, station_id, summary):
             if entry.kind in ("cast", "late", "spoiled"):
                 setattr(summary, entry.kind, getattr(summary, entry.kind) + 1)
-            data.codes[entry.tracking_code] = [station_id, entry.position, entry.kind]
+            data.codes[entry.tracking_code] = [station_id, entry.batch, entry.kind]
         summary.closing = CLOSING_FILE in (source.listing(f"{STATIONS}/{station_id}") or {})
         verified = data.report.stations.get(station_id)
         summary.check_ins = verified.check_ins if verified is not None else None
@@ -250,6 +259,8 @@ def _page(data: SiteData, path: str, body: str, *, scripts: tuple[str, ...] = ()
     current = ' aria-current="page"'
     nav = "".join(f'<li><a href="{p}"{current if p == path else ""}>{bi(ja, en)}</a></li>' for p, ja, en in PAGES)
     status = _status_banner(data.report)
+    if data.manifest is not None and data.manifest.rehearsal:
+        status += f'<div class="status rehearsal" role="note"><p>{say("rehearsal")}</p></div>'
     script_tags = "".join(f'<script src="{_e(s)}"></script>' for s in scripts)
     document = f"""<!DOCTYPE html>
 <html lang="ja">
@@ -495,8 +506,8 @@ def _tracker(data: SiteData) -> bytes:
 <form id="track-form" class="tracker" autocomplete="off">
 <label for="code">{bi("追跡コード", "Tracking code")}</label>
 <input id="code" name="code" type="text" inputmode="text" autocapitalize="characters" spellcheck="false"
- placeholder="ABCD-EFGH-IJKL-MNOP" aria-describedby="code-help">
-<p id="code-help" class="help">{bi("例：", "e.g. ")} <code>X66L-MIWE-74IT-PRJQ</code></p>
+ placeholder="ABCD-EFGH-JKLM-NPQR" aria-describedby="code-help">
+<p id="code-help" class="help">{bi("例：", "e.g. ")} <code>X66L-MJWE-74KT-PRJQ</code></p>
 <button id="find" type="submit">{bi("探す", "Find")}</button>
 </form>
 <div id="answer" class="answer" role="status" aria-live="polite"></div>
@@ -560,14 +571,4 @@ def build_site(
     return render(gather(source, report, workers=workers, progress=progress))
 
 
-def normalise_typed_code(text: str) -> str:
-    """What the tracker page does to what a voter types (the Python twin of ``tracker.js``):
-    NFKC (full-width letters, digits, spaces and hyphens become ASCII), upper case, only
-    letters and digits kept, ``0``/``1``/``8`` (not in the base32 alphabet) read as ``O``/``I``/``B``,
-    then groups of four joined by ``-``."""
-    letters = "".join(ch for ch in unicodedata.normalize("NFKC", text).upper() if ch.isascii() and ch.isalnum())
-    letters = letters.translate(str.maketrans("018", "OIB"))
-    return "-".join(letters[i : i + 4] for i in range(0, len(letters), 4))
-
-
-__all__ = ["SiteData", "build_site", "gather", "normalise_typed_code", "render"]
+__all__ = ["SiteData", "build_site", "gather", "render"]

@@ -6,6 +6,8 @@ Layout (``docs/formats.md`` describes each file)::
     context.json                base hash, trustee ids, quorum, joint public key
     trustees/<trustee_id>.json  each trustee's commitments, proofs and exchange key
     devices.json                each terminal's id and Ed25519 public key
+    device_statements/<device_id>.json  each terminal's final signed device statement:
+                                how many ballots it sealed and a commitment to their set
     ballots/<ballot_id>.json    every cast sealed ballot
     spoiled/<ballot_id>.json    every challenged ballot with its opening
     tally.json                  the encrypted totals
@@ -44,14 +46,16 @@ TRUSTEES = "trustees"
 BALLOTS = "ballots"
 SPOILED = "spoiled"
 DECRYPTION = "decryption"
+DEVICE_STATEMENTS = "device_statements"
+"""Each terminal's final signed device statement, ``<device_id>.json`` (election.devices)."""
 NIST_RESULTS = "results-nist.json"
 MAX_FILE_SIZE = 16 * 1024 * 1024
 """Most bytes of one ``.json`` file of the record (``chain.jsonl`` has its own bound)."""
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 ROOT_FILES = (MANIFEST, CONTEXT, DEVICES, TALLY, RESULTS)
 """The mandatory files at the top of the record."""
 OPTIONAL_ROOT_FILES = (NIST_RESULTS,)
-FOLDERS = (TRUSTEES, BALLOTS, SPOILED, DECRYPTION, STATIONS)
+FOLDERS = (TRUSTEES, BALLOTS, SPOILED, DECRYPTION, DEVICE_STATEMENTS, STATIONS)
 """The mandatory folders (each may be empty, none may be missing)."""
 FILE, FOLDER, OTHER = "file", "folder", "other"
 """Kinds of directory entry in :meth:`RecordSource.listing` (``other``: symlinks, devices…)."""
@@ -146,7 +150,7 @@ class RecordWriter:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        for folder in (TRUSTEES, BALLOTS, SPOILED, DECRYPTION):
+        for folder in (TRUSTEES, BALLOTS, SPOILED, DECRYPTION, DEVICE_STATEMENTS):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, document: Any) -> None:

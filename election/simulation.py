@@ -12,21 +12,34 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, Token, seal_ballot
-from election.chain import ChainEntry, ChainState, Checkpoint, genesis_hash
+from election.ballot import BallotOpening, Choices, DeviceSigner, SealedBallot, Token, seal_ballot
+from election.chain import (
+    CHAIN_VERSION,
+    COUNTED_KINDS,
+    ChainEntry,
+    ChainState,
+    Checkpoint,
+    PoolBallot,
+    genesis_hash,
+    sign_document,
+)
 from election.context import ElectionContext
+from election.devices import DeviceStatement
 from election.encoding import canonical_bytes
+from election.group import Point
 from election.keyceremony import Trustee, TrusteePublic, joint_public_key, run_local_ceremony
 from election.manifest import Manifest
 from election.record import (
     BALLOTS,
     CONTEXT,
     DECRYPTION,
+    DEVICE_STATEMENTS,
     DEVICES,
     MANIFEST,
     RECORD_VERSION,
@@ -36,54 +49,126 @@ from election.record import (
     TRUSTEES,
     RecordWriter,
 )
-from election.stations import CHAIN_FILE, CHECKPOINT_FILE, STATION_FILE, STATIONS, StationKeys, chain_lines
+from election.stations import (
+    CHAIN_FILE,
+    CHECKPOINT_FILE,
+    CLOSING_FILE,
+    STATION_FILE,
+    STATIONS,
+    StationKeys,
+    chain_lines,
+)
 from election.tally import DecryptionShare, Results, TallyAccumulator, decrypt_totals
 from election.tokens import blind, blind_sign, finalize
 
 
 @dataclass
 class Device:
-    signer: DeviceSigner
-    seq: int = 0
-    prev_hash: bytes = GENESIS_HASH
+    """A simulated terminal: it seals ballots and keeps the set of their hashes, as a booth does
+    (a set, not a sequence: record format 2 keeps no casting order)."""
 
-    def seal(self, manifest: Manifest, key, choices) -> tuple[SealedBallot, object]:
-        self.seq += 1
-        ballot, opening = seal_ballot(manifest, key, choices, self.signer, self.seq, self.prev_hash)
-        self.prev_hash = ballot.ballot_hash
+    signer: DeviceSigner
+    sealed: set[bytes] = field(default_factory=set)
+
+    def seal(
+        self, manifest: Manifest, key: Point, choices: Choices, token: Token | None = None
+    ) -> tuple[SealedBallot, BallotOpening]:
+        ballot, opening = seal_ballot(manifest, key, choices, self.signer, token)
+        self.sealed.add(ballot.ballot_hash)
         return ballot, opening
+
+    def statement(self, base_hash: bytes) -> DeviceStatement:
+        """The device's final statement: every ballot it sealed and sent, counted and committed."""
+        return DeviceStatement.make(self.signer, base_hash, self.sealed)
 
 
 class SimulatedStation:
-    """A station's ledger and roll as far as the record sees them: chain, checkpoint, tokens."""
+    """A station's ledger and roll as far as the record sees them: pool, batches, reports, tokens.
 
-    def __init__(self, station_id: str, base_hash: bytes) -> None:
+    Submissions arrive in bursts (a challenged ballot and the voter's cast ballot together, as
+    the booth sends them); the pool is committed as one hash-sorted batch whenever it holds
+    ``batch_min`` ballots, and whatever is left at the final close forms the last batch.
+    """
+
+    def __init__(self, station_id: str, base_hash: bytes, batch_min: int = 1) -> None:
         self.station_id = station_id
         self.base_hash = base_hash
+        self.batch_min = batch_min
         self.ledger_key = Ed25519PrivateKey.generate()
         self.roll_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.chain = ChainState(genesis_hash(base_hash, station_id))
         self.entries: list[ChainEntry] = []
+        self.pool: list[PoolBallot] = []
+        self.check_ins = 0
+        self.closed_position: int | None = None
 
     def issue_token(self) -> Token:
         """Check-in: the terminal blinds a fresh message, the roll signs it blind, the terminal unblinds."""
         message = secrets.token_bytes(32)
         public = self.roll_key.public_key()
         request = blind(public, message)
+        self.check_ins += 1
         return Token(message, finalize(public, message, blind_sign(self.roll_key, request.blinded), request))
 
-    def append(self, ballot: SealedBallot, kind: str) -> None:
-        entry = self.chain.next_entry(ballot.ballot_hash, kind)
-        self.chain.append(entry)
-        self.entries.append(entry)
+    def receive(self, *ballots: tuple[bytes, str]) -> None:
+        """One burst of ``(ballot hash, kind)`` into the pool, committed once it holds ``batch_min``."""
+        self.pool.extend(PoolBallot(ballot_hash, kind) for ballot_hash, kind in ballots)
+        if len(self.pool) >= self.batch_min:
+            self.commit()
 
-    def write(self, out: RecordWriter) -> None:
+    def commit(self) -> None:
+        """Chain the whole pool as the next batch, sorted by ballot hash."""
+        for entry in self.chain.next_batch(self.pool):
+            self.chain.append(entry)
+            self.entries.append(entry)
+        self.pool.clear()
+
+    def close(self) -> None:
+        """The final close: what is left in the pool forms the last (possibly smaller) batch."""
+        if self.pool:
+            self.commit()
+        self.closed_position = self.chain.head.position
+
+    def closing_report(self, devices: dict[bytes, str]) -> dict[str, Any]:
+        """The ledger's closing report body (docs/ledger.md): counts per terminal of the counted
+        ballots, given which device sealed each ballot hash."""
+        if self.closed_position is None:
+            raise ValueError("the polls of this station are not closed")
+        head = self.chain.head
+        terminals: dict[str, int] = {}
+        for entry in self.entries:
+            if entry.kind in COUNTED_KINDS:
+                device_id = devices[entry.ballot_hash]
+                terminals[device_id] = terminals.get(device_id, 0) + 1
+        return {
+            "version": CHAIN_VERSION,
+            "type": "closing_report",
+            "station_id": self.station_id,
+            "base_hash": self.base_hash.hex(),
+            "position": head.position,
+            "head_hash": head.entry_hash.hex(),
+            "terminals": dict(sorted(terminals.items())),
+            "ballots": sum(terminals.values()),
+            "spoiled": sum(1 for entry in self.entries if entry.kind == "spoiled"),
+            "check_ins": self.check_ins,
+            "late": {},
+            "closed_position": self.closed_position,
+            "unreachable": {},
+        }
+
+    def write(self, out: RecordWriter, devices: dict[bytes, str]) -> None:
         folder = f"{STATIONS}/{self.station_id}"
         keys = StationKeys(self.station_id, self.ledger_key.public_key(), self.roll_key.public_key())
         out.write(f"{folder}/{STATION_FILE}", keys.to_json())
         out.write_bytes(f"{folder}/{CHAIN_FILE}", chain_lines(self.entries))
         checkpoint = Checkpoint(self.station_id, self.base_hash, self.chain.head)
         out.write(f"{folder}/{CHECKPOINT_FILE}", checkpoint.sign(self.ledger_key))
+        if self.closed_position is not None:
+            out.write(f"{folder}/{CLOSING_FILE}", sign_document(self.closing_report(devices), self.ledger_key))
+
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``."""
 
 
 @dataclass
@@ -154,6 +239,118 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
+class SimulatedElection:
+    """An election run in memory, then published as a record: ceremony, voters at devices,
+    stations' pools and batches, close, tally, decryption.
+
+    Between :meth:`vote` and :meth:`publish` the state is plain data, so a test can play a
+    dishonest hub or centre (drop, add or replace a ballot everywhere except in the device's own
+    statement) and check that the verifier still notices.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        trustee_count: int = 5,
+        quorum: int = 3,
+        device_count: int = 3,
+        station_count: int = 1,
+        seed: int | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.rng = random.Random(seed)
+        self.quorum = quorum
+        self.trustees, self.publics, self.context = ceremony(manifest, trustee_count, quorum)
+        self.devices = [
+            Device(DeviceSigner(f"terminal-{i + 1}", Ed25519PrivateKey.generate())) for i in range(device_count)
+        ]
+        self.stations = [
+            SimulatedStation(f"station-{i + 1}", manifest.base_hash, manifest.batch_min) for i in range(station_count)
+        ]
+        self.cast: list[SealedBallot] = []
+        self.spoiled: list[tuple[SealedBallot, BallotOpening]] = []
+        self.outcome = SimulationOutcome()
+
+    def station_of(self, device_index: int) -> SimulatedStation:
+        return self.stations[device_index % len(self.stations)]
+
+    def vote(self, voter: int, spoil_rate: float) -> None:
+        """One voter at device ``voter % devices``: check in, maybe challenge a ballot, cast."""
+        device_index = voter % len(self.devices)
+        device, station = self.devices[device_index], self.station_of(device_index)
+        key = self.context.joint_public_key
+        token = station.issue_token()
+        burst: list[tuple[bytes, str]] = []
+        if self.rng.random() < spoil_rate:
+            # The voter challenges: the opening is published and the ballot never counts.
+            challenged = device.seal(self.manifest, key, random_choices(self.manifest, self.rng))
+            self.spoiled.append(challenged)
+            burst.append((challenged[0].ballot_hash, "spoiled"))
+            self.outcome.spoiled += 1
+        choices = random_choices(self.manifest, self.rng)
+        ballot, _ = device.seal(self.manifest, key, choices, token)
+        self.cast.append(ballot)
+        burst.append((ballot.ballot_hash, "cast"))
+        station.receive(*burst)  # the booth sends a challenged ballot and the cast one together
+        self.outcome.cast += 1
+        for contest_id, marked in choices.items():
+            for selection_id in marked:
+                self.outcome.expected[contest_id, selection_id] = (
+                    self.outcome.expected.get((contest_id, selection_id), 0) + 1
+                )
+
+    def close(self) -> None:
+        for station in self.stations:
+            station.close()
+
+    def publish(self, out: RecordWriter, progress: Progress = lambda stage, done, total: None) -> SimulationOutcome:
+        """Write the complete record of what the state now holds; returns what the voters chose."""
+        manifest = self.manifest
+        write_election_package(out, manifest, self.context, self.publics)
+        out.write(
+            DEVICES,
+            {
+                "version": RECORD_VERSION,
+                "devices": [
+                    {
+                        "device_id": d.signer.device_id,
+                        "public_key": d.signer.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
+                    }
+                    for d in self.devices
+                ],
+            },
+        )
+        for device in self.devices:
+            if device.sealed:
+                statement = device.statement(manifest.base_hash)
+                out.write(f"{DEVICE_STATEMENTS}/{statement.device_id}.json", statement.to_json())
+        sealed_by = {ballot.ballot_hash: ballot.device_id for ballot in self.cast}
+        for station in self.stations:
+            station.write(out, sealed_by)
+        for ballot, opening in self.spoiled:
+            out.write(
+                f"{SPOILED}/{ballot.ballot_id.hex()}.json",
+                {"version": RECORD_VERSION, "ballot": ballot.to_json(), "opening": opening.to_json(manifest)},
+            )
+        accumulator = TallyAccumulator(manifest)
+        for ballot in self.cast:
+            out.write(f"{BALLOTS}/{ballot.ballot_id.hex()}.json", ballot.to_json())
+            accumulator.add(ballot)
+        tally = accumulator.result()
+        out.write(TALLY, tally.to_json(manifest))
+        present = self.rng.sample(self.trustees, self.quorum)
+        shares = []
+        for i, trustee in enumerate(present):
+            share = DecryptionShare.compute(trustee, tally)
+            out.write(f"{DECRYPTION}/{trustee.trustee_id}.json", share.to_json(manifest, tally))
+            shares.append(share)
+            progress("trustees decrypting", i + 1, len(present))
+        self.outcome.results = decrypt_totals(tally, shares, self.publics, self.quorum)
+        out.write(RESULTS, self.outcome.results.to_json(manifest))
+        return self.outcome
+
+
 def simulate(
     manifest: Manifest,
     out: RecordWriter,
@@ -165,67 +362,19 @@ def simulate(
     station_count: int = 1,
     spoil_rate: float = 0.05,
     seed: int | None = None,
-    progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
+    progress: Progress = lambda stage, done, total: None,
 ) -> SimulationOutcome:
     """Run the election and write its complete record; returns what the voters chose."""
-    rng = random.Random(seed)
-    trustees, publics, context = ceremony(manifest, trustee_count, quorum)
-    write_election_package(out, manifest, context, publics)
-    devices = [Device(DeviceSigner(f"terminal-{i + 1}", Ed25519PrivateKey.generate())) for i in range(device_count)]
-    out.write(
-        DEVICES,
-        {
-            "version": RECORD_VERSION,
-            "devices": [
-                {
-                    "device_id": d.signer.device_id,
-                    "public_key": d.signer.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
-                }
-                for d in devices
-            ],
-        },
+    election = SimulatedElection(
+        manifest,
+        trustee_count=trustee_count,
+        quorum=quorum,
+        device_count=device_count,
+        station_count=station_count,
+        seed=seed,
     )
-    stations = [SimulatedStation(f"station-{i + 1}", manifest.base_hash) for i in range(station_count)]
-    outcome = SimulationOutcome()
-    accumulator = TallyAccumulator(manifest)
-    key = context.joint_public_key
-    for n in range(ballots):
-        device_index = n % device_count
-        device, station = devices[device_index], stations[device_index % station_count]
-        token = station.issue_token()
-        choices = random_choices(manifest, rng)
-        ballot, opening = device.seal(manifest, key, choices)
-        if rng.random() < spoil_rate:
-            # The voter challenges: the opening is published and the ballot never counts.
-            out.write(
-                f"{SPOILED}/{ballot.ballot_id.hex()}.json",
-                {"version": RECORD_VERSION, "ballot": ballot.to_json(), "opening": opening.to_json(manifest)},
-            )
-            station.append(ballot, "spoiled")
-            outcome.spoiled += 1
-            choices = random_choices(manifest, rng)
-            ballot, opening = device.seal(manifest, key, choices)
-        ballot = ballot.with_token(token, device.signer)
-        device.prev_hash = ballot.ballot_hash
-        station.append(ballot, "cast")
-        out.write(f"{BALLOTS}/{ballot.ballot_id.hex()}.json", ballot.to_json())
-        accumulator.add(ballot)
-        outcome.cast += 1
-        for contest_id, marked in choices.items():
-            for selection_id in marked:
-                outcome.expected[contest_id, selection_id] = outcome.expected.get((contest_id, selection_id), 0) + 1
-        progress("sealing ballots", n + 1, ballots)
-    for station in stations:
-        station.write(out)
-    tally = accumulator.result()
-    out.write(TALLY, tally.to_json(manifest))
-    present = rng.sample(trustees, quorum)
-    shares = []
-    for i, trustee in enumerate(present):
-        share = DecryptionShare.compute(trustee, tally)
-        out.write(f"{DECRYPTION}/{trustee.trustee_id}.json", share.to_json(manifest, tally))
-        shares.append(share)
-        progress("trustees decrypting", i + 1, len(present))
-    outcome.results = decrypt_totals(tally, shares, publics, quorum)
-    out.write(RESULTS, outcome.results.to_json(manifest))
-    return outcome
+    for voter in range(ballots):
+        election.vote(voter, spoil_rate)
+        progress("sealing ballots", voter + 1, ballots)
+    election.close()
+    return election.publish(out, progress)

@@ -3,15 +3,15 @@
     stations/<station_id>/station.json      station id, ledger key (Ed25519), roll key (RSA)
     stations/<station_id>/chain.jsonl       the chain entries, one canonical JSON per line
     stations/<station_id>/checkpoint.json   the ledger's last signed checkpoint
+    stations/<station_id>/closing.json      the ledger's signed closing report (once closed)
 
 The verifier uses them to show that every ballot in the record was accepted by exactly one
-station's ledger, in an unbroken chain its ledger signed, and that every cast ballot spent a
+station's ledger, in an unbroken chain of hash-sorted batches its ledger signed, and that every cast ballot spent a
 token the station's roll signed — without anything that names a voter.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from election.chain import ChainEntry, ballot_reference
+from election.chain import ChainEntry, normalise_tracking_code
 from election.encoding import canonical_bytes, check_version, hex_bytes, parse_json
 from election.errors import FormatError
 from election.ids import check_station_id
@@ -120,33 +120,23 @@ def parse_chain_lines(data: bytes) -> Iterator[ChainEntry]:
 
 @dataclass(frozen=True, slots=True)
 class TrackingMatch:
+    """Where a tracking code's ballot sits: its station and its chain entry (whose ``batch``
+    says which sorted batch holds it; the position within a batch follows the ballot hash)."""
+
     station_id: str
     entry: ChainEntry
 
 
-_MISREAD = str.maketrans({"0": "O", "1": "I", "8": "B"})
-"""0, 1 and 8 never appear in a base32 tracking code; a voter who types one meant O, I or B."""
-
-
-def normalise_tracking_code(code: str) -> str:
-    """Accept what a voter types: any case, with or without dashes and spaces, full-width forms
-    (NFKC folds them to ASCII, as a Japanese IME may type them), 0/1/8 for O/I/B.
-
-    The same rule as the published site's tracker (``election/site``), so a code found there is
-    found by ``election lookup`` and ``gateway lookup`` too.
-    """
-    folded = unicodedata.normalize("NFKC", code).upper()
-    letters = "".join(ch for ch in folded if ch.isascii() and ch.isalnum()).translate(_MISREAD)
-    return "-".join(letters[i : i + 4] for i in range(0, len(letters), 4))
-
-
 def find_tracking_code(chains: Iterator[tuple[str, Iterator[ChainEntry]]], code: str) -> TrackingMatch | None:
-    """The chain entry a voter's tracking code (or the booth's ballot reference) names, searching
-    every station's chain."""
+    """The chain entry a voter's tracking code names, searching every station's chain.
+
+    Raises :class:`election.chain.TrackingCodeTypo` when what was typed holds a character no
+    tracking code has (I, O, 0, 1), so the voter hears about the typo, not "not found".
+    """
     wanted = normalise_tracking_code(code)
     for station_id, entries in chains:
         for entry in entries:
-            if wanted in (entry.tracking_code, ballot_reference(entry.ballot_hash)):
+            if entry.tracking_code == wanted:
                 return TrackingMatch(station_id, entry)
     return None
 

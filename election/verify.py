@@ -3,11 +3,16 @@
 The checks are numbered and listed in :data:`CHECKS` (and in ``docs/verifier.md``). Every
 check runs even when an earlier one failed, as far as the data allows; a check that cannot
 run because what it needs is unreadable fails with that reason. Ballots are streamed: memory
-holds only the running tally and one small entry per ballot for the device chains.
+holds only the running tally and one small entry per ballot (its hash, for chains and statements).
 
 The record's layout is checked too: a stray file or folder inside a folder fails the check
-that owns the folder (``trustees/`` 3, ``ballots/`` and ``spoiled/`` 6, ``decryption/`` 14,
-``stations/`` 16), a stray entry at the top fails check 19. Nothing in a record goes unread.
+that owns the folder (``trustees/`` 3, ``ballots/`` and ``spoiled/`` 6, ``device_statements/``
+8, ``decryption/`` 14, ``stations/`` 16), a stray entry at the top fails check 19. Nothing in a
+record goes unread.
+
+Record format 2 keeps no casting order, so completeness is shown without one: each device's
+signed statement counts and commits to the set of its ballots (check 8), and each station's
+chain is a chain of batches sorted by ballot hash (check 16).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from election.ballot import BALLOT_ID_SIZE, GENESIS_HASH, BallotOpening, SealedBallot, Token
-from election.chain import COUNTED_KINDS, Checkpoint, genesis_hash, verify_chain, verify_document
+from election.ballot import BALLOT_ID_SIZE, BallotOpening, SealedBallot, Token
+from election.chain import COUNTED_KINDS, ChainEntry, Checkpoint, genesis_hash, verify_chain, verify_document
 from election.context import ElectionContext
+from election.devices import DeviceStatement
 from election.encoding import check_version, hex_bytes
 from election.errors import ElectionError, FormatError
 from election.group import G
@@ -33,6 +39,7 @@ from election.record import (
     BALLOTS,
     CONTEXT,
     DECRYPTION,
+    DEVICE_STATEMENTS,
     DEVICES,
     FILE,
     FOLDER,
@@ -77,7 +84,7 @@ CHECKS: tuple[Check, ...] = (
     Check(5, "device list is well-formed"),
     Check(6, "every sealed ballot is well-formed and belongs to this election"),
     Check(7, "every sealed ballot's device signature verifies"),
-    Check(8, "every device chain is complete and unbroken"),
+    Check(8, "every device's final statement verifies and names exactly its ballots: their count and set"),
     Check(9, "no ballot id and no token is used twice"),
     Check(10, "every selection proof (encrypts 0 or 1) verifies"),
     Check(11, "every contest proof (at most its limit) verifies"),
@@ -85,12 +92,14 @@ CHECKS: tuple[Check, ...] = (
     Check(13, "the encrypted tally is the sum of exactly the cast ballots"),
     Check(14, "decryption shares come from at least a quorum of trustees and verify"),
     Check(15, "the published results are what the tally decrypts to"),
-    Check(16, "every station's chain is unbroken and ends at its ledger's signed checkpoint"),
-    Check(17, "every ballot is in exactly one station chain as what it is, and every chain entry's ballot is here"),
+    Check(16, "every station's chain of hash-sorted batches is unbroken and ends at its ledger's signed checkpoint"),
+    Check(
+        17, "every ballot is in exactly one batch of one station's chain, as what it is; every entry's ballot is here"
+    ),
     Check(18, "every cast ballot spends a token its station's roll signed; spoiled ballots carry none"),
     Check(19, "the record folder holds exactly the documented files and folders"),
 )
-FOLDER_OWNERS = {TRUSTEES: 3, BALLOTS: 6, SPOILED: 6, DECRYPTION: 14, STATIONS: 16}
+FOLDER_OWNERS = {TRUSTEES: 3, BALLOTS: 6, SPOILED: 6, DEVICE_STATEMENTS: 8, DECRYPTION: 14, STATIONS: 16}
 """The check that fails for a missing folder or a stray entry inside it."""
 LAYOUT_CHECK = 19
 _TITLES = {check.number: check.title for check in CHECKS}
@@ -162,14 +171,6 @@ class _ChainedBallot:
     found: bool = False
 
 
-@dataclass(slots=True)
-class _DeviceLink:
-    seq: int
-    ballot_hash: bytes
-    prev_hash: bytes
-    where: str
-
-
 def verify_record(
     source: RecordSource, progress: Progress | None = None, *, workers: int = 1, cluster: str | None = None
 ) -> VerificationReport:
@@ -202,8 +203,13 @@ class _Verifier:
         self.roll_keys: dict[str, rsa.RSAPublicKey] = {}
 
     def read(self, number: int, name: str) -> Any:
+        """One file's JSON; None (after failing check ``number``) if missing, unreadable or ``null``
+        (no record file is ``null``: taking it for a missing optional value would skip its checks)."""
         try:
-            return self.source.read(name)
+            data = self.source.read(name)
+            if data is None:
+                raise FormatError("null is not a document of the record")
+            return data
         except FileNotFoundError:
             self.report.fail(number, f"{name} is missing")
         except (FormatError, OSError) as exc:
@@ -261,7 +267,13 @@ class _Verifier:
                 self.report.fail(LAYOUT_CHECK, f"stray {kind} {name!r} at the top of the record")
             elif kind != expected:
                 self.report.fail(LAYOUT_CHECK, f"{name} must be a {expected}, it is a {kind}")
-        named = {TRUSTEES: check_trustee_id, DECRYPTION: check_trustee_id, BALLOTS: _ballot_name, SPOILED: _ballot_name}
+        named = {
+            TRUSTEES: check_trustee_id,
+            DECRYPTION: check_trustee_id,
+            BALLOTS: _ballot_name,
+            SPOILED: _ballot_name,
+            DEVICE_STATEMENTS: check_device_id,
+        }
         for folder, number in FOLDER_OWNERS.items():
             entries = self.source.listing(folder)
             if entries is None:
@@ -369,51 +381,92 @@ class _Verifier:
                 self.report.fail(16, f"{folder}/{STATION_FILE} describes station {keys.station_id}")
                 continue
             self.roll_keys[station_id] = keys.roll_key
+            closing = self.load_closing(folder, station_id, manifest, keys.ledger_key)
+            closed_position = None if closing is None else closing["closed_position"]
             try:
                 data = self.source.read_bytes(f"{folder}/{CHAIN_FILE}", max_size=MAX_CHAIN_FILE)
                 entries = list(parse_chain_lines(data))
-                hashes = verify_chain(genesis_hash(manifest.base_hash, station_id), entries)
             except (ElectionError, OSError) as exc:
                 self.report.fail(16, f"{folder}/{CHAIN_FILE}: {exc}")
                 continue
-            checkpoint = self.load(
-                16, f"{folder}/{CHECKPOINT_FILE}", lambda doc, key=keys.ledger_key: Checkpoint.from_signed(doc, key)
-            )
-            if checkpoint is not None and (
-                checkpoint.station_id != station_id
-                or checkpoint.base_hash != manifest.base_hash
-                or checkpoint.head.position != len(entries)
-                or not checkpoint.matches(genesis_hash(manifest.base_hash, station_id), hashes)
-            ):
-                self.report.fail(16, f"{folder}: the signed checkpoint is not the head of the published chain")
+            try:
+                hashes = verify_chain(
+                    genesis_hash(manifest.base_hash, station_id),
+                    entries,
+                    batch_min=manifest.batch_min,
+                    closed_position=closed_position,
+                )
+            except ElectionError as exc:
+                # The chain's fault is check 16's alone: its readable entries still say which
+                # ballots the station chained, so check 17 is not failed for every one of them.
+                self.report.fail(16, f"{folder}/{CHAIN_FILE}: {exc}")
+                hashes = None
             counts = self.report.stations.setdefault(station_id, StationCounts())
             for entry in entries:
                 setattr(counts, entry.kind, getattr(counts, entry.kind) + 1)
-            self.check_closing(folder, station_id, manifest, keys.ledger_key, entries, hashes, counts)
+            if hashes is not None:
+                self.check_heads(folder, station_id, manifest, keys.ledger_key, entries, hashes, closing, counts)
             for entry in entries:
                 where = f"{folder} entry {entry.position}"
                 if entry.ballot_hash in self.chained:
                     self.report.fail(17, f"{where}: ballot already in {self.chained[entry.ballot_hash].where}")
                 self.chained[entry.ballot_hash] = _ChainedBallot(station_id, entry.kind, where)
 
-    def check_closing(self, folder: str, station_id: str, manifest: Manifest, ledger_key: Ed25519PublicKey,
-                      entries: list[Any], hashes: list[bytes], counts: StationCounts) -> None:  # fmt: skip
-        """The optional signed closing report: it describes this chain, and no more ballots are
-        counted than the roll checked voters in (a voter may check in and not vote: fewer is fine)."""
+    def check_heads(self, folder: str, station_id: str, manifest: Manifest, ledger_key: Ed25519PublicKey,
+                    entries: list[ChainEntry], hashes: list[bytes], closing: dict[str, Any] | None,
+                    counts: StationCounts) -> None:  # fmt: skip
+        """The signed checkpoint is the head of a verified chain; the closing report describes it."""
+        checkpoint = self.load(
+            16, f"{folder}/{CHECKPOINT_FILE}", lambda doc, key=ledger_key: Checkpoint.from_signed(doc, key)
+        )
+        if checkpoint is not None and (
+            checkpoint.station_id != station_id
+            or checkpoint.base_hash != manifest.base_hash
+            or checkpoint.head.position != len(entries)
+            or not checkpoint.matches(genesis_hash(manifest.base_hash, station_id), hashes)
+        ):
+            self.report.fail(16, f"{folder}: the signed checkpoint is not the head of the published chain")
+        if closing is not None:
+            self.check_closing(folder, station_id, manifest, closing, entries, hashes, counts)
+
+    def load_closing(
+        self, folder: str, station_id: str, manifest: Manifest, ledger_key: Ed25519PublicKey
+    ) -> dict[str, Any] | None:
+        """The optional signed closing report's body, if its signature and shape hold (else
+        check 16 fails and the chain is held to ``batch_min`` throughout). Its
+        ``closed_position`` is where the polls closed: only batches ending there or after may
+        hold fewer than ``batch_min`` ballots."""
         name = f"{folder}/{CLOSING_FILE}"
         if CLOSING_FILE not in (self.source.listing(folder) or {}):
-            return
+            return None
         document = self.read(16, name)
         if document is None:
-            return
+            return None
         try:
             body = verify_document(document, ledger_key)
-            position, check_ins = body.get("position"), body.get("check_ins")
             if body.get("type") != "closing_report" or body.get("station_id") != station_id:
                 raise FormatError("not this station's closing report")
             if body.get("base_hash") != manifest.base_hash.hex():
                 raise FormatError("signed for another election")
-            if type(position) is not int or not 0 <= position <= len(entries):
+            position, closed_position = body.get("position"), body.get("closed_position")
+            if type(position) is not int or type(closed_position) is not int or not 0 <= closed_position <= position:
+                raise FormatError("closed_position must be a chain position at or before the report's position")
+            check_ins = body.get("check_ins")
+            if check_ins is not None and (type(check_ins) is not int or check_ins < 0):
+                raise FormatError("check_ins must be a count")
+        except ElectionError as exc:
+            self.report.fail(16, f"{name}: {exc}")
+            return None
+        return body
+
+    def check_closing(self, folder: str, station_id: str, manifest: Manifest, body: dict[str, Any],
+                      entries: list[ChainEntry], hashes: list[bytes], counts: StationCounts) -> None:  # fmt: skip
+        """The closing report describes this chain, and no more ballots are counted than the roll
+        checked voters in (a voter may check in and not vote: fewer is fine)."""
+        name = f"{folder}/{CLOSING_FILE}"
+        position, check_ins = body["position"], body["check_ins"]
+        try:
+            if not position <= len(entries):
                 raise FormatError("its position is not in the chain")
             head = genesis_hash(manifest.base_hash, station_id) if position == 0 else hashes[position - 1]
             if body.get("head_hash") != head.hex():
@@ -421,8 +474,6 @@ class _Verifier:
             counted = sum(1 for entry in entries[:position] if entry.kind in COUNTED_KINDS)
             if body.get("ballots") != counted:
                 raise FormatError(f"it counts {body.get('ballots')} ballots, the chain {counted} up to it")
-            if check_ins is not None and (type(check_ins) is not int or check_ins < 0):
-                raise FormatError("check_ins must be a count")
         except ElectionError as exc:
             self.report.fail(16, f"{name}: {exc}")
             return
@@ -474,26 +525,45 @@ class _Verifier:
             accumulator.merge(partial)
             done += count
             self.progress(done, total)
-        for device_id, device_links in merge.links.items():
-            self.check_device_chain(device_id, device_links)
+        self.check_device_statements(manifest, devices, merge.sealed)
         for chained in self.chained.values():
             if not chained.found:
                 self.report.fail(17, f"{chained.where}: its ballot is missing from the record")
         return accumulator
 
-    def check_device_chain(self, device_id: str, links: list[_DeviceLink]) -> None:
-        links.sort(key=lambda link: link.seq)
-        previous_hash = GENESIS_HASH
-        for expected_seq, link in enumerate(links, start=1):
-            if link.seq != expected_seq:
-                self.report.fail(
-                    8, f"device {device_id}: expected sequence {expected_seq}, found {link.seq} ({link.where})"
-                )
-                return
-            if link.prev_hash != previous_hash:
-                self.report.fail(8, f"device {device_id}: {link.where} does not follow its predecessor")
-                return
-            previous_hash = link.ballot_hash
+    def check_device_statements(
+        self, manifest: Manifest, devices: dict[str, Ed25519PublicKey], sealed: dict[str, list[bytes]]
+    ) -> None:
+        """Check 8: every device's final statement is signed by it and states exactly the set of
+        its ballots in the record (cast and spoiled), so no ballot of a device can be dropped,
+        added or replaced unnoticed, whatever order the ballots were chained in."""
+        stated: set[str] = set()
+        for name in self.source.names(DEVICE_STATEMENTS):
+            where = f"{DEVICE_STATEMENTS}/{name}.json"
+            stated.add(name)  # a malformed statement fails here, not again as a missing one
+            statement = self.load(8, where, DeviceStatement.from_json)
+            if statement is None:
+                continue
+            if statement.device_id != name:
+                self.report.fail(8, f"{where}: holds the statement of device {statement.device_id}")
+                continue
+            if statement.base_hash != manifest.base_hash:
+                self.report.fail(8, f"{where}: made for another election")
+            device_key = devices.get(name)
+            if device_key is None:
+                self.report.fail(8, f"{where}: device {name} is not in devices.json")
+                continue
+            try:
+                statement.verify(device_key)
+            except ElectionError as exc:
+                self.report.fail(8, f"{where}: {exc}")
+                continue
+            found = sealed.get(name, [])
+            if not statement.matches(found):
+                self.report.fail(8, f"{where}: the device sealed {statement.sealed} ballots, the record holds "
+                                    f"{len(found)} of it and not that set")  # fmt: skip
+        for device_id in sorted(set(sealed) - stated):
+            self.report.fail(8, f"device {device_id}: {len(sealed[device_id])} ballots and no device statement")
 
     def check_tally(self, manifest: Manifest, accumulator: TallyAccumulator) -> EncryptedTally | None:
         tally = self.load(13, TALLY, lambda data: EncryptedTally.from_json(data, manifest))
@@ -592,14 +662,11 @@ class _BallotFacts:
     ballot_id: bytes
     ballot_hash: bytes
     device_id: str
-    device_seq: int
-    prev_hash: bytes
     token: Token | None
 
     @classmethod
     def of(cls, ballot: SealedBallot) -> _BallotFacts:
-        return cls(ballot.ballot_id, ballot.ballot_hash, ballot.device_id, ballot.device_seq, ballot.prev_hash,
-                   ballot.token)  # fmt: skip
+        return cls(ballot.ballot_id, ballot.ballot_hash, ballot.device_id, ballot.token)
 
 
 class _Judge:
@@ -681,12 +748,13 @@ class _Judge:
 
 
 class _Merge:
-    """What ties ballots together, checked in the record's order: 8's links, 9, 17 and 18."""
+    """What ties ballots together, checked in the record's order: 8's sets, 9, 17 and 18."""
 
     def __init__(self, verifier: _Verifier, accumulator: TallyAccumulator) -> None:
         self.verifier = verifier
         self.report = verifier.report
-        self.links: dict[str, list[_DeviceLink]] = {}
+        self.sealed: dict[str, list[bytes]] = {}
+        """Each device's ballot hashes in the record, for its statement (check 8)."""
         self.seen_ids: set[bytes] = set()
         self.seen_tokens: set[bytes] = set()
 
@@ -698,9 +766,7 @@ class _Merge:
             return
         self.report.ballots_checked += 1
         where = item.where
-        self.links.setdefault(ballot.device_id, []).append(
-            _DeviceLink(ballot.device_seq, ballot.ballot_hash, ballot.prev_hash, where)
-        )
+        self.sealed.setdefault(ballot.device_id, []).append(ballot.ballot_hash)
         if ballot.ballot_id in self.seen_ids:
             self.report.fail(9, f"{where}: ballot id used twice")
         self.seen_ids.add(ballot.ballot_id)

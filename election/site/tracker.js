@@ -1,7 +1,7 @@
 /* Ballot tracker: finds a tracking code in the codes embedded in this site, in the browser
    alone (no server, works from file://). codes/index.js calls trackingIndex(prefixes, count,
    texts); codes/<XY>.js, loaded when a code starting with XY is looked up, calls
-   trackingShard("XY", {code: [station, position, kind]}). */
+   trackingShard("XY", {code: [station, batch, kind]}). */
 "use strict";
 (function () {
   var prefixes = null;
@@ -23,16 +23,22 @@
     callbacks.forEach(function (callback) { callback(codes); });
   };
 
-  /* What people type: any case, spaces, hyphens, full-width letters and digits (NFKC makes
-     them ASCII); 0, 1 and 8 are not in the base32 alphabet and are read as O, I and B. */
+  /* The same rule as election lookup (election.chain.normalise_tracking_code): any case,
+     spaces, hyphens and dashes, full-width letters and digits (NFKC makes them ASCII). The
+     alphabet ABCDEFGHJKLMNPQRSTUVWXYZ23456789 has no I, O, 0 or 1: typed ones are named as a
+     typo ("typo": those characters, sorted, once each), never guessed at. */
+  var NEVER = "01IO";
   function normalise(text) {
     var letters = text.normalize("NFKC").toUpperCase().replace(/[^A-Z0-9]/g, "");
-    letters = letters.replace(/0/g, "O").replace(/1/g, "I").replace(/8/g, "B");
+    var typo = NEVER.split("").filter(function (ch) { return letters.indexOf(ch) >= 0; }).join("");
     var groups = [];
     for (var i = 0; i < letters.length; i += 4) groups.push(letters.slice(i, i + 4));
-    return { letters: letters, code: groups.join("-") };
+    return { letters: letters, code: typo ? null : groups.join("-"), typo: typo };
   }
-  window.normaliseTrackingCode = function (text) { return normalise(text).code; };
+  window.normaliseTrackingCode = function (text) {
+    var typed = normalise(text);
+    return { code: typed.code, typo: typed.typo };
+  };
 
   function loadShard(prefix) {
     return new Promise(function (resolve) {
@@ -75,13 +81,13 @@
   }
 
   function found(code, where) {
-    var station = where[0], position = where[1], kind = where[2];
+    var station = where[0], batch = where[1], kind = where[2];
     var texts = kindTexts[kind] || { ja: kind, en: kind };
     var list = document.createElement("dl");
     [
       ["追跡コード / Tracking code", code],
       ["投票所 / Station", station],
-      ["連鎖の位置 / Position in the chain", String(position)],
+      ["一括 / Batch", String(batch)],
       ["状態 / Status", texts.ja + " / " + texts.en],
     ].forEach(function (pair) {
       var term = document.createElement("dt");
@@ -97,6 +103,13 @@
     var typed = normalise(text);
     if (!typed.letters) {
       show("empty", "追跡コードを入力してください。", "Please type a tracking code.");
+      return Promise.resolve();
+    }
+    if (typed.typo) {
+      var named = typed.typo.split("").join("、");
+      show("typo", "入力を確かめてください：追跡コードに " + named + " は使われません。",
+           "Please check what you typed: a tracking code never contains " + typed.typo.split("").join(", ") +
+           " (letters A–Z without I and O, digits 2–9).");
       return Promise.resolve();
     }
     if (typed.letters.length !== LENGTH) {

@@ -7,7 +7,7 @@ import copy
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, seal_ballot, selection_statement
+from election.ballot import DeviceSigner, SealedBallot, seal_ballot, selection_statement
 from election.elgamal import encrypt
 from election.errors import FormatError, InvalidPoint, ProofError
 from election.group import G, random_scalar
@@ -20,7 +20,7 @@ SIGNER = DeviceSigner("terminal-1", Ed25519PrivateKey.generate())
 
 
 def sealed(choices=None):
-    return seal_ballot(MANIFEST, KEY, choices or {"contest-1": {"candidate-2"}}, SIGNER, 1, GENESIS_HASH)
+    return seal_ballot(MANIFEST, KEY, choices or {"contest-1": {"candidate-2"}}, SIGNER)
 
 
 def test_sealed_ballot_round_trips_and_verifies() -> None:
@@ -83,13 +83,14 @@ def test_benaloh_challenge_reopens_exactly_the_shown_choices() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda b: b.update(device_seq=0), "device_seq"),
+        (lambda b: b.update(device_seq=1), "unknown fields"),
         (lambda b: b.update(extra="x"), "unknown fields"),
         (lambda b: b.pop("signature"), "missing fields"),
         (lambda b: b["contests"].pop(), "contests"),
         (lambda b: b["contests"][0]["selections"].reverse(), "selection_id"),
-        (lambda b: b["contests"][0]["selections"][0]["ciphertext"].update(alpha="00" * 32), "alpha"),
-        (lambda b: b["contests"][0]["selections"][0]["ciphertext"].update(alpha="01" + "00" * 31), "identity"),
+        (lambda b: b["contests"][0]["selections"][0]["ciphertext"].update(alpha="00" * 32), "alpha: the identity"),
+        # a negative field element (RFC 9496 A.2): not the encoding of any ristretto255 element
+        (lambda b: b["contests"][0]["selections"][0]["ciphertext"].update(alpha="01" + "00" * 31), "canonical"),
         (lambda b: b["contests"][0]["proof"]["challenges"].append("00" * 32), "proof"),
         (lambda b: b["contests"][0]["proof"]["responses"].__setitem__(0, "ff" * 32), "not reduced"),
         (lambda b: b.update(token={"message": "00" * 31, "signature": "00"}), "token.message"),
@@ -104,7 +105,7 @@ def test_malformed_ballots_are_refused_with_a_reason(mutate, message: str) -> No
         SealedBallot.from_json(data, MANIFEST)
 
 
-def test_small_order_point_in_a_ballot_is_refused() -> None:
+def test_an_edwards25519_small_order_point_in_a_ballot_is_refused() -> None:
     ballot, _ = sealed()
     data = ballot.to_json()
     data["contests"][1]["selections"][2]["ciphertext"]["beta"] = (
@@ -117,7 +118,7 @@ def test_small_order_point_in_a_ballot_is_refused() -> None:
 def test_any_change_breaks_the_device_signature() -> None:
     ballot, _ = sealed()
     data = ballot.to_json()
-    data["device_seq"] = 2
+    data["device_id"] = "terminal-2"
     assert not SealedBallot.from_json(data, MANIFEST).signature_valid(SIGNER.public_key)
     other = DeviceSigner("terminal-1", Ed25519PrivateKey.generate())
     assert not ballot.signature_valid(other.public_key)

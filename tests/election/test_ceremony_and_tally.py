@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from election.ballot import GENESIS_HASH, DeviceSigner, seal_ballot
+from election.ballot import DeviceSigner, seal_ballot
 from election.errors import DecryptionError
 from election.group import G
 from election.keyceremony import CeremonyError, EncryptedShare, joint_public_key, run_local_ceremony
@@ -24,10 +24,8 @@ SIGNER = DeviceSigner("terminal-1", Ed25519PrivateKey.generate())
 
 def cast(manifest, key, choices_list):
     accumulator = TallyAccumulator(manifest)
-    previous = GENESIS_HASH
-    for seq, choices in enumerate(choices_list, start=1):
-        ballot, _ = seal_ballot(manifest, key, choices, SIGNER, seq, previous)
-        previous = ballot.ballot_hash
+    for choices in choices_list:
+        ballot, _ = seal_ballot(manifest, key, choices, SIGNER)
         accumulator.add(ballot)
     return accumulator.result()
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from election.ballot import BallotOpening, SealedBallot, Token
 from election.chain import ChainEntry, Checkpoint
 from election.context import ElectionContext
+from election.devices import DeviceStatement
 from election.encoding import canonical_bytes, parse_json
 from election.errors import ElectionError, FormatError
 from election.keyceremony import Trustee, TrusteePublic
@@ -69,6 +70,7 @@ DECODERS: dict[str, tuple[Decoder, bytes]] = {
     "chain entry": (ChainEntry.from_json, CHAIN_LINE),
     "checkpoint": (lambda d: Checkpoint.from_signed(d, LEDGER_KEY), _file("stations/station-1/checkpoint.json")),
     "station": (StationKeys.from_json, _file("stations/station-1/station.json")),
+    "device statement": (DeviceStatement.from_json, _file("device_statements")),
 }
 
 
@@ -236,6 +238,73 @@ def test_decoders_on_mutated_valid_documents(name: str, data: st.DataObject) -> 
     raw = data.draw(mutated(valid))
     decode_bytes(decoder, raw)
     decode_bytes(decoder, raw, canonical=True)
+
+
+# --- record format 2's new decoders: every field, any depth, a hostile value ---------------
+
+V2_DECODERS = ("chain entry", "device statement", "manifest")
+DEEP = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+HOSTILE = st.sampled_from(
+    [True, False, None, -1, HUGE, FLOAT, "\ud800", "a\udfff", "", DEEP, [], {}, {"a": 1}, [1]]
+).map(copy.deepcopy)
+"""Values no field of these documents accepts: booleans for integers, negative or beyond 2^63
+integers, fractions, lone surrogates, the empty string, nesting past 32 levels,
+containers where scalars belong and scalars where containers belong."""
+
+
+@pytest.mark.parametrize("name", V2_DECODERS)
+@FUZZ
+@given(data=st.data())
+def test_v2_decoders_refuse_a_hostile_value_in_any_field(name: str, data: st.DataObject) -> None:
+    decoder, valid = DECODERS[name]
+    document = parse_json(valid)
+    path = data.draw(st.sampled_from([p for p in _paths(document) if p]))
+    parent: Any = document
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = data.draw(HOSTILE)
+    with pytest.raises(ElectionError):
+        decoder(parse_json(_encode(document), max_size=1 << 20))
+
+
+@pytest.mark.parametrize("name", V2_DECODERS)
+def test_v2_decoders_refuse_every_duplicated_field(name: str) -> None:
+    decoder, valid = DECODERS[name]
+    document = parse_json(valid)
+    for field in document:
+        text = _encode(document).decode()
+        entry = json.dumps(field) + ":" + json.dumps(document[field], sort_keys=True, separators=(",", ":"))
+        doubled = text.replace(entry, entry + "," + entry, 1)
+        assert doubled != text, field
+        with pytest.raises(FormatError, match="duplicate"):
+            decoder(parse_json(doubled.encode()))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("sealed", 0), ("sealed", 2**40 + 1), ("sealed", True), ("type", "device_statements"), ("version", 1),
+     ("device_id", "Terminal 1"), ("commitment", "AB" * 32), ("signature", "00" * 63)],
+)  # fmt: skip
+def test_a_device_statement_refuses_each_out_of_bounds_field(field: str, value: Any) -> None:
+    decoder, valid = DECODERS["device statement"]
+    with pytest.raises(FormatError):
+        decoder({**parse_json(valid), field: value})
+
+
+@pytest.mark.parametrize(
+    ("change", "value"),
+    [("batch_min", 0), ("batch_min", True), ("mode", "Production"), ("mode", None), ("version", 1)],
+)
+def test_a_v2_manifest_refuses_each_out_of_bounds_field(change: str, value: Any) -> None:
+    with pytest.raises(ElectionError):
+        Manifest.from_json({**parse_json(DECODERS["manifest"][1]), change: value})
+
+
+def test_a_production_manifest_needs_batches_of_at_least_ten() -> None:
+    valid = parse_json(DECODERS["manifest"][1])
+    assert Manifest.from_json({**valid, "mode": "production", "batch_min": 10}).batch_min == 10
+    with pytest.raises(ElectionError, match="batch_min"):
+        Manifest.from_json({**valid, "mode": "production", "batch_min": 9})
 
 
 @LIGHT

@@ -17,14 +17,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from election.chain import ChainState, Checkpoint, genesis_hash, sign_document
+from election.chain import (
+    TRACKING_ALPHABET,
+    ChainState,
+    Checkpoint,
+    PoolBallot,
+    TrackingCodeTypo,
+    genesis_hash,
+    normalise_tracking_code,
+    sign_document,
+)
 from election.cli import main
 from election.encoding import canonical_bytes
 from election.manifest import Manifest
-from election.publish import SITE_ASSETS, build_site, normalise_typed_code
+from election.publish import SITE_ASSETS, build_site
 from election.record import DirectoryRecord, RecordWriter
 from election.simulation import simulate
-from election.stations import chain_lines, normalise_tracking_code, parse_chain_lines
+from election.stations import chain_lines, parse_chain_lines
 from election.verify import CHECKS
 
 ROOT = Path(__file__).parents[2]
@@ -33,7 +42,9 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
 
 MANIFEST = {
-    "version": 1,
+    "version": 2,
+    "batch_min": 3,
+    "mode": "rehearsal",
     "election_id": "minato-2025",
     "name": {"en": "Minato City Election 2025", "ja": "港区選挙 2025"},
     "contests": [
@@ -180,6 +191,7 @@ def test_stations_page_counts_each_chain(record: Path, site: dict[str, bytes]) -
     assert table[0] == [
         "投票所 Station",
         "投票 Cast",
+        "締切後 Late",
         "集計 Counted",
         "破棄（確認用） Spoiled",
         "受付（名簿） Check-ins (roll)",
@@ -188,7 +200,13 @@ def test_stations_page_counts_each_chain(record: Path, site: dict[str, bytes]) -
     for station, entries in chain_entries(record).items():
         cast = sum(e.kind == "cast" for e in entries)
         spoiled = sum(e.kind == "spoiled" for e in entries)
-        assert rows[station] == [str(cast), str(cast), str(spoiled), "締切報告なし no closing report"]
+        # every simulated voter checked in once and cast once: the closing report's check-ins
+        assert rows[station] == [str(cast), "0", str(cast), str(spoiled), str(cast)]
+
+
+def test_a_rehearsal_says_so_on_every_page(site: dict[str, bytes]) -> None:
+    for name in ("index.html", "results.html", "stations.html", "verification.html", "tracker.html"):
+        assert "REHEARSAL: this is not a real election" in read_page(site, name).text, name
 
 
 def test_verification_page_lists_every_check(site: dict[str, bytes]) -> None:
@@ -213,7 +231,7 @@ def test_tracking_codes_are_embedded_per_prefix(record: Path, site: dict[str, by
             assert all(code.startswith(match.group(1).decode()) for code in shard)
             embedded.update(shard)
     expected = {
-        entry.tracking_code: [station, entry.position, entry.kind]
+        entry.tracking_code: [station, entry.batch, entry.kind]
         for station, entries in chain_entries(record).items()
         for entry in entries
     }
@@ -221,37 +239,65 @@ def test_tracking_codes_are_embedded_per_prefix(record: Path, site: dict[str, by
 
 
 @given(st.text(alphabet=st.characters(codec=None), max_size=200))
-def test_the_normaliser_takes_any_text_and_gives_only_code_symbols(typed: str) -> None:
-    # Lone surrogates, any script, control characters: never an exception, only ASCII capitals
-    # and digits other than 0, 1 and 8 in groups of four, and normalising twice changes nothing.
-    code = normalise_tracking_code(typed)
-    assert all(ch == "-" or (ch.isascii() and (ch.isupper() or ch.isdigit())) for ch in code)
-    assert not set(code) & set("018")
+def test_the_normaliser_takes_any_text_and_gives_a_code_or_names_the_typo(typed: str) -> None:
+    # Lone surrogates, any script, control characters: only a code of the alphabet's symbols in
+    # groups of four (normalising twice changes nothing), or TrackingCodeTypo naming I/O/0/1.
+    try:
+        code = normalise_tracking_code(typed)
+    except TrackingCodeTypo as typo:
+        assert typo.characters and set(typo.characters) <= set("01IO")
+        return
+    assert set(code) <= set(TRACKING_ALPHABET) | {"-"}
     assert normalise_tracking_code(code) == code
 
 
-def test_python_normaliser_agrees_with_election_lookup() -> None:
-    for typed in ("x66l miwe 74it prjq", "X66L-MIWE-74IT-PRJQ", " x66lmiwe74itprjq "):
-        assert normalise_typed_code(typed) == normalise_tracking_code(typed) == "X66L-MIWE-74IT-PRJQ"
-    for typed in ("ｘ６６ｌ－ｍｉｗｅ　７４ｉｔ　ｐｒｊｑ", "x66l-m1we-74it-prjq", "X66L ー MIWE ー 74IT ー PRJQ"):
-        assert normalise_typed_code(typed) == normalise_tracking_code(typed) == "X66L-MIWE-74IT-PRJQ", typed
-    assert normalise_typed_code("a0b1-c8dd") == normalise_tracking_code("a0b1-c8dd") == "AOBI-CBDD"
+def python_answer(typed: str) -> dict[str, str | None]:
+    """What election lookup makes of ``typed``, in the shape the site's tracker.js returns."""
+    try:
+        return {"code": normalise_tracking_code(typed), "typo": ""}
+    except TrackingCodeTypo as typo:
+        return {"code": None, "typo": typo.characters}
+
+
+TYPED = (
+    "x66l mjwe 74kt prjq",
+    "ｘ６６ｌ－ｍｊｗｅ　７４ｋｔ　ｐｒｊｑ",
+    "X66L ー MJWE ー 74KT ー PRJQ",
+    "x66l-m1we-74it-prjq",
+    "a0b1-cOdd",
+    " 22tf‐erqo ",
+    "ĀBC",
+    "ı",
+    "ﬁx",
+)
+"""What voters type: spaces, full-width, the IME's long dash, look-alikes, ligatures, Turkish ı."""
+
+
+def test_the_normaliser_reads_what_people_type() -> None:
+    for typed in TYPED[:3]:
+        assert normalise_tracking_code(typed) == "X66L-MJWE-74KT-PRJQ", typed
+    assert python_answer("x66l-m1we-74it-prjq") == {"code": None, "typo": "1I"}
+    assert python_answer("a0b1-cOdd") == {"code": None, "typo": "01O"}
+    with pytest.raises(TrackingCodeTypo, match="never contains 0, 1, O"):
+        normalise_tracking_code("a0b1-cOdd")
 
 
 def resign_station(record: Path, station: str, late: int, check_ins_extra: int) -> None:
-    """Re-chain ``station`` with its last ``late`` cast ballots as ``late`` under a new ledger key,
-    and add the ledger's signed closing report (what the gateway exports after late ballots)."""
+    """Re-chain ``station`` with ``late`` of its cast ballots as ``late`` (one batch after the
+    close) under a new ledger key, and add the ledger's signed closing report (what the gateway
+    exports after late ballots)."""
     folder = record / "stations" / station
     base_hash = bytes.fromhex(json.loads((record / "context.json").read_bytes())["base_hash"])
     entries = list(parse_chain_lines((folder / "chain.jsonl").read_bytes()))
-    late_at = {e.position for e in entries if e.kind == "cast"}
-    late_at = set(sorted(late_at)[-late:]) if late else set()
+    late_hashes = {e.ballot_hash for e in [e for e in entries if e.kind == "cast"][:late]}
     state = ChainState(genesis_hash(base_hash, station))
     rebuilt = []
-    for entry in entries:
-        new = state.next_entry(entry.ballot_hash, "late" if entry.position in late_at else entry.kind)
-        state.append(new)
-        rebuilt.append(new)
+    before = [PoolBallot(e.ballot_hash, e.kind) for e in entries if e.ballot_hash not in late_hashes]
+    after = [PoolBallot(h, "late") for h in late_hashes]
+    for pool in (before, after):  # the batch committed at the final close, then the late one
+        for entry in state.next_batch(pool) if pool else ():
+            state.append(entry)
+            rebuilt.append(entry)
     key = Ed25519PrivateKey.generate()
     station_json = json.loads((folder / "station.json").read_bytes())
     station_json["ledger_key"] = key.public_key().public_bytes_raw().hex()
@@ -260,7 +306,7 @@ def resign_station(record: Path, station: str, late: int, check_ins_extra: int) 
     (folder / "checkpoint.json").write_bytes(canonical_bytes(Checkpoint(station, base_hash, state.head).sign(key)))
     counted = sum(e.kind in ("cast", "late") for e in rebuilt)
     body = {
-        "version": 1, "type": "closing_report", "station_id": station, "base_hash": base_hash.hex(),
+        "version": 2, "type": "closing_report", "station_id": station, "base_hash": base_hash.hex(),
         "position": state.head.position, "head_hash": state.head.entry_hash.hex(), "terminals": {},
         "ballots": counted, "spoiled": sum(e.kind == "spoiled" for e in rebuilt),
         "check_ins": counted + check_ins_extra, "closed_position": state.head.position - late,
@@ -283,7 +329,7 @@ def test_late_ballots_and_closing_report(record: Path, tmp_path: Path) -> None:
     one = entries["station-1"]
     cast, spoiled = sum(e.kind == "cast" for e in one), sum(e.kind == "spoiled" for e in one)
     assert rows["station-1"] == [str(cast), "2", str(cast + 2), str(spoiled), f"{cast + 3} 差あり differs"]
-    assert rows["station-2"][-1] == "締切報告なし no closing report"
+    assert rows["station-2"][-1] == rows["station-2"][2]  # its own closing report: check-ins = counted
     assert "Late ballots (counted)" in read_page(files, "index.html").text
 
 
@@ -403,7 +449,7 @@ def test_tracker_finds_a_real_code_in_chromium(record: Path, site: dict[str, byt
     find(page, full_width)
     expect(answer).to_have_attribute("data-result", "found")
     expect(answer).to_contain_text("challenged and spoiled: not counted")
-    expect(answer).to_contain_text(str(spoiled.position))
+    expect(answer.locator("dd").nth(2)).to_have_text(str(spoiled.batch))  # the batch that holds it
 
     wrong = "AAAA-AAAA-AAAA-AAAA" if entry.tracking_code != "AAAA-AAAA-AAAA-AAAA" else "BBBB-BBBB-BBBB-BBBB"
     same_shard = entry.tracking_code[:5] + "ZZZZ-ZZZZ-ZZZZ"  # a shard that exists, a code that does not
@@ -415,9 +461,12 @@ def test_tracker_finds_a_real_code_in_chromium(record: Path, site: dict[str, byt
     page.screenshot(path=str(ARTIFACTS / "tracker-not-found.png"), full_page=True)
     find(page, "abcd")
     expect(answer).to_contain_text("a tracking code has 16 letters and digits; you typed 4")
-    # the page and normalise_typed_code read what people type the same way
-    for typed in ("x66l miwe 74it prjq", "ｘ６６ｌ－ｍｉｗｅ　７４ｉｔ　ｐｒｊｑ", "a0b1-c8dd", " 22tf‐erqo ", "ĀBC"):
-        assert page.evaluate("normaliseTrackingCode", typed) == normalise_typed_code(typed), typed
+    find(page, entry.tracking_code.replace("A", "0").replace("B", "I") + "O1")
+    expect(answer).to_have_attribute("data-result", "typo")
+    expect(answer).to_contain_text("a tracking code never contains")
+    # the page and election lookup read what people type the same way (the same typos named)
+    for typed in TYPED:
+        assert page.evaluate("normaliseTrackingCode", typed) == python_answer(typed), typed
 
 
 def test_pages_render_in_chromium(site: dict[str, bytes], failing_record: Path, page: Page, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from election.ballot import BallotOpening, SealedBallot
 from election.chain import ChainEntry
 from election.context import ElectionContext
+from election.devices import DeviceStatement
 from election.encoding import (
     MAX_DEPTH,
     canonical_bytes,
@@ -191,16 +192,19 @@ DECODERS: list[tuple[str, str, Any]] = [
     ("share", "decryption", lambda d: DecryptionShare.from_json(d, MANIFEST)),
     ("results", "results.json", lambda d: Results.from_json(d, MANIFEST)),
     ("station", "stations/station-1/station.json", StationKeys.from_json),
+    ("device statement", "device_statements", DeviceStatement.from_json),
 ]
 BOOLEAN_FOR_INTEGER = [
     ("manifest", ("version",)),
     ("manifest", ("contests", 0, "limit")),
+    ("manifest", ("batch_min",)),
     ("context", ("version",)),
     ("context", ("quorum",)),
     ("trustee", ("version",)),
     ("trustee", ("index",)),
     ("ballot", ("version",)),
-    ("ballot", ("device_seq",)),
+    ("device statement", ("version",)),
+    ("device statement", ("sealed",)),
     ("spoiled opening", ("opening", *SEL, "vote")),
     ("tally", ("version",)),
     ("tally", ("ballot_count",)),
@@ -226,7 +230,7 @@ def test_a_boolean_is_never_an_integer(decoder: str, path: tuple[Any, ...], valu
 def test_chain_entries_and_checkpoints_refuse_booleans() -> None:
     line = (RECORD / "stations/station-1/chain.jsonl").read_bytes().split(b"\n")[0]
     ChainEntry.from_json(parse_json(line))
-    for field in (b'"version":1', b'"position":1'):
+    for field in (b'"version":2', b'"position":1', b'"batch":1'):
         changed = line.replace(field, field[:-1] + b"true") + b"\n"
         with pytest.raises(FormatError):
             list(parse_chain_lines(changed))

@@ -2,13 +2,16 @@
 
 ``docs/test-vectors/`` holds a small real record (made by ``election simulate``) and the
 hashes an outside verifier should get from it (``expected.json``), plus canonical-JSON
-examples (``canonical.json``). These tests recompute every expected value with the project's
+examples (``canonical.json``) and ristretto255 vectors (``ristretto255.json``: RFC 9496's
+small multiples and bad encodings, checked against our group layer, and ElGamal examples).
+These tests recompute every expected value with the project's
 own code: if a change to the encoding, the hashes or the verifier moves any of them, the
 format version must change with it (issue 11: "canonical bytes of existing documents
 unchanged unless the format version changes").
 
-Regenerate ``expected.json`` (only together with a format version change) with
-``.venv/bin/python tests/election/test_vectors.py --write``.
+Regenerate ``expected.json`` and ``ristretto255.json`` (only together with a format version
+change) with ``.venv/bin/python tests/election/test_vectors.py --write``; the record itself is
+made by ``election simulate`` (the command is in ``docs/test-vectors/README.md``).
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ if __name__ == "__main__":  # run as a script to regenerate expected.json
     sys.path.insert(0, str(ROOT))
 
 from election.ballot import SealedBallot, selection_statement  # noqa: E402
-from election.chain import genesis_hash  # noqa: E402
+from election.chain import TRACKING_DOMAIN, batch_sizes, genesis_hash  # noqa: E402
 from election.context import ElectionContext  # noqa: E402
+from election.devices import SET_DOMAIN, DeviceStatement  # noqa: E402
+from election.elgamal import encrypt  # noqa: E402
 from election.encoding import canonical_bytes, hash_value, parse_json, sha256  # noqa: E402
-from election.errors import FormatError  # noqa: E402
-from election.group import ORDER, G, scalar_to_hex  # noqa: E402
+from election.errors import FormatError, InvalidPoint  # noqa: E402
+from election.group import ORDER, G, Point, scalar_to_hex  # noqa: E402
 from election.keyceremony import TrusteePublic, lagrange_coefficient, public_share  # noqa: E402
 from election.manifest import Manifest, sample_manifest  # noqa: E402
 from election.proofs import PROOF_VERSION, RangeProof, challenge_of  # noqa: E402
@@ -41,7 +46,52 @@ from election.verify import CHECKS, verify_record  # noqa: E402
 
 VECTORS = ROOT / "docs" / "test-vectors"
 RECORD = VECTORS / "record"
-FORMAT = "polling-station/test-vectors/v1"
+FORMAT = "polling-station/test-vectors/v2"
+GROUP_FORMAT = "polling-station/ristretto255-vectors/v2"
+
+RFC9496_SMALL_MULTIPLES = (
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76",
+    "6a493210f7499cd17fecb510ae0cea23a110e8d5b901f8acadd3095c73a3b919",
+    "94741f5d5d52755ece4f23f044ee27d5d1ea1e2bd196b462166b16152a9d0259",
+    "da80862773358b466ffadfe0b3293ab3d9fd53c5ea6c955358f568322daf6a57",
+    "e882b131016b52c1d3337080187cf768423efccbb517bb495ab812c4160ff44e",
+    "f64746d3c92b13050ed8d80236a7f0007c3b3f962f5ba793d19a601ebb1df403",
+    "44f53520926ec81fbd5a387845beb7df85a96a24ece18738bdcfa6a7822a176d",
+    "903293d8f2287ebe10e2374dc1a53e0bc887e592699f02d077d5263cdd55601c",
+    "02622ace8f7303a31cafc63f8fc48fdc16e1c8c8d234b2f0d6685282a9076031",
+    "20706fd788b2720a1ed2a5dad4952b01f413bcf0e7564de8cdc816689e2db95f",
+    "bce83f8ba5dd2fa572864c24ba1810f9522bc6004afe95877ac73241cafdab42",
+    "e4549ee16b9aa03099ca208c67adafcafa4c3f3e4e5303de6026e3ca8ff84460",
+    "aa52e000df2e16f55fb1032fc33bc42742dad6bd5a8fc0be0167436c5948501f",
+    "46376b80f409b29dc2b5f6f0c52591990896e5716f41477cd30085ab7f10301e",
+    "e0c418f7c8d9c4cdd7395b93ea124f3ad99021bb681dfc3302a9d99a2e53e64e",
+)
+"""RFC 9496 Appendix A.1: the encodings of 0·B … 15·B (0·B, the identity, is 32 zero bytes)."""
+RFC9496_BAD_ENCODINGS = {
+    "non-canonical field encoding": (
+        "00ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "f3ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ),
+    "negative field element": (
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "ed57ffd8c914fb201471d1c3d245ce3c746fcbe63a3679d51b6a516ebebe0e20",
+        "c34c4e1826e5d403b78e246e88aa051c36ccf0aafebffe137d148a2bf9104562",
+    ),
+    "non-square x^2": (
+        "26948d35ca62e643e26a83177332e6b6afeb9d08e4268b650f1f5bbd8d81d371",
+        "4eac077a713c57b4f4397629a4145982c661f48044dd3f96427d40b147d9742f",
+    ),
+    "negative xy": (
+        "3eb858e78f5a7254d8c9731174a94f76755fd3941c0ac93735c07ba14579630e",
+        "a45fdc55c76448c049a1ab33f17023edfb2be3581e9c7aade8a6125215e04220",
+    ),
+    "s = -1 (y = 0)": ("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",),
+}
+"""RFC 9496 Appendix A.2 (a selection from each group): encodings every decoder must refuse."""
 
 
 def _read(path: Path) -> Any:
@@ -110,29 +160,46 @@ def compute_expected(record: Path) -> dict[str, Any]:
                     "file": f"{folder}/{path.name}",
                     "ballot_id": ballot.ballot_id.hex(),
                     "device_id": ballot.device_id,
-                    "device_seq": ballot.device_seq,
-                    "prev_hash": ballot.prev_hash.hex(),
                     "signed_body_sha256": sha256(canonical_bytes(ballot.body_json())).hex(),
                     "ballot_hash": ballot.ballot_hash.hex(),
                 }
             )
+    devices = {}
+    for path in sorted((record / "device_statements").glob("*.json")):
+        statement = DeviceStatement.from_json(_read(path))
+        hashes = sorted(bytes.fromhex(b["ballot_hash"]) for b in ballots if b["device_id"] == statement.device_id)
+        devices[statement.device_id] = {
+            "sorted_ballot_hashes": [h.hex() for h in hashes],
+            "commitment_input_hex": (SET_DOMAIN + b"".join(hashes)).hex(),
+            "commitment": sha256(SET_DOMAIN + b"".join(hashes)).hex(),
+            "sealed": len(hashes),
+            "signed_body_sha256": sha256(
+                canonical_bytes(DeviceStatement.body(statement.device_id, statement.base_hash, statement.sealed,
+                                                     statement.commitment))
+            ).hex(),
+        }  # fmt: skip
     stations = {}
     for folder in sorted((record / "stations").iterdir()):
         entries = list(parse_chain_lines((folder / "chain.jsonl").read_bytes()))
         checkpoint = _read(folder / "checkpoint.json")
+        closing = _read(folder / "closing.json")
         stations[folder.name] = {
             "genesis_hash": genesis_hash(manifest.base_hash, folder.name).hex(),
             "entries": [
                 {
                     "position": e.position,
+                    "batch": e.batch,
                     "kind": e.kind,
                     "ballot_hash": e.ballot_hash.hex(),
                     "entry_hash": e.entry_hash.hex(),
+                    "tracking_digest": sha256(TRACKING_DOMAIN + e.ballot_hash)[:10].hex(),
                     "tracking_code": e.tracking_code,
                 }
                 for e in entries
             ],
+            "batches": [{"batch": batch, "last_position": end} for batch, end in batch_sizes(entries)],
             "checkpoint": {"position": checkpoint["position"], "head_hash": checkpoint["head_hash"]},
+            "closed_position": closing["closed_position"],
         }
     results = Results.from_json(_read(record / "results.json"), manifest)
     indices = {t.trustee_id: t.index for t in trustees}
@@ -150,6 +217,9 @@ def compute_expected(record: Path) -> dict[str, Any]:
         },
         "files_sha256": files,
         "ballots": ballots,
+        "device_statements": devices,
+        "batch_min": manifest.batch_min,
+        "mode": manifest.mode,
         "stations": stations,
         "results": {f"{c}/{s}": total for (c, s), total in results.totals.items()},
         "range_proof_example": _range_proof_example(record, manifest, context.joint_public_key.hex()),
@@ -205,14 +275,55 @@ def test_refused_examples(example: dict[str, Any]) -> None:
         parse_json(bytes.fromhex(example["input_hex"]), canonical=example.get("canonical", False))
 
 
+def compute_group_vectors() -> dict[str, Any]:
+    """ristretto255 as the record uses it: RFC 9496's vectors through our group layer, scalar
+    multiples, and exponential ElGamal of votes 0 and 1 under a fixed key and nonce."""
+    multiples = [(n * G).hex() for n in range(len(RFC9496_SMALL_MULTIPLES))]
+    key_scalar, nonce = 0x1234567890ABCDEF, 0xFEDCBA0987654321
+    key = key_scalar * G
+    return {
+        "format": GROUP_FORMAT,
+        "order": str(ORDER),
+        "small_multiples": multiples,
+        "bad_encodings": {reason: list(encodings) for reason, encodings in RFC9496_BAD_ENCODINGS.items()},
+        "scalar_multiples": [
+            {"scalar": scalar_to_hex(k), "point": (k * G).hex()} for k in (ORDER - 1, 2**128 + 1, key_scalar)
+        ],
+        "elgamal": {
+            "key": key.hex(),
+            "nonce": scalar_to_hex(nonce),
+            "votes": {str(vote): encrypt(vote, nonce, key).to_json() for vote in (0, 1)},
+        },
+    }
+
+
+def group_vectors() -> dict[str, Any]:
+    return json.loads((VECTORS / "ristretto255.json").read_text(encoding="utf-8"))
+
+
+def test_our_group_gives_rfc_9496s_small_multiples_and_refuses_its_bad_encodings() -> None:
+    assert compute_group_vectors()["small_multiples"] == list(RFC9496_SMALL_MULTIPLES)
+    assert Point.from_bytes(bytes(32), allow_identity=True).is_identity
+    with pytest.raises(InvalidPoint):
+        Point.from_bytes(bytes(32))  # the identity only where a caller allows it
+    for encodings in RFC9496_BAD_ENCODINGS.values():
+        for encoding in encodings:
+            with pytest.raises(InvalidPoint):
+                Point.from_bytes(bytes.fromhex(encoding), allow_identity=True)
+
+
+def test_the_published_group_vectors_are_what_our_code_computes() -> None:
+    assert group_vectors() == compute_group_vectors()
+
+
 def test_golden_hashes_of_documented_documents() -> None:
-    """Pins formats.md's worked examples: these bytes are format version 1."""
+    """Pins formats.md's worked examples: these bytes are format version 2."""
     assert hash_value(sample_manifest(2, 3, 1).to_json()).hex() == GOLDEN["sample_manifest_2_3_1"]
     genesis = genesis_hash(bytes(32), "station-1")
     assert genesis.hex() == GOLDEN["genesis_zero_station_1"]
     from election.chain import ChainEntry
 
-    entry = ChainEntry(1, genesis, bytes(range(32)), "cast")
+    entry = ChainEntry(1, 1, genesis, bytes(range(32)), "cast")
     assert canonical_bytes(entry.to_json()).decode() == GOLDEN["entry_1_json"]
     assert entry.entry_hash.hex() == GOLDEN["entry_1_hash"]
     assert entry.tracking_code == GOLDEN["entry_1_tracking_code"]
@@ -221,21 +332,24 @@ def test_golden_hashes_of_documented_documents() -> None:
 
 
 GOLDEN = {
-    "sample_manifest_2_3_1": "df1454dffc18419b9e35af6fa04de58c6074f242be63f671c0ac4f90d859bc37",
-    "genesis_zero_station_1": "6a636241d24af6c3cbd0d6417455974c547436ca825d1e8fb40aefe8d8dc0ef5",
+    "sample_manifest_2_3_1": "0fe1a0f495b2ca508312ed887ebf78bd77ad6f464d56e62a6bc9504fa2c27d75",
+    "genesis_zero_station_1": "965de1abed4030aa57a633d802a1b2a3c68fb6dd8fe547400fa1996a33291ecc",
     "entry_1_json": (
-        '{"ballot_hash":"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f","kind":"cast",'
-        '"position":1,"prev_hash":"6a636241d24af6c3cbd0d6417455974c547436ca825d1e8fb40aefe8d8dc0ef5","version":1}'
+        '{"ballot_hash":"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f","batch":1,"kind":"cast",'
+        '"position":1,"prev_hash":"965de1abed4030aa57a633d802a1b2a3c68fb6dd8fe547400fa1996a33291ecc","version":2}'
     ),
-    "entry_1_hash": "0ae4720d22af27f8b0322d72c43b335ccf49c4d41e702820d1e97e66aca88016",
-    "entry_1_tracking_code": "BLSH-EDJC-V4T7-RMBS",
+    "entry_1_hash": "ab354bf707539c0eea26d621add6561c117750498ad0478488cec3ab7fbd667d",
+    "entry_1_tracking_code": "P49G-E9SX-8HFF-7DRC",
 }
-"""Computed with the code of format version 1 before issue 11 (commit db64286) and unchanged since."""
+"""Computed with the code of record format 2 (issues 16 and 18) and shown in formats.md."""
 
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: tests/election/test_vectors.py --write   (regenerates docs/test-vectors/expected.json)")
-    text = json.dumps(compute_expected(RECORD), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    (VECTORS / "expected.json").write_text(text, encoding="utf-8")
-    print(f"wrote {VECTORS / 'expected.json'}")
+        sys.exit(
+            "usage: tests/election/test_vectors.py --write   (regenerates docs/test-vectors/*.json but the record)"
+        )
+    for name, vectors in (("expected.json", compute_expected(RECORD)), ("ristretto255.json", compute_group_vectors())):
+        text = json.dumps(vectors, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+        (VECTORS / name).write_text(text, encoding="utf-8")
+        print(f"wrote {VECTORS / name}")

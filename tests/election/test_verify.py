@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -81,7 +82,7 @@ TAMPERING = [
         11,
     ),
     ("device signature", "ballots", lambda d: d.update(signature=flip_hex_bit(d["signature"], 10)), 7),
-    ("device sequence", "ballots", lambda d: d.update(device_seq=d["device_seq"] + 1000), 8),
+    ("device statement count", "device_statements", lambda d: d.update(sealed=d["sealed"] + 1), 8),
     (
         "spoiled opening nonce",
         "spoiled",
@@ -125,12 +126,9 @@ def test_tampering_fails_the_named_check(record_copy: Path, what, target, change
     assert set(expected) & set(report.failed_checks()), (what, report.failed_checks())
 
 
-def test_a_removed_ballot_breaks_the_device_chain_and_the_tally(record_copy: Path) -> None:
-    ballots = sorted((record_copy / "ballots").glob("*.json"), key=lambda p: json.loads(p.read_bytes())["device_seq"])
-    ballots[1].unlink()  # not the device's last ballot
-    failed = verify_record(DirectoryRecord(record_copy)).failed_checks()
-    assert 13 in failed
-    assert 8 in failed
+def test_a_removed_ballot_breaks_the_device_statement_the_chain_and_the_tally(record_copy: Path) -> None:
+    first(record_copy / "ballots").unlink()
+    assert verify_record(DirectoryRecord(record_copy)).failed_checks() == [8, 13, 17]
 
 
 def test_a_spoiled_ballot_counted_as_cast_is_caught(record_copy: Path) -> None:
@@ -245,33 +243,35 @@ def test_cli_finds_a_tracking_code_in_the_record(simulated_record: Path) -> None
     spoiled = next(e for e in entries if e.kind == "spoiled")
     found = run_cli("lookup", str(simulated_record), spoiled.tracking_code.lower().replace("-", " "))
     assert found.returncode == 0
-    assert f"position {spoiled.position}, challenged and spoiled" in found.stdout
+    assert f"station station-1, batch {spoiled.batch}, challenged and spoiled" in found.stdout
     missing = run_cli("lookup", str(simulated_record), "AAAA-AAAA-AAAA-AAAA")
     assert missing.returncode == 1 and "not in this record" in missing.stdout
 
 
-def test_cli_finds_the_ballot_reference_a_booth_shows_before_its_ballot_is_confirmed(simulated_record: Path) -> None:
-    from election.chain import ballot_reference
-    from election.stations import parse_chain_lines
+def test_cli_finds_the_code_a_booth_shows_at_once_from_the_ballot_itself(simulated_record: Path) -> None:
+    from election.chain import tracking_code
+    from election.encoding import sha256
 
-    entry = list(parse_chain_lines(chain_file(simulated_record).read_bytes()))[-1]
-    found = run_cli("lookup", str(simulated_record), ballot_reference(entry.ballot_hash))
+    ballot = first(simulated_record / "ballots")
+    code = tracking_code(sha256(ballot.read_bytes()))  # the booth knows it before any batch exists
+    found = run_cli("lookup", str(simulated_record), code)
     assert found.returncode == 0, found.stdout
-    assert found.stdout.startswith(f"{entry.tracking_code}: station") and f"position {entry.position}" in found.stdout
+    assert found.stdout.startswith(f"{code}: station station-1, batch "), found.stdout
 
 
-def test_cli_finds_a_code_typed_full_width_or_with_digits_for_look_alike_letters(simulated_record: Path) -> None:
+def test_cli_finds_a_code_typed_full_width_and_names_characters_no_code_has(simulated_record: Path) -> None:
     from election.stations import parse_chain_lines
 
-    misread = str.maketrans({"O": "0", "I": "1", "B": "8"})
-    entries = list(parse_chain_lines(chain_file(simulated_record).read_bytes()))
-    entry = max(entries, key=lambda e: sum(e.tracking_code.count(letter) for letter in "OIB"))
-    typed = entry.tracking_code.translate(misread).lower()
-    full_width = "".join(chr(ord(ch) + 0xFEE0) if ch.isalnum() else "　" for ch in typed)
+    entry = next(parse_chain_lines(chain_file(simulated_record).read_bytes()))
+    typed = entry.tracking_code.lower()
+    full_width = "".join(chr(ord(ch) + 0xFEE0) if ch.isalnum() else "ー" for ch in typed)
     for text in (typed, full_width):
         found = run_cli("lookup", str(simulated_record), text)
         assert found.returncode == 0, (text, found.stdout)
         assert found.stdout.startswith(f"{entry.tracking_code}: station"), found.stdout
+    typo = run_cli("lookup", str(simulated_record), "0" + entry.tracking_code[1:-1] + "ｉ")  # full-width i
+    assert typo.returncode == 2, typo.stdout
+    assert "a tracking code never contains 0, I" in typo.stderr and "not in this record" not in typo.stdout
 
 
 # --- issue 11: the verifier accepts nothing that a verifier written from the docs refuses ---
@@ -291,6 +291,8 @@ def failed(record: Path) -> dict[int, list[str]]:
         ("ballots/0123.json.bak", "file", 6),
         ("ballots/sub", "folder", 6),
         ("spoiled/README", "file", 6),
+        ("device_statements/notes.txt", "file", 8),
+        ("device_statements/Terminal 1.json", "file", 8),
         ("trustees/Trustee-9.json", "file", 3),
         ("decryption/old", "folder", 14),
         ("stations/readme.md", "file", 16),
@@ -315,7 +317,9 @@ def test_a_symbolic_link_in_the_record_is_stray(record_copy: Path) -> None:
     assert 6 in failed(record_copy)
 
 
-@pytest.mark.parametrize(("folder", "check"), [("spoiled", 6), ("decryption", 14), ("trustees", 3)])
+@pytest.mark.parametrize(
+    ("folder", "check"), [("spoiled", 6), ("decryption", 14), ("trustees", 3), ("device_statements", 8)]
+)
 def test_mandatory_folders_must_exist(record_copy: Path, folder: str, check: int) -> None:
     shutil.rmtree(record_copy / folder)
     problems = failed(record_copy)
@@ -363,6 +367,7 @@ def test_two_rows_with_the_same_id_up_to_a_trailing_newline_fail(record_copy: Pa
         ("context.json", 2),
         ("trustees", 3),
         ("devices.json", 5),
+        ("device_statements", 8),
         ("ballots", 6),
         ("spoiled", 6),
         ("tally.json", 13),
@@ -375,14 +380,14 @@ def test_two_rows_with_the_same_id_up_to_a_trailing_newline_fail(record_copy: Pa
 def test_version_true_is_refused_in_every_record_file(record_copy: Path, target: str, check: int) -> None:
     path = record_copy / target
     path = first(path) if path.is_dir() else path
-    path.write_bytes(path.read_bytes().replace(b'"version":1', b'"version":true', 1))
+    path.write_bytes(re.sub(rb'"version":[12]([,}])', rb'"version":true\1', path.read_bytes(), count=1))
     problems = failed(record_copy)
     assert check in problems, problems
     assert any("version" in p for p in problems[check])
 
 
 def test_a_chain_line_with_version_true_fails_check_16(record_copy: Path) -> None:
-    lines = chain_file(record_copy).read_bytes().replace(b'"version":1', b'"version":true', 1)
+    lines = chain_file(record_copy).read_bytes().replace(b'"version":2', b'"version":true', 1)
     chain_file(record_copy).write_bytes(lines)
     assert 16 in failed(record_copy)
 

@@ -97,9 +97,10 @@ def variants(document: Any, *, limit: int | None = None) -> Iterator[tuple[str, 
 
 
 def root_variants(document: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """The classic attacks on a document's head: version true/2/"1"/null, type changed, not an object."""
+    """The classic attacks on a document's head: version true/another/"1"/null, type changed, not an object."""
     if "version" in document:
-        for bad in (True, 2, "1", None, 0, HUGE):
+        other = 2 if document["version"] == 1 else 1  # the other format version
+        for bad in (True, other, str(document["version"]), None, 0, HUGE):
             yield f"version = {bad!r:.20}", {**document, "version": bad}
     if "type" in document:
         yield "type changed", {**document, "type": str(document["type"]) + "x"}
