@@ -1,12 +1,13 @@
 """Central ingest throughput and tally time (real Mosquitto over TLS on loopback, SQLite store).
 
 Two stations' ledgers are filled with N sealed ballots in total (each with a roll-signed
-token); their forwarders send them to the central office, whose workers check everything
-(chain, device signature, proofs, token signature, device chains, token reuse) and commit.
+token), chained in hash-sorted batches of ``--batch`` (record format 2); their forwarders send
+them to the central office, whose workers check everything (chain links and hash order within
+each batch, device signature, proofs, token signature, token and ballot reuse) and commit.
 Prints ballots/s ingested and verified with one and with two workers, then the time to export
 the record, tally it homomorphically and decrypt the totals with a quorum of trustees.
 
-Usage: .venv/bin/python benchmarks/bench_gateway.py [--ballots N]
+Usage: .venv/bin/python benchmarks/bench_gateway.py [--ballots N] [--batch K]
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from demo.linking import link_station
-from election.ballot import GENESIS_HASH, DeviceSigner, Token, seal_ballot
-from election.chain import ChainState
+from election.ballot import DeviceSigner, Token, seal_ballot
+from election.chain import ChainState, PoolBallot
+from election.devices import DeviceStatement
 from election.encoding import canonical_bytes
 from election.manifest import sample_manifest
 from election.record import RecordWriter
@@ -31,32 +33,40 @@ from election.simulation import ceremony, write_election_package
 from gateway.central import Central, init_central
 from gateway.harness import CentralOffice, export_and_tally, start_forwarder, station_states
 from infra.broker import free_port
-from station_hub.ledger import Accepted
+from station_hub.ledger import BatchEntry, Held
 from station_hub.ledger_store import LedgerStore
 from station_hub.station import Station, init_station
 
 STATIONS = {"bench-a": ["ta1", "ta2"], "bench-b": ["tb1", "tb2"]}
 
 
-def fill_ledger(station: Station, count: int) -> None:
-    """Write ``count`` accepted ballots straight into the station's ledger database."""
+def fill_ledger(station: Station, count: int, batch: int) -> None:
+    """Write ``count`` ballots straight into the station's ledger database, as its ledger holds
+    them in its pool and commits them in sorted batches of ``batch`` (with each terminal's
+    latest device statement)."""
     election, roll_key = station.election(), station.token_private_key()
+    base_hash = election.manifest.base_hash
     pss = padding.PSS(padding.MGF1(hashes.SHA384()), 48)
     chain = ChainState(station.genesis)
-    devices = {t: [DeviceSigner(t, station.signing_key(t)), 0, GENESIS_HASH] for t in station.terminals}
-    accepted = []
+    signers = {t: DeviceSigner(t, station.signing_key(t)) for t in station.terminals}
+    sent: dict[str, list[bytes]] = {t: [] for t in station.terminals}
+    store = LedgerStore(station.ledger_db)
+    pool: list[Held] = []
     for n in range(count):
-        device = devices[station.terminals[n % len(station.terminals)]]
+        signer = signers[station.terminals[n % len(station.terminals)]]
         message = secrets.token_bytes(32)
         token = Token(message, roll_key.sign(message, pss, hashes.SHA384()))
-        device[1] += 1
         ballot, _ = seal_ballot(election.manifest, election.context.joint_public_key,
-                                {"contest-1": {"candidate-1"}}, device[0], device[1], device[2], token)  # fmt: skip
-        device[2] = ballot.ballot_hash
-        entry = chain.next_entry(ballot.ballot_hash)
-        accepted.append(Accepted(entry, chain.append(entry), ballot, canonical_bytes(ballot.to_json())))
-    store = LedgerStore(station.ledger_db)
-    store.append(accepted)
+                                {"contest-1": {"candidate-1"}}, signer, token)  # fmt: skip
+        sent[signer.device_id].append(ballot.ballot_hash)
+        statement = DeviceStatement.make(signer, base_hash, sent[signer.device_id])  # as the terminal sends it
+        pool.append(Held(ballot, "cast", canonical_bytes(ballot.to_json()), statement))
+        if len(pool) == batch or n == count - 1:
+            store.hold(pool)
+            devices = {held.ballot.ballot_hash: held.ballot.device_id for held in pool}
+            entries = chain.next_batch(PoolBallot(ballot_hash, "cast") for ballot_hash in devices)
+            store.commit_batch([BatchEntry(e, chain.append(e), devices[e.ballot_hash]) for e in entries])
+            pool = []
     store.close()
 
 
@@ -83,6 +93,7 @@ def ingest(root: Path, package: Path, stations: list[Path], total: int, workers:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ballots", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=20, help="ballots per sorted batch of the ledgers")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     try:
@@ -98,7 +109,7 @@ def main() -> None:
         station_dirs = []
         for station_id, terminals in STATIONS.items():
             station = init_station(root / station_id, station_id, package, terminals, ["op"], port=free_port())
-            fill_ledger(station, args.ballots // len(STATIONS))
+            fill_ledger(station, args.ballots // len(STATIONS), args.batch)
             station_dirs.append(station.directory)
         total = args.ballots // len(STATIONS) * len(STATIONS)
         print(f"{total} ballots (2 contests × 3 candidates) from {len(STATIONS)} stations, proofs checked")

@@ -128,7 +128,7 @@ class Central(CertificateDirectory):
         return load_election_package(self.election_dir)
 
     def store(self, database: str | None = None) -> Store:
-        return Store(database or self.database_target, self.election().manifest.base_hash)
+        return Store(database or self.database_target, self.election().manifest)
 
     def issue(self, name: str, role: Role, *, hostnames: tuple[str, ...] = ()) -> None:
         """A certificate and key from the central CA (Ed25519 for clients, P-256 for the broker)."""

@@ -1,7 +1,7 @@
 """The central office's judgement of a station's forwarded chain, free of I/O.
 
-Two phases, so the expensive part runs outside any database transaction and in parallel
-across gateway workers:
+Two phases per batch, so the expensive part runs outside any database transaction and in
+parallel across gateway workers, and an audit once the polls are closed:
 
 1. :func:`prevalidate` — everything that needs no stored state: the ballot's bytes hash to
    the entry's ``ballot_hash``, the ballot follows the manifest, its device is one of this
@@ -10,10 +10,15 @@ across gateway workers:
    opening reproduces it; each signed statement (checkpoint, zero and closing report)
    verifies under the station's ledger key and names this station and election.
 2. :meth:`StationJudge.apply` — against a :class:`StationSnapshot` the store read inside its
-   transaction: chain continuity from the stored head (a resend is a no-op, a different entry
-   at a held position is a FORK, an entry beyond head+1 is a GAP), each device's own chain,
-   token and ballot reuse across every station, and whether the signed statements describe
-   the chain the centre holds.
+   transaction: chain continuity from the stored head with :class:`~election.chain.ChainState`
+   (links, batch numbers, ballot-hash order within a batch; a resend is a no-op, a different
+   entry at a held position is a FORK, an entry beyond head+1 is a GAP), token and ballot reuse
+   across every station, whether the signed statements describe the chain the centre holds, and
+   which device statement to keep (the one with the largest ``sealed``).
+3. After the final close (:func:`device_problems`, :func:`batch_rule_problem`), against the whole
+   station as stored: each device's ballots held are exactly the set its final statement signs
+   (record format 2 has no device chain: this is what catches a dropped, added or replaced
+   ballot), and every batch before the close holds at least the manifest's ``batch_min``.
 
 An entry failing a check never joins the chain; it is kept as evidence in an
 :class:`Incident` naming its station and position, and the station's head stays where it was,
@@ -24,15 +29,16 @@ it) and is flagged for the officials — the exported record then fails verifier
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from election import tokens
-from election.ballot import GENESIS_HASH, BallotOpening, SealedBallot
-from election.chain import COUNTED_KINDS, ChainEntry, ChainHead, tracking_code, verify_document
+from election.ballot import BallotOpening, SealedBallot
+from election.chain import COUNTED_KINDS, ChainEntry, ChainError, ChainHead, ChainState, verify_chain, verify_document
+from election.devices import DeviceStatement
 from election.encoding import canonical_bytes, sha256
 from election.errors import ElectionError, FormatError
 from election.group import Point
@@ -44,14 +50,19 @@ from protocol.forwarding import Batch, ForwardedEntry, check_statement
 INCIDENT_KINDS = (
     "gap",  # an entry arrived beyond head+1: the positions between are missing (so far)
     "fork",  # a different entry at a position the centre already holds, or a signed head that disagrees
-    "invalid",  # an entry failed a check (altered, inserted, unsigned, bad proof, ...): not chained
+    "invalid",  # an entry or a device statement failed a check (altered, inserted, unsigned, ...): not kept
     "token_reused",  # a cast ballot's token was already spent (at this or another station)
     "ballot_reused",  # the same ballot hash is chained twice
     "unknown_station",  # a message from a station that is not registered
     "malformed",  # a message that is not the protocol
     "count_mismatch",  # the closing report's ballots differ from the roll's check-ins
     "late",  # a cast ballot chained after the final close (token issued before it): counted, flagged
+    "device_mismatch",  # after the close, a device's ballots held are not the set its statement signs (or none)
+    "batch_rule",  # before the close a batch holds fewer than batch_min, or the close is not a batch end
 )
+RESOLVABLE_DEVICE_KIND = "device_mismatch"
+"""Judged afresh at every audit: open until the device's ballots and its latest statement agree
+(a late ballot arrives a message before the statement that covers it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +115,6 @@ class CheckedEntry:
     ballot_bytes: bytes
     opening_bytes: bytes | None
 
-    @property
-    def tracking_code(self) -> str:
-        return tracking_code(self.entry_hash)
-
 
 @dataclass(frozen=True, slots=True)
 class Statement:
@@ -118,6 +125,8 @@ class Statement:
     document: bytes
     check_ins: int | None = None
     ballots: int | None = None
+    closed_position: int | None = None
+    """A closing report's position of the final close (where the last full-size batch may end)."""
 
     @property
     def digest(self) -> bytes:
@@ -128,6 +137,8 @@ class Statement:
 class Prevalidated:
     entries: list[CheckedEntry] = field(default_factory=list)
     statements: list[Statement] = field(default_factory=list)
+    devices: list[DeviceStatement] = field(default_factory=list)
+    """Device statements whose signature verified under a registered terminal of the station."""
     incidents: list[Incident] = field(default_factory=list)
     rejected_positions: set[int] = field(default_factory=set)
 
@@ -195,9 +206,31 @@ def _statement(profile: StationProfile, election: ElectionKeys, document: Any) -
     if body["base_hash"] != election.manifest.base_hash.hex():
         raise ElectionError("signed for another election")
     head = ChainHead(body["position"], bytes.fromhex(body["head_hash"]))
-    check_ins = body.get("check_ins")
-    ballots = body.get("ballots")
-    return Statement(body["type"], head, canonical_bytes(document), check_ins, ballots)
+    return Statement(
+        body["type"],
+        head,
+        canonical_bytes(document),
+        body.get("check_ins"),
+        body.get("ballots"),
+        body.get("closed_position"),
+    )
+
+
+def _device_statement_problem(
+    profile: StationProfile, election: ElectionKeys, statement: DeviceStatement
+) -> str | None:
+    """Why a device statement cannot be kept, or None: it must be signed by a registered terminal
+    of this station, for this election."""
+    key = profile.devices.get(statement.device_id)
+    if key is None:
+        return f"device {statement.device_id} is not a registered terminal of this station"
+    if statement.base_hash != election.manifest.base_hash:
+        return f"the statement of device {statement.device_id} belongs to another election"
+    try:
+        statement.verify(key)
+    except ElectionError:
+        return f"the statement of device {statement.device_id} is not signed by that device"
+    return None
 
 
 def prevalidate(profile: StationProfile, election: ElectionKeys, batch: Batch) -> Prevalidated:
@@ -222,6 +255,17 @@ def prevalidate(profile: StationProfile, election: ElectionKeys, batch: Batch) -
             result.incidents.append(
                 Incident(station, None, "invalid", f"signed statement refused: {error}", _evidence(document))
             )
+    for statement in batch.devices:
+        refused = _device_statement_problem(profile, election, statement)
+        if refused is None:
+            result.devices.append(statement)
+        else:
+            evidence = canonical_bytes(statement.to_json())
+            result.incidents.append(
+                Incident(
+                    station, None, "invalid", f"device statement refused: {refused}", evidence, Reason.BAD_STATEMENT
+                )
+            )
     return result
 
 
@@ -234,22 +278,34 @@ def _evidence(value: Any) -> bytes:
         return repr(item).encode("utf-8", "backslashreplace")[:65536]
 
 
+Place = tuple[str, int]
+"""Where something is chained: station id and position."""
+
+
+def _place(place: Place) -> str:
+    return f"station {place[0]} position {place[1]}"
+
+
 @dataclass(slots=True)
 class StationSnapshot:
     """What the store read, inside its transaction, for one batch of one station."""
 
     head: ChainHead
-    state: str
-    known_hashes: dict[int, bytes]
+    """The stored head, with the batch it ends (the next entry continues it or starts the next)."""
+    state: str = "ok"
+    known_hashes: dict[int, bytes] = field(default_factory=dict)
     """Entry hash at every held position the batch or a statement mentions."""
-    device_heads: dict[str, tuple[int, bytes]]
-    """Sequence and ballot hash of the last chained ballot of each device in the batch."""
-    token_owners: dict[bytes, str]
-    ballot_owners: dict[bytes, str]
-    pending: list[Statement]
+    token_owners: dict[bytes, Place] = field(default_factory=dict)
+    ballot_owners: dict[bytes, Place] = field(default_factory=dict)
+    ballot_id_owners: dict[bytes, Place] = field(default_factory=dict)
+    """Where each token, ballot hash and ballot id of the batch is already chained (any station)."""
+    pending: list[Statement] = field(default_factory=list)
     """Statements stored earlier whose position the chain had not reached yet."""
-    ballot_id_owners: dict[bytes, str] = field(default_factory=dict)
-    """Where each ballot id of the batch is already chained (at any station)."""
+    last_ballot: bytes | None = None
+    """The ballot hash of the head entry: a batch may span forwarding messages, and the next
+    entry of the same batch must sort after it."""
+    device_statements: dict[str, DeviceStatement] = field(default_factory=dict)
+    """The statement kept so far of each device whose statement the batch carries."""
 
 
 @dataclass(slots=True)
@@ -259,7 +315,8 @@ class Applied:
     head: ChainHead
     state: str
     entries: list[CheckedEntry] = field(default_factory=list)
-    device_heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    devices: list[DeviceStatement] = field(default_factory=list)
+    """Device statements that replace the one kept (a larger ``sealed``): overwritten in place."""
     incidents: list[Incident] = field(default_factory=list)
     verified: list[Statement] = field(default_factory=list)
     pending: list[Statement] = field(default_factory=list)
@@ -269,6 +326,8 @@ class Applied:
     resolved_mismatches_below: int = 0
     """A verified closing report whose ballots equal the check-ins accounts for the count
     mismatches of earlier closing reports (the late ballots that arrived since)."""
+    audit: list[Incident] = field(default_factory=list)
+    """What the after-close audit found (the store runs it after writing the rest)."""
 
 
 def snapshot_positions(head: ChainHead, prevalidated: Prevalidated, pending: Iterable[Statement]) -> set[int]:
@@ -287,115 +346,131 @@ class StationJudge:
 
     def apply(self, snapshot: StationSnapshot, checked: Prevalidated) -> Applied:
         out = Applied(snapshot.head, snapshot.state)
+        chain = ChainState(self.genesis, snapshot.head, snapshot.last_ballot)
         hashes = dict(snapshot.known_hashes)
         hashes[0] = self.genesis
         tokens_seen = dict(snapshot.token_owners)
         ballots_seen = dict(snapshot.ballot_owners)
         ids_seen = dict(snapshot.ballot_id_owners)
-        device_heads = dict(snapshot.device_heads)
+        rejected = set(checked.rejected_positions)
         gap_reported = False
         for item in sorted(checked.entries, key=lambda e: e.entry.position):
             position = item.entry.position
-            if position <= out.head.position:
+            if position <= chain.head.position:
                 if hashes.get(position) != item.entry_hash:
                     self._fork(out, position, "a different entry than the one held at this position", item)
                 continue
-            if position > out.head.position + 1:
-                missing = out.head.position + 1
-                if not gap_reported and missing not in checked.rejected_positions:
-                    out.incidents.append(
-                        Incident(
-                            self.station_id,
-                            missing,
-                            "gap",
-                            f"entries from position {missing} are missing; received position {position}",
-                        )
-                    )
+            if position > chain.head.position + 1:
+                missing = chain.head.position + 1
+                if not gap_reported and missing not in rejected:
+                    detail = f"entries from position {missing} are missing; received position {position}"
+                    out.incidents.append(Incident(self.station_id, missing, "gap", detail))
                 gap_reported = True
                 continue
-            if item.entry.prev_hash != out.head.entry_hash:
-                out.incidents.append(
-                    Incident(
-                        self.station_id,
-                        position,
-                        "invalid",
-                        "the entry does not link to the previous entry's hash (inserted or reordered?)",
-                        item.ballot_bytes,
-                    )
-                )
+            refusal = self._chain_refusal(chain, item, ballots_seen.get(item.entry.ballot_hash))
+            if refusal is not None:
+                out.incidents.append(refusal)
+                rejected.add(position)
                 continue
-            ballot = item.ballot
-            last_seq, last_hash = device_heads.get(ballot.device_id, (0, GENESIS_HASH))
-            if ballot.device_seq != last_seq + 1 or ballot.prev_hash != last_hash:
-                out.incidents.append(
-                    Incident(
-                        self.station_id,
-                        position,
-                        "invalid",
-                        f"device {ballot.device_id}: sequence {ballot.device_seq} does not follow "
-                        f"its last chained ballot {last_seq} (dropped or replayed ballot)",
-                        item.ballot_bytes,
-                        Reason.DEVICE_CHAIN,
-                    )
-                )
-                continue
-            where = f"station {self.station_id} position {position}"
-            if ballot.ballot_hash in ballots_seen:
-                out.incidents.append(
-                    Incident(
-                        self.station_id,
-                        position,
-                        "ballot_reused",
-                        f"the same ballot is already chained at {ballots_seen[ballot.ballot_hash]}",
-                        reason=Reason.DUPLICATE_BALLOT_ID,
-                    )
-                )
-            elif ballot.ballot_id in ids_seen:
-                # A copy (same id, ciphertexts and proofs) re-signed with another token: the
-                # ledger refuses it (duplicate_ballot_id); chained here, it is flagged.
-                out.incidents.append(
-                    Incident(
-                        self.station_id,
-                        position,
-                        "ballot_reused",
-                        f"ballot id {ballot.ballot_id.hex()} is already chained at {ids_seen[ballot.ballot_id]}",
-                        reason=Reason.DUPLICATE_BALLOT_ID,
-                    )
-                )
-            if ballot.token is not None:
-                owner = tokens_seen.get(ballot.token.message)
-                if owner is not None:
-                    out.incidents.append(
-                        Incident(
-                            self.station_id,
-                            position,
-                            "token_reused",
-                            f"token {ballot.token.message.hex()[:16]}… already spent at {owner}",
-                            reason=Reason.TOKEN_USED,
-                        )
-                    )
-                tokens_seen[ballot.token.message] = where
-            ballots_seen[ballot.ballot_hash] = where
-            ids_seen.setdefault(ballot.ballot_id, where)
-            device_heads[ballot.device_id] = (ballot.device_seq, ballot.ballot_hash)
-            out.device_heads[ballot.device_id] = (ballot.device_seq, ballot.ballot_hash)
+            self._flag_reuse(out, item, tokens_seen, ballots_seen, ids_seen)
             if item.entry.kind == "late":
                 out.incidents.append(
                     Incident(
                         self.station_id,
                         position,
                         "late",
-                        f"a ballot of terminal {ballot.device_id} chained after the polls closed (its token was "
-                        "issued before the close): counted, see docs/operations.md §7",
+                        f"a ballot of terminal {item.ballot.device_id} chained after the polls closed (its token "
+                        "was issued before the close): counted, see docs/operations.md §7",
                     )
                 )
             out.entries.append(item)
-            out.head = ChainHead(position, item.entry_hash)
             hashes[position] = item.entry_hash
+        out.head = chain.head
         out.resolved_gaps_below = out.head.position + 1
         for statement in [*snapshot.pending, *checked.statements]:
             self._judge_statement(out, statement, hashes)
+        for statement in checked.devices:
+            self._keep_device_statement(out, statement, snapshot.device_statements.get(statement.device_id))
         return out
+
+    def _chain_refusal(self, chain: ChainState, item: CheckedEntry, chained_at: Place | None) -> Incident | None:
+        """Why an entry cannot extend this station's chain (None: it did): the links, batch
+        numbers and ballot-hash order within a batch (:class:`ChainState`), and no ballot twice
+        in one chain. Such an entry was inserted, replayed or moved on the way, or a hub broke
+        the chain's rules; it is never chained, so the head stays for an honest resend."""
+        position = item.entry.position
+        if chained_at is not None and chained_at[0] == self.station_id:
+            detail = f"the ballot is already chained at position {chained_at[1]} of this station (replayed?)"
+            return Incident(self.station_id, position, "invalid", detail, item.ballot_bytes, Reason.DUPLICATE_BALLOT_ID)
+        try:
+            chain.append(item.entry)
+        except ChainError as error:
+            return Incident(self.station_id, position, "invalid", str(error), item.ballot_bytes)
+        return None
+
+    def _flag_reuse(
+        self,
+        out: Applied,
+        item: CheckedEntry,
+        tokens_seen: dict[bytes, Place],
+        ballots_seen: dict[bytes, Place],
+        ids_seen: dict[bytes, Place],
+    ) -> None:
+        """A ballot (chained at another station), ballot id or token already chained joins all
+        the same (the ledger signed it; dropping it would hide it) and is flagged for the
+        officials."""
+        position, ballot = item.entry.position, item.ballot
+        where = (self.station_id, position)
+        if ballot.ballot_hash in ballots_seen:
+            out.incidents.append(
+                Incident(
+                    self.station_id,
+                    position,
+                    "ballot_reused",
+                    f"the same ballot is already chained at {_place(ballots_seen[ballot.ballot_hash])}",
+                    reason=Reason.DUPLICATE_BALLOT_ID,
+                )
+            )
+        elif ballot.ballot_id in ids_seen:
+            # A copy (same id, ciphertexts and proofs) re-signed with another token: the
+            # ledger refuses it (duplicate_ballot_id); chained here, it is flagged.
+            out.incidents.append(
+                Incident(
+                    self.station_id,
+                    position,
+                    "ballot_reused",
+                    f"ballot id {ballot.ballot_id.hex()} is already chained at {_place(ids_seen[ballot.ballot_id])}",
+                    reason=Reason.DUPLICATE_BALLOT_ID,
+                )
+            )
+        if ballot.token is not None:
+            owner = tokens_seen.get(ballot.token.message)
+            if owner is not None:
+                out.incidents.append(
+                    Incident(
+                        self.station_id,
+                        position,
+                        "token_reused",
+                        f"token {ballot.token.message.hex()[:16]}… already spent at {_place(owner)}",
+                        reason=Reason.TOKEN_USED,
+                    )
+                )
+            tokens_seen[ballot.token.message] = where
+        ballots_seen[ballot.ballot_hash] = where
+        ids_seen.setdefault(ballot.ballot_id, where)
+
+    def _keep_device_statement(self, out: Applied, statement: DeviceStatement, kept: DeviceStatement | None) -> None:
+        """Keep the statement with the largest ``sealed`` (a device's set only grows; an older one
+        resent changes nothing). Two different sets of one size cannot both be the device's."""
+        if kept is None or statement.sealed > kept.sealed:
+            out.devices.append(statement)
+        elif statement.sealed == kept.sealed and statement.commitment != kept.commitment:
+            detail = (
+                f"device {statement.device_id} signed two different sets of {statement.sealed} ballots; "
+                "the first one received is kept"
+            )
+            evidence = canonical_bytes(statement.to_json())
+            out.incidents.append(Incident(self.station_id, None, "invalid", detail, evidence, Reason.BAD_STATEMENT))
 
     def _fork(self, out: Applied, position: int | None, detail: str, evidence: CheckedEntry | bytes) -> None:
         data = evidence.ballot_bytes if isinstance(evidence, CheckedEntry) else evidence
@@ -421,3 +496,50 @@ class StationJudge:
         if statement.kind == "closing_report" and statement.check_ins not in (None, statement.ballots):
             detail = f"closing report: {statement.ballots} ballots, the roll checked in {statement.check_ins}"
             out.incidents.append(Incident(self.station_id, position, "count_mismatch", detail))
+
+
+# --- after the final close -------------------------------------------------------------------
+
+
+def device_problems(
+    station_id: str, held: Mapping[str, Sequence[bytes]], statements: Mapping[str, DeviceStatement]
+) -> list[Incident]:
+    """Each device whose ballots held at the centre (``held``: ballot hashes per device) are not
+    exactly the set its latest statement signs, or that has ballots but no statement.
+
+    The device statement is what a hub cannot forge: a ballot dropped, added, or replaced by
+    another (even one another terminal signed, or one of the same device that it never sent)
+    changes the count or the commitment of some device.
+    """
+    problems = []
+    for device in sorted(set(held) | set(statements)):
+        hashes, statement = held.get(device, ()), statements.get(device)
+        if statement is None:
+            detail = f"device {device}: {len(hashes)} ballots held but no device statement after the close"
+        elif statement.matches(hashes):
+            continue
+        elif len(hashes) != statement.sealed:
+            change = "missing (dropped?)" if len(hashes) < statement.sealed else "too many (added?)"
+            detail = (
+                f"device {device} signed {statement.sealed} ballots sealed, the centre holds {len(hashes)}: "
+                f"{abs(statement.sealed - len(hashes))} {change}"
+            )
+        else:
+            detail = f"device {device}: the {len(hashes)} ballots held are not the set it signed (a ballot replaced?)"
+        problems.append(Incident(station_id, None, RESOLVABLE_DEVICE_KIND, detail))
+    return problems
+
+
+def batch_rule_problem(
+    station_id: str, genesis: bytes, entries: Iterable[ChainEntry], batch_min: int, closed_position: int
+) -> Incident | None:
+    """Whether the chain keeps the batch rule of record format 2 up to the final close (every
+    batch before it holds at least ``batch_min`` entries, the close ends a batch), as the
+    verifier's check 16 judges it. ``entries`` run from position 1 to ``closed_position + 1``
+    when held: the entry after the close shows whether the close ended its batch, and later ones
+    (late ballots, which may come in batches of any size) are not this rule's concern."""
+    try:
+        verify_chain(genesis, entries, batch_min=batch_min, closed_position=closed_position)
+    except ChainError as error:
+        return Incident(station_id, closed_position, "batch_rule", f"the chain up to the close: {error}")
+    return None

@@ -1,10 +1,15 @@
 """``gateway export RECORD``: the election record (``docs/formats.md`` §12) from the central store.
 
 Everything the centre holds goes out exactly as received — each sealed ballot's bytes, each
-station's chain up to the head the centre verified, the ledger's signed checkpoint at that
-head — so the independent verifier re-checks it all from scratch. What the centre could not
-complete (a station without a checkpoint at its head, open incidents) is reported, never
-papered over: the verifier will fail on it too.
+station's chain of sorted batches up to the head the centre verified, the ledger's signed
+checkpoint at that head, each terminal's final signed device statement — so the independent
+verifier re-checks it all from scratch. What the centre could not complete (a station without
+a checkpoint at its head, open incidents) is reported, never papered over: the verifier will
+fail on it too.
+
+Nothing written keeps the order of arrival (docs/design-record-v2.md §1): ballot files are
+named by their ballot ids (random) and written in chain order, which within a batch is
+ballot-hash order; nothing is numbered.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 
 from election.chain import COUNTED_KINDS
 from election.encoding import parse_json
-from election.record import BALLOTS, DEVICES, RECORD_VERSION, SPOILED, RecordWriter
+from election.record import BALLOTS, DEVICE_STATEMENTS, DEVICES, RECORD_VERSION, SPOILED, RecordWriter
 from election.simulation import write_election_package
 from election.stations import CHAIN_FILE, CHECKPOINT_FILE, CLOSING_FILE, STATION_FILE, STATIONS, chain_lines
 from gateway.central import Central
@@ -47,6 +52,8 @@ def export_record(
             "devices": [{"device_id": d, "public_key": key.hex()} for d, key in sorted(devices.items())],
         },
     )
+    for device_id, statement in store.device_statements().items():
+        writer.write_bytes(f"{DEVICE_STATEMENTS}/{device_id}.json", statement)
     summary = ExportSummary()
     profiles = store.profiles()
     for station_id, profile in profiles.items():

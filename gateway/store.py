@@ -1,12 +1,20 @@
 """The central store: SQLite by default, PostgreSQL (psycopg) for real deployments, one interface.
 
 Every batch is one transaction: read the station's snapshot, let the pure
-:class:`~gateway.checker.StationJudge` decide, write the accepted entries, device heads,
-statements and incidents, commit — and only then may the worker confirm to the hub. The
+:class:`~gateway.checker.StationJudge` decide, write the accepted entries, device statements,
+ledger statements and incidents, audit a closed station's devices and batches, commit — and
+only then may the worker confirm to the hub. The
 stateful phase is serialised across all workers and stations (SQLite: ``BEGIN IMMEDIATE``;
 PostgreSQL: a transaction-scoped advisory lock), so a token spent at two stations at the same
 moment is still seen twice; the expensive checks (proofs, signatures) run before it, in
 parallel. Schema and meaning of each column: ``docs/gateway.md``.
+
+Nothing here keeps the order in which ballots were cast (docs/design-record-v2.md §1): a ballot's
+only place is its chain position, which within a batch follows ballot-hash order; entries carry
+no time; each device keeps one statement, overwritten in place. What does follow arrival is
+batch-grained and already in the chain: rows (SQLite rowids, PostgreSQL's heap) are inserted
+one forwarded message at a time in position order, and an incident's ``noted_at`` is when the
+centre judged a message, which carries whole batches, after the station mixed them.
 """
 
 from __future__ import annotations
@@ -21,17 +29,23 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from election.chain import ChainEntry, ChainHead, genesis_hash
+from election.chain import ChainEntry, ChainHead, genesis_hash, normalise_tracking_code
+from election.devices import DeviceStatement
 from election.encoding import canonical_bytes, parse_json
-from election.stations import StationKeys, normalise_tracking_code
+from election.manifest import Manifest
+from election.stations import StationKeys
 from gateway.checker import (
+    RESOLVABLE_DEVICE_KIND,
     Applied,
     Incident,
+    Place,
     Prevalidated,
     Statement,
     StationJudge,
     StationProfile,
     StationSnapshot,
+    batch_rule_problem,
+    device_problems,
     snapshot_positions,
 )
 from gateway.errors import GatewayError
@@ -49,12 +63,12 @@ CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,
     station_id TEXT NOT NULL,
     public_key BLOB NOT NULL,
-    last_seq BIGINT NOT NULL,
-    last_hash BLOB NOT NULL
+    statement BLOB
 );
 CREATE TABLE IF NOT EXISTS entries (
     station_id TEXT NOT NULL,
     position BIGINT NOT NULL,
+    batch BIGINT NOT NULL,
     prev_hash BLOB NOT NULL,
     ballot_hash BLOB NOT NULL,
     kind TEXT NOT NULL,
@@ -79,6 +93,7 @@ CREATE TABLE IF NOT EXISTS statements (
     head_hash BLOB NOT NULL,
     check_ins BIGINT,
     ballots BIGINT,
+    closed_position BIGINT,
     status TEXT NOT NULL,
     document BLOB NOT NULL
 );
@@ -93,6 +108,11 @@ CREATE TABLE IF NOT EXISTS incidents (
     noted_at BIGINT NOT NULL
 );
 """
+
+
+def _chain_entry(position: int, batch: int, prev_hash: bytes, ballot_hash: bytes, kind: str) -> ChainEntry:
+    """A chain entry from its stored columns (BYTEA may come back as a memoryview)."""
+    return ChainEntry(position, batch, bytes(prev_hash), bytes(ballot_hash), kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +152,9 @@ class StoredEntry:
 class Store:
     """One connection to the central database; one per worker process (not shared by threads)."""
 
-    def __init__(self, url_or_path: str | Path, base_hash: bytes) -> None:
-        self.base_hash = base_hash
+    def __init__(self, url_or_path: str | Path, manifest: Manifest) -> None:
+        self.base_hash = manifest.base_hash
+        self.batch_min = manifest.batch_min
         target = str(url_or_path)
         self.postgres = target.startswith(("postgresql://", "postgres://"))
         if self.postgres:
@@ -147,6 +168,7 @@ class Store:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")  # an overwritten device statement leaves no copy
             self._script(SCHEMA)
 
     # --- SQL plumbing --------------------------------------------------------------------
@@ -218,9 +240,7 @@ class Store:
                 if known and (known[0][0] != keys.station_id or bytes(known[0][1]) != raw):
                     raise GatewayError(f"device {device_id} is already registered for station {known[0][0]}")
                 if not known:
-                    self._run(
-                        "INSERT INTO devices VALUES (?, ?, ?, 0, ?)", (device_id, keys.station_id, raw, bytes(32))
-                    )
+                    self._run("INSERT INTO devices VALUES (?, ?, ?, NULL)", (device_id, keys.station_id, raw))
                     added.append(device_id)
         return added
 
@@ -239,67 +259,121 @@ class Store:
     # --- ingest --------------------------------------------------------------------------
 
     def ingest(self, station_id: str, checked: Prevalidated) -> Applied:
-        """Phase 2 and the commit. When this returns, everything decided is durable."""
-        judge = StationJudge(station_id, genesis_hash(self.base_hash, station_id))
+        """Phase 2, the after-close audit and the commit. When this returns, everything decided
+        is durable."""
+        genesis = genesis_hash(self.base_hash, station_id)
         with self._transaction():
-            rows = self._rows(
-                "SELECT head_position, head_hash, state FROM stations WHERE station_id = ?", (station_id,)
-            )
+            rows = self._rows("SELECT head_position, state FROM stations WHERE station_id = ?", (station_id,))
             if not rows:
                 raise GatewayError(f"station {station_id} is not registered")
-            head = ChainHead(rows[0][0], bytes(rows[0][1]))
+            position, state = rows[0]
+            head, last_ballot = self._head(station_id, genesis, position)
             pending = self._statements(station_id, "pending")
             positions = sorted(snapshot_positions(head, checked, pending))
             known = self._where_in(
                 "SELECT position, entry_hash FROM entries WHERE station_id = ? AND position", positions, (station_id,)
             )
-            devices = sorted({e.ballot.device_id for e in checked.entries})
             tokens = [e.ballot.token.message for e in checked.entries if e.ballot.token is not None]
             ballots = [e.entry.ballot_hash for e in checked.entries]
+            ballot_ids = sorted({e.ballot.ballot_id.hex() for e in checked.entries})
             snapshot = StationSnapshot(
                 head,
-                rows[0][2],
+                state,
                 {p: bytes(h) for p, h in known},
-                {
-                    d: (seq, bytes(h))
-                    for d, seq, h in self._where_in(
-                        "SELECT device_id, last_seq, last_hash FROM devices WHERE device_id", devices
-                    )
-                },
                 self._owners("token", tokens),
                 self._owners("ballot_hash", ballots),
+                {bytes.fromhex(i): where for i, where in self._owners("ballot_id", ballot_ids).items()},
                 pending,
-                {
-                    bytes.fromhex(ballot_id): where
-                    for ballot_id, where in self._text_owners(
-                        "ballot_id", sorted({e.ballot.ballot_id.hex() for e in checked.entries})
-                    ).items()
-                },
+                last_ballot,
+                self._device_statements("device_id", sorted({d.device_id for d in checked.devices})),
             )
-            applied = judge.apply(snapshot, checked)
+            applied = StationJudge(station_id, genesis).apply(snapshot, checked)
             self._write(station_id, applied, checked)
+            if applied.entries or applied.devices or applied.verified:
+                applied.audit = self._audit_close(station_id, genesis)
         return applied
 
-    def _owners(self, column: str, values: list[bytes]) -> dict[bytes, str]:
-        rows = self._where_in(f"SELECT {column}, station_id, position FROM entries WHERE {column}", values)
-        return {bytes(value): f"station {station} position {position}" for value, station, position in rows}
+    def _head(self, station_id: str, genesis: bytes, position: int) -> tuple[ChainHead, bytes | None]:
+        """The stored head with its batch, and its entry's ballot hash (a batch may continue)."""
+        if position == 0:
+            return ChainHead(0, genesis, 0), None
+        rows = self._rows(
+            "SELECT entry_hash, batch, ballot_hash FROM entries WHERE station_id = ? AND position = ?",
+            (station_id, position),
+        )
+        entry_hash, batch, ballot_hash = rows[0]
+        return ChainHead(position, bytes(entry_hash), batch), bytes(ballot_hash)
 
-    def _text_owners(self, column: str, values: list[str]) -> dict[str, str]:
+    def _device_statements(self, column: str, values: Sequence[str]) -> dict[str, DeviceStatement]:
+        """The statement kept of each device whose ``column`` is one of ``values`` (devices
+        without one are left out)."""
+        rows = self._where_in(
+            f"SELECT device_id, statement FROM devices WHERE statement IS NOT NULL AND {column}", values
+        )
+        return {device: DeviceStatement.from_json(parse_json(bytes(document))) for device, document in rows}
+
+    def _audit_close(self, station_id: str, genesis: bytes) -> list[Incident]:
+        """Once the final close is verified: every device's ballots against its statement, and
+        the batch rule up to the close. Device problems are judged afresh each time (resolved
+        when they no longer hold); a broken batch rule is for good (the ledger signed it)."""
+        closed = self._rows(
+            "SELECT MAX(closed_position) FROM statements WHERE station_id = ? AND kind = 'closing_report' "
+            "AND status = 'verified'",
+            (station_id,),
+        )[0][0]
+        if closed is None:
+            return []
+        held: dict[str, list[bytes]] = {}
+        for device, ballot_hash in self._rows(
+            "SELECT device_id, ballot_hash FROM entries WHERE station_id = ?", (station_id,)
+        ):
+            held.setdefault(device, []).append(bytes(ballot_hash))
+        statements = self._device_statements("station_id", [station_id])
+        found = device_problems(station_id, held, statements)
+        self._many(
+            "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (digest) DO UPDATE SET resolved = 0",
+            self._incident_rows(found),
+        )
+        current = [incident.digest for incident in found]
+        still_open = f" AND digest NOT IN ({','.join('?' * len(current))})" if current else ""
+        self._run(
+            "UPDATE incidents SET resolved = 1 WHERE station_id = ? AND kind = ? AND resolved = 0" + still_open,
+            (station_id, RESOLVABLE_DEVICE_KIND, *current),
+        )
+        chain = self._chain(station_id, up_to=closed + 1)
+        broken = batch_rule_problem(station_id, genesis, chain, self.batch_min, closed)
+        if broken is not None:
+            self._add_incidents([broken])
+            found.append(broken)
+        return found
+
+    def _chain(self, station_id: str, *, up_to: int) -> list[ChainEntry]:
+        """The station's chain entries from position 1 to ``up_to`` (without the ballots)."""
+        rows = self._rows(
+            "SELECT position, batch, prev_hash, ballot_hash, kind FROM entries WHERE station_id = ? AND position <= ? "
+            "ORDER BY position",
+            (station_id, up_to),
+        )
+        return [_chain_entry(*row) for row in rows]
+
+    def _owners(self, column: str, values: Sequence[Any]) -> dict[Any, Place]:
+        """Where each value of ``column`` is already chained (at any station)."""
         rows = self._where_in(f"SELECT {column}, station_id, position FROM entries WHERE {column}", values)
-        return {value: f"station {station} position {position}" for value, station, position in rows}
+        return {value if isinstance(value, str) else bytes(value): (station, p) for value, station, p in rows}
 
     def _write(self, station_id: str, applied: Applied, checked: Prevalidated) -> None:
         self._many(
-            "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     station_id,
                     e.entry.position,
+                    e.entry.batch,
                     e.entry.prev_hash,
                     e.entry.ballot_hash,
                     e.entry.kind,
                     e.entry_hash,
-                    e.tracking_code,
+                    e.entry.tracking_code,
                     e.ballot.ballot_id.hex(),
                     e.ballot.device_id,
                     e.ballot.token.message if e.ballot.token else None,
@@ -310,8 +384,8 @@ class Store:
             ],
         )
         self._many(
-            "UPDATE devices SET last_seq = ?, last_hash = ? WHERE device_id = ?",
-            [(seq, last, device) for device, (seq, last) in applied.device_heads.items()],
+            "UPDATE devices SET statement = ? WHERE device_id = ? AND station_id = ?",
+            [(canonical_bytes(d.to_json()), d.device_id, station_id) for d in applied.devices],
         )
         self._run(
             "UPDATE stations SET head_position = ?, head_hash = ?, state = ? WHERE station_id = ?",
@@ -323,7 +397,7 @@ class Store:
             *((s, "mismatch") for s in applied.mismatched),
         ]
         self._many(
-            "INSERT INTO statements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET status = "
+            "INSERT INTO statements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET status = "
             "CASE WHEN statements.status = 'pending' THEN excluded.status ELSE statements.status END",
             [
                 (
@@ -334,6 +408,7 @@ class Store:
                     s.head.entry_hash,
                     s.check_ins,
                     s.ballots,
+                    s.closed_position,
                     status,
                     s.document,
                 )
@@ -350,11 +425,15 @@ class Store:
             (station_id, applied.resolved_mismatches_below),
         )
 
-    def _add_incidents(self, incidents: Sequence[Incident]) -> None:
+    @staticmethod
+    def _incident_rows(incidents: Sequence[Incident]) -> list[tuple[Any, ...]]:
         now = time.time_ns() // 1000
+        return [(i.digest, i.station_id, i.position, i.kind, i.detail, i.evidence, now) for i in incidents]
+
+    def _add_incidents(self, incidents: Sequence[Incident]) -> None:
         self._many(
             "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (digest) DO NOTHING",
-            [(i.digest, i.station_id, i.position, i.kind, i.detail, i.evidence, now) for i in incidents],
+            self._incident_rows(incidents),
         )
 
     def add_incidents(self, incidents: Sequence[Incident]) -> None:
@@ -364,11 +443,11 @@ class Store:
 
     def _statements(self, station_id: str, status: str) -> list[Statement]:
         rows = self._rows(
-            "SELECT kind, position, head_hash, document, check_ins, ballots FROM statements "
+            "SELECT kind, position, head_hash, document, check_ins, ballots, closed_position FROM statements "
             "WHERE station_id = ? AND status = ? ORDER BY position",
             (station_id, status),
         )
-        return [Statement(k, ChainHead(p, bytes(h)), bytes(d), c, b) for k, p, h, d, c, b in rows]
+        return [Statement(k, ChainHead(p, bytes(h)), bytes(d), c, b, cp) for k, p, h, d, c, b, cp in rows]
 
     # --- queries -------------------------------------------------------------------------
 
@@ -391,12 +470,17 @@ class Store:
             (station_id, head.position),
         )
         kinds = {k for (k,) in verified_at_head}
+        devices_open = self._rows(
+            "SELECT COUNT(*) FROM incidents WHERE station_id = ? AND kind = ? AND resolved = 0",
+            (station_id, RESOLVABLE_DEVICE_KIND),
+        )[0][0]
         complete = (
             closing is not None
             and closings[0][2] == "verified"
             and closing.position == head.position
             and {"checkpoint", "closing_report"} <= kinds
             and rows[0][2] == "ok"
+            and devices_open == 0
         )
         return StationState(station_id, head, rows[0][2], checkpoints[0][0], closing, complete)
 
@@ -415,17 +499,21 @@ class Store:
         last, page = 0, 500
         while True:
             rows = self._rows(
-                "SELECT position, prev_hash, ballot_hash, kind, ballot_id, ballot, opening FROM entries "
+                "SELECT position, batch, prev_hash, ballot_hash, kind, ballot_id, ballot, opening FROM entries "
                 "WHERE station_id = ? AND position > ? ORDER BY position LIMIT ?",
                 (station_id, last, page),
             )
-            for position, prev, ballot_hash, kind, ballot_id, ballot, opening in rows:
-                entry = ChainEntry(position, bytes(prev), bytes(ballot_hash), kind)
+            for *chained, ballot_id, ballot, opening in rows:
                 opening = None if opening is None else bytes(opening)
-                yield StoredEntry(station_id, ballot_id, entry, bytes(ballot), opening)
+                yield StoredEntry(station_id, ballot_id, _chain_entry(*chained), bytes(ballot), opening)
             if len(rows) < page:
                 return
             last = rows[-1][0]
+
+    def device_statements(self) -> dict[str, bytes]:
+        """Each device's kept statement, exactly as stored (canonical JSON), for the record."""
+        rows = self._rows("SELECT device_id, statement FROM devices WHERE statement IS NOT NULL ORDER BY device_id")
+        return {device: bytes(document) for device, document in rows}
 
     def verified_checkpoint(self, station_id: str, position: int) -> bytes | None:
         rows = self._rows(
@@ -445,14 +533,17 @@ class Store:
         return bytes(rows[0][0]) if rows else None
 
     def find_tracking_code(self, code: str) -> tuple[str, ChainEntry] | None:
+        """The station and chain entry of the ballot a voter's tracking code names (derived from
+        the ballot's hash, so found from the moment its batch reaches the centre). Raises
+        :class:`~election.chain.TrackingCodeTypo` for a code holding I, O, 0 or 1."""
         rows = self._rows(
-            "SELECT station_id, position, prev_hash, ballot_hash, kind FROM entries WHERE tracking_code = ?",
+            "SELECT station_id, position, batch, prev_hash, ballot_hash, kind FROM entries WHERE tracking_code = ?",
             (normalise_tracking_code(code),),
         )
         if not rows:
             return None
-        station, position, prev, ballot_hash, kind = rows[0]
-        return station, ChainEntry(position, bytes(prev), bytes(ballot_hash), kind)
+        station, *chained = rows[0]
+        return station, _chain_entry(*chained)
 
     def close(self) -> None:
         self._db.close()

@@ -51,7 +51,7 @@ class GatewayWorker:
         self.name = name
         election = central.election()
         self.election = ElectionKeys(election.manifest, election.context.joint_public_key)
-        self.store = Store(database or central.database_target, election.manifest.base_hash)
+        self.store = Store(database or central.database_target, election.manifest)
         self.profiles: dict[str, StationProfile] = self.store.profiles()
         self.batches = 0
         self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
@@ -145,6 +145,8 @@ class GatewayWorker:
         applied = self.store.ingest(profile.station_id, checked)
         for incident in [*checked.incidents, *applied.incidents]:
             log.error("%s: %s", self.name, incident.describe())
+        for incident in applied.audit:  # judged again at every later batch: a statement may follow its ballots
+            log.warning("%s: %s", self.name, incident.describe())
         self.batches += 1
         if applied.entries:
             failpoint("gateway-after-commit")

@@ -234,7 +234,7 @@ def _fields(value: Any, fields: frozenset[str], what: str) -> dict[str, Any]:
 
 def check_statement(document: Any, what: str = "statement") -> dict[str, Any]:
     """The shape of a signed ledger statement as it travels: exactly its type's fields, version
-    1, a full-match station id, bounded positions and counts. Its signature, station and
+    2, a full-match station id, bounded positions and counts. Its signature, station and
     election are checked by the reader, which holds the keys."""
     if not isinstance(document, dict) or type(document.get("type")) is not str:
         _refuse(f"{what}: not a signed ledger statement")

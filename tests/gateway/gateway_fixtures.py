@@ -22,13 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hub"))
 
 from hub_fixtures import Hub, SoftCard, cards_of, copy_station, jpki_files, make_electorate, roll_of
 
-from election.encoding import canonical_bytes, parse_json
+from election.encoding import parse_json
 from election.manifest import sample_manifest
 from election.simulation import ceremony_to_files
 from gateway.central import Central
 from infra.broker import Broker, free_port
 from infra.link import CentralLink
-from infra.mqtt import HubClient, connect, make_client
+from infra.mqtt import BrokerSite, HubClient, connect, make_client
 from protocol.forwarding import Confirm, DownMessage, down_topic, parse_down, up_topic
 from station_hub.operator import change_polls
 from station_hub.roll import VOTER_KEYS_FORMAT, RollStore, read_voter_keys
@@ -99,9 +99,8 @@ class RunningStation:
                 token = terminal.check_in(self.voters[self.next_voter])
                 self.next_voter += 1
                 choices = {c.id: {rng.choice(c.selection_ids())} for c in election.manifest.contests}
-                ballot = terminal.seal(choices, token)
-                ack = terminal.submit(canonical_bytes(ballot.to_json()))
-                assert ack["result"] == "accepted", ack
+                ack = terminal.submit(terminal.submission(terminal.seal(choices, token)))
+                assert ack["result"] == "held", ack
                 acks.append(ack)
                 for contest, marked in choices.items():
                     for selection in marked:
@@ -185,22 +184,31 @@ def use_database(central: Central, url: str) -> Central:
 class CentreClient:
     """Speaks the forwarding protocol with a hub's credentials, message by message (tests only)."""
 
-    def __init__(self, station_dir: Path) -> None:
-        self.link = CentralLink.open(station_dir)
+    def __init__(self, site: BrokerSite, station_id: str, *, cert_file: Path | None = None,
+                 key_file: Path | None = None) -> None:  # fmt: skip
+        """``site``: where the central broker is and its CA; the certificate is the hub's (CN =
+        ``station_id``), by default ``site``'s own for that name."""
+        self.site, self.station_id = site, station_id
         self.answers: queue.Queue[DownMessage] = queue.Queue()
         self.subscribed = threading.Event()
-        self.client = make_client(self.link, self.link.station_id)  # type: ignore[arg-type]
-        self.client.on_connect = lambda c, *a: c.subscribe(down_topic(self.link.station_id), qos=1)
+        self.client = make_client(site, station_id, cert_file=cert_file, key_file=key_file)
+        self.client.on_connect = lambda c, *a: c.subscribe(down_topic(station_id), qos=1)
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message
         self.request = int(time.time() * 1000)
 
+    @classmethod
+    def of_station(cls, station_dir: Path) -> CentreClient:
+        """With the hub's own link to the centre (``station-hub link``)."""
+        link = CentralLink.open(station_dir)
+        return cls(link, link.station_id)  # type: ignore[arg-type]
+
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         client.ack(message.mid, message.qos)
-        self.answers.put(parse_down(bytes(message.payload), self.link.station_id))
+        self.answers.put(parse_down(bytes(message.payload), self.station_id))
 
     def __enter__(self) -> CentreClient:
-        connect(self.client, self.link)  # type: ignore[arg-type]
+        connect(self.client, self.site)
         assert self.subscribed.wait(10), "no subscription at the central broker"
         return self
 
@@ -213,7 +221,7 @@ class CentreClient:
         self.request += 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.client.publish(up_topic(self.link.station_id), build(self.request), qos=1)
+            self.client.publish(up_topic(self.station_id), build(self.request), qos=1)
             resend_at = time.monotonic() + retry_every
             while time.monotonic() < resend_at:
                 try:

@@ -1,6 +1,7 @@
-"""A ballot deleted, altered or inserted between hub and centre is caught and reported with its
-station and position; the honest hub's resend then heals the chain; a different entry at a
-position the centre already holds is a FORK; an unregistered station is refused."""
+"""A ballot deleted, altered or inserted between hub and centre (with a real hub) is caught and
+reported with its station and position; the honest hub's resend then heals the chain; a
+different entry at a position the centre already holds is a FORK; an unregistered station is
+refused. (What a dishonest hub itself does to a terminal's ballots: test_tampered_forwarding.)"""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def relinked(entries: list[ForwardedEntry], first_prev: bytes) -> list[Forwarded
     """What a careful attacker sends: every entry's prev_hash recomputed so the chain links."""
     out, prev = [], first_prev
     for item in entries:
-        entry = ChainEntry(item.entry.position, prev, sha256(canonical_bytes(item.ballot)), item.entry.kind)
+        entry = ChainEntry(
+            item.entry.position, item.entry.batch, prev, sha256(canonical_bytes(item.ballot)), item.entry.kind
+        )
         out.append(ForwardedEntry(entry, item.ballot, item.opening))
         prev = entry.entry_hash
     return out
@@ -51,7 +54,7 @@ def test_deleted_altered_inserted_entries_are_reported_and_healed(
         honest = reader.entries_from(1)
         reader.close()
         sid = station.station_id
-        with CentralOffice(central, workers=1), CentreClient(station.station.directory) as centre:
+        with CentralOffice(central, workers=1), CentreClient.of_station(station.station.directory) as centre:
             assert confirmed_position(centre.send(lambda r: hello_payload(sid, r))) == 0
             head2 = honest[1].entry.entry_hash
 
@@ -86,7 +89,7 @@ def test_deleted_altered_inserted_entries_are_reported_and_healed(
     assert (sid, 3, "gap", True) in found  # deleted on the way; healed by the hub's resend
     details = {d for s, p, k, r, d in incidents if (s, p, k) == (sid, 3, "invalid")}
     assert any("signature of device" in d for d in details)  # altered
-    assert any("does not follow its last chained ballot" in d for d in details)  # inserted (a replay)
+    assert any("already chained at position 1 of this station (replayed?)" in d for d in details)  # inserted
     assert (sid, 2, "fork", False) in found
     assert summary.stations == {sid: 5} and any("FORKED" in p for p in summary.problems)
     report = verify_record(DirectoryRecord(record))
@@ -100,11 +103,12 @@ def test_unregistered_station_is_refused_and_flagged(central: Central, station_t
         store._run("DELETE FROM devices WHERE station_id = ?", ("st-b",))  # the registration is lost
         store._run("DELETE FROM stations WHERE station_id = ?", ("st-b",))
         store.close()
-        with CentralOffice(central, workers=1), CentreClient(station.station.directory) as centre:
+        with CentralOffice(central, workers=1), CentreClient.of_station(station.station.directory) as centre:
             answer = centre.send(lambda r: hello_payload("st-b", r))
             assert isinstance(answer, Refusal) and answer.reason == "unknown_station"
             not_a_batch = (
-                '{{"entries":"none","request":{},"station_id":"st-b","statements":[],"type":"batch","version":1}}'
+                '{{"devices":[],"entries":"none","request":{},"station_id":"st-b","statements":[],"type":"batch",'
+                '"version":2}}'
             )
             malformed = centre.send(lambda r: not_a_batch.format(r).encode())
             assert isinstance(malformed, Refusal) and malformed.reason == "malformed"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "protocol"))  # the shared protocol kit
 
 from mutations import FUZZ, hostile_bytes
-from protocol_kit import STATION_ID, Sub, kit
+from protocol_kit import STATION_ID, Sub, forwarded, kit
 from protocol_samples import samples
 
 from election.stations import StationKeys
@@ -48,7 +48,7 @@ class Outbox:
 
 def make_worker(database: Path) -> GatewayWorker:
     k = kit()
-    store = Store(database, k.manifest.base_hash)
+    store = Store(database, k.manifest)
     profile = k.profile
     store.register_station(
         StationKeys(STATION_ID, profile.keys.ledger_key, profile.keys.roll_key), dict(profile.devices)
@@ -103,20 +103,14 @@ def test_after_hostile_messages_an_honest_batch_is_confirmed(tmp_path: Path) -> 
     for payload in (
         b'{"a":"\\ud800"}',
         b"9" * 5000,
-        samples()["batch"].valid.replace(b'"version":1', b'"version":true'),
+        samples()["batch"].valid.replace(b'"version":2', b'"version":true'),
     ):
         running.handle(Message(up_topic(STATION_ID), payload))  # type: ignore[arg-type]
     assert [parse_down(answer, STATION_ID).reason for _, answer in outbox.sent] == ["malformed"] * 3  # type: ignore[union-attr]
     k = kit()
     spoiled, opening = k.spoiled()
-    from protocol_kit import forwarded
-
-    from election.encoding import canonical_bytes, sha256
-
-    cast = k.cast(seq=2, prev=sha256(canonical_bytes(spoiled)))
-    running.handle(
-        Message(up_topic(STATION_ID), batch_payload(STATION_ID, 5, forwarded([Sub(spoiled, opening), Sub(cast)]), []))
-    )  # type: ignore[arg-type]
+    honest = batch_payload(STATION_ID, 5, forwarded([Sub(spoiled, opening), Sub(k.cast())]), [])
+    running.handle(Message(up_topic(STATION_ID), honest))  # type: ignore[arg-type]
     answer = parse_down(outbox.sent[-1][1], STATION_ID)
     assert isinstance(answer, Confirm) and answer.request == 5 and answer.head.position == 2
     running.store.close()
