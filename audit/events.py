@@ -2,7 +2,7 @@
 
 The audit log must never hold who voted or how. Rather than trying to spot identity in free
 text, nothing free is allowed: every event kind names its fields, every field has a narrow
-shape (an enumerated word, an identifier, an integer, a hash or ballot id of a fixed size),
+shape (an enumerated word, an identifier, an integer, a hash of a fixed size),
 and anything else is refused when the event is appended. Names that would announce identity
 or choices (``voter_key``, ``name``, ``certificate``, ``selections``, …) get a pointed error
 so a developer sees at once why the event was refused.
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.errors import ForbiddenEvent
-from election.ballot import BALLOT_ID_SIZE
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -85,7 +84,6 @@ VERSION = FieldShape("a version string (letters, digits, . _ + -, at most 64)", 
 SETTING = FieldShape("a setting name (lowercase letters, digits, . _ -)", pattern=_SETTING)
 SHA256 = FieldShape("a SHA-256 digest as 64 lowercase hex digits", hex_bytes=32)
 PUBLIC_KEY = FieldShape("an Ed25519 public key as 64 lowercase hex digits", hex_bytes=32)
-BALLOT_ID = FieldShape(f"a ballot id as {2 * BALLOT_ID_SIZE} lowercase hex digits", hex_bytes=BALLOT_ID_SIZE)
 COUNT = FieldShape("a non-negative integer", integer=True)
 FLAG = FieldShape("true or false", boolean=True)
 
@@ -142,18 +140,17 @@ EVENT_KINDS: dict[str, EventKind] = {
         EventKind("session_started", {}, "a card was presented; nothing about it is logged"),
         EventKind("session_ended", {"outcome": SESSION_OUTCOME}, "how a voter's session ended"),
         EventKind("card_error", {"error": CARD_ERROR}, "a card or reader problem, by kind only"),
-        EventKind("ballot_sealed", {"ballot_id": BALLOT_ID}, "a ballot was sealed on the terminal"),
-        EventKind("ballot_challenged", {"ballot_id": BALLOT_ID}, "the voter challenged (spoiled) a ballot"),
         EventKind(
-            "ballot_acknowledged",
-            {"ballot_id": BALLOT_ID, "position": COUNT},
-            "the hub acknowledged a ballot at a ledger position",
+            "ballots_cast",
+            {"count": COUNT},
+            "the terminal committed this many ballots, with their voters' tokens, to its outbox since "
+            "its previous count (one entry per interval, never per ballot: nothing in the log dates a ballot)",
         ),
-        EventKind("ballot_refused", {"ballot_id": BALLOT_ID, "reason": IDENTIFIER}, "the hub refused a ballot"),
         EventKind(
-            "ballot_cast",
-            {"ballot_id": BALLOT_ID},
-            "the terminal committed the ballot, with the voter's token, to its outbox: it is cast",
+            "batch_committed",
+            {"position": COUNT, "entries": COUNT},
+            "the ledger chained a hash-sorted batch of this many ballots, ending at this position "
+            "(one entry per batch, never per ballot: nothing in the log dates a ballot)",
         ),
         EventKind(
             "refusals_counted",

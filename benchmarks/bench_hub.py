@@ -1,8 +1,9 @@
 """Ledger throughput and acknowledgement latency, and the roll's card-proven check-ins, over
 TLS on loopback (real Mosquitto).
 
-Prints ballots/s accepted (signature, device chain, token, durable commit; with and without
-ZK proof checks) and ack latency p50/p99 at a paced rate. Goal: >= 2,000/s without proofs on
+Prints ballots/s held (signature, device statement, token, durable pool commit, and the
+batches the pool becomes; with and without ZK proof checks) and ack latency p50/p99 at a paced
+rate. Goal: >= 2,000/s without proofs on
 2 cores, p99 < 200 ms. Then card-proven check-ins/s and their latency p50/p99 (both rounds:
 challenge, then the JPKI test card's signature, which the roll checks against the CA, the CRL
 and the binding before it derives the voter key, marks the voter and blind-signs), with four
@@ -29,13 +30,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from appliance.card import AuthMode
 from appliance.card.testca import TestCa
-from election.ballot import GENESIS_HASH, DeviceSigner, Token, seal_ballot
-from election.encoding import canonical_bytes, parse_json, sha256
+from election.ballot import DeviceSigner, Token, seal_ballot
+from election.devices import DeviceStatement
+from election.encoding import parse_json
 from election.manifest import sample_manifest
 from election.record import RecordWriter
 from election.simulation import ceremony, write_election_package
 from infra.broker import Broker, free_port
 from infra.mqtt import HubClient
+from protocol.messages import BallotSubmission
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.station import Station, init_station
@@ -77,26 +80,30 @@ def make_station(root: Path, voters: int = 0) -> tuple[Station, list[BenchCard]]
     return station, cards
 
 
-def seal_all(station: Station, count: int) -> dict[str, list[bytes]]:
-    """Pre-sealed ballots per terminal, each with a roll-signed token (signed directly)."""
+def seal_all(station: Station, count: int) -> dict[str, list[tuple[str, bytes]]]:
+    """Pre-sealed submissions per terminal (ballot hash, payload), each ballot with a roll-signed
+    token (signed directly) and its terminal's statement over every ballot sealed so far."""
     election, roll_key = station.election(), station.token_private_key()
+    manifest = election.manifest
     pss = padding.PSS(padding.MGF1(hashes.SHA384()), 48)
-    out: dict[str, list[bytes]] = {}
+    out: dict[str, list[tuple[str, bytes]]] = {}
     for terminal in TERMINALS:
         signer = DeviceSigner(terminal, station.signing_key(terminal))
-        prev, payloads = GENESIS_HASH, []
-        for seq in range(1, count // len(TERMINALS) + 1):
+        sealed: list[bytes] = []
+        payloads = []
+        for _ in range(count // len(TERMINALS)):
             message = secrets.token_bytes(32)
             token = Token(message, roll_key.sign(message, pss, hashes.SHA384()))
-            ballot, _ = seal_ballot(election.manifest, election.context.joint_public_key,
-                                    {"contest-1": {"candidate-1"}}, signer, seq, prev, token)  # fmt: skip
-            prev = ballot.ballot_hash
-            payloads.append(canonical_bytes(ballot.to_json()))
+            ballot, _ = seal_ballot(manifest, election.context.joint_public_key, {"contest-1": {"candidate-1"}},
+                                    signer, token)  # fmt: skip
+            sealed.append(ballot.ballot_hash)
+            statement = DeviceStatement.make(signer, manifest.base_hash, sealed)
+            payloads.append((ballot.ballot_hash.hex(), BallotSubmission(ballot, None, statement).encode(manifest)))
         out[terminal] = payloads
     return out
 
 
-def send(station: Station, ballots: dict[str, list[bytes]], rate: float | None) -> list[float]:
+def send(station: Station, ballots: dict[str, list[tuple[str, bytes]]], rate: float | None) -> list[float]:
     """Publish every ballot (paced at ``rate``/s overall, or as fast as possible); latencies."""
     sent: dict[str, float] = {}
     latencies: list[float] = []
@@ -112,7 +119,7 @@ def send(station: Station, ballots: dict[str, list[bytes]], rate: float | None) 
             data = parse_json(message.payload)
             with lock:
                 started = sent.pop(data["ballot_hash"], None)
-                if started is not None and data["result"] == "accepted":
+                if started is not None and data["result"] == "held":
                     latencies.append(time.perf_counter() - started)
                 if len(latencies) == total:
                     done.set()
@@ -123,9 +130,9 @@ def send(station: Station, ballots: dict[str, list[bytes]], rate: float | None) 
     start = time.perf_counter()
     for index in range(max(len(v) for v in ballots.values())):
         for client, terminal in zip(clients, ballots, strict=True):
-            payload = ballots[terminal][index]
+            ballot_hash, payload = ballots[terminal][index]
             with lock:
-                sent[sha256(payload).hex()] = time.perf_counter()
+                sent[ballot_hash] = time.perf_counter()
             client._client.publish(station.topics.ballot(terminal), payload, qos=1)
         if rate:
             time.sleep(max(0.0, start + (index + 1) * len(clients) / rate - time.perf_counter()))

@@ -6,7 +6,7 @@ waiting for the test's kill. Production mode refuses to start with the variable 
 
 Points: ``booth-after-seal``, ``booth-after-commit``, ``booth-before-checkin-spent``,
 ``ledger-before-commit``,
-``ledger-after-commit``, ``gateway-after-commit``.
+``ledger-after-commit``, ``ledger-before-batch``, ``ledger-after-batch``, ``gateway-after-commit``.
 """
 
 from __future__ import annotations

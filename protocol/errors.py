@@ -22,7 +22,9 @@ class Reason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     REVOKED_DEVICE = "revoked_device"
     BAD_SIGNATURE = "bad_signature"
-    DEVICE_CHAIN = "device_chain"
+    BAD_STATEMENT = "bad_statement"
+    """The device statement the submission carries does not verify under the device's key, or
+    contradicts the statement of the same count the ledger holds (docs/design-record-v2.md §3)."""
     DUPLICATE_BALLOT_ID = "duplicate_ballot_id"
     NO_TOKEN = "no_token"
     BAD_TOKEN = "bad_token"

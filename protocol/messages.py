@@ -141,8 +141,6 @@ class BallotSubmission:
             statement = DeviceStatement.from_json(data["statement"])
             if statement.device_id != ballot.device_id or statement.base_hash != ballot.base_hash:
                 raise FormatError(f"{kind}: the statement is not the sealing device's for this election")
-            if (opening is None) != (ballot.token is not None):
-                raise FormatError(f"{kind}: a cast ballot spends a token, a spoiled one carries none")
             return cls(ballot, opening, statement)
         except Refusal:
             raise

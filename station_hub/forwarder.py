@@ -3,7 +3,11 @@ the centre says it stands.
 
 Protocol (``docs/gateway.md``, code in ``protocol/forwarding.py``): stop-and-wait per station.
 The hub sends one message (``hello`` or a ``batch`` of entries with the ledger's latest signed
-statements) with a fresh request number and waits for the ``confirm`` echoing it. The confirm
+statements) with a fresh request number and waits for the ``confirm`` echoing it. Once the
+centre holds the closing report and every entry, a batch carries the terminals' latest device
+statements (docs/design-record-v2.md §3), and again whenever a late ballot changed one: never
+before the final close, since two consecutive statements of a terminal would name the ballot
+sealed between them. The confirm
 says how far the centre holds the chain (committed before it was sent), and the next batch
 starts right after that. No confirm within ``timeout`` → ``hello`` again; so a lost message,
 a dead gateway worker or an offline centre only delays, and the two never need to be online
@@ -30,6 +34,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from election.chain import ChainEntry, ChainHead, verify_document
+from election.devices import DeviceStatement
 from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import ElectionError
 from infra.link import CentralLink
@@ -49,6 +54,7 @@ from protocol.forwarding import (
 )
 from protocol.topics import FORWARDER_NAME
 from station_hub.forward_progress import FORWARD_DB, confirmed_position
+from station_hub.ledger_store import ENTRY_COLUMNS, attach_pool, entry_of, pool_file
 from station_hub.station import Station
 
 log = logging.getLogger("station_hub.forwarder")
@@ -68,6 +74,8 @@ class SendHello:
 class SendBatch:
     request: int
     first_position: int
+    devices: bytes | None = None
+    """The digest of the device statements to send with it (:func:`devices_digest`), if any."""
 
 
 Action = SendHello | SendBatch | None
@@ -82,6 +90,11 @@ def _progress(confirm: Confirm) -> tuple[Any, ...]:
     return confirm.head, confirm.checkpoint, confirm.closing
 
 
+def devices_digest(statements: list[DeviceStatement]) -> bytes | None:
+    """What identifies a set of device statements (None for none): sent again when it changes."""
+    return sha256(canonical_bytes([s.to_json() for s in statements])) if statements else None
+
+
 class ForwarderCore:
     """The hub's side of the protocol as a state machine (times are monotonic seconds)."""
 
@@ -93,6 +106,9 @@ class ForwarderCore:
         """The request awaiting its confirm, and when it was sent."""
         self.centre: Confirm | None = None
         self.resume_at = 0.0
+        self.devices_confirmed: bytes | None = None
+        """The digest of the device statements the centre last confirmed (none since start: a
+        restart sends them once more, which the centre takes as it takes any newer statement)."""
 
     def _send(self, action: SendHello | SendBatch, now: float) -> Action:
         self.in_flight = (action, now)
@@ -117,7 +133,9 @@ class ForwarderCore:
             self.resume_at = now + self.timeout
             return True
         previous, self.centre = self.centre, answer
-        if isinstance(action, SendBatch) and previous is not None and _progress(previous) == _progress(answer):
+        if isinstance(action, SendBatch) and action.devices is not None:
+            self.devices_confirmed = action.devices  # a batch of statements only: no progress to see
+        elif isinstance(action, SendBatch) and previous is not None and _progress(previous) == _progress(answer):
             # The centre took nothing of the batch (an entry or statement failed its checks):
             # try again later, never in a tight loop.
             log.error("the centre stays at position %d of station %s", answer.head.position, self.station_id)
@@ -131,8 +149,11 @@ class ForwarderCore:
             self.centre = None
             self.resume_at = now + min(self.timeout, NO_GATEWAY_RETRY)
 
-    def tick(self, now: float, ledger_head: int, statements: dict[str, dict[str, Any]]) -> Action:
-        """What to send now, given the ledger's head and the signed statements seen locally."""
+    def tick(
+        self, now: float, ledger_head: int, statements: dict[str, dict[str, Any]], devices: bytes | None = None
+    ) -> Action:
+        """What to send now, given the ledger's head, the signed statements seen locally and the
+        digest of the ledger's device statements (:func:`devices_digest`)."""
         if self.in_flight is not None:
             if now - self.in_flight[1] < self.timeout:
                 return None
@@ -145,6 +166,9 @@ class ForwarderCore:
         if self.centre.head.position < ledger_head or self._statements_missing(statements):
             self._next_request += 1
             return self._send(SendBatch(self._next_request, self.centre.head.position + 1), now)
+        if devices is not None and devices != self.devices_confirmed and self.centre.closing is not None:
+            self._next_request += 1
+            return self._send(SendBatch(self._next_request, self.centre.head.position + 1, devices), now)
         return None
 
     def _statements_missing(self, statements: dict[str, dict[str, Any]]) -> bool:
@@ -167,8 +191,10 @@ class LedgerReader:
         self._db: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection | None:
-        if self._db is None and self.path.exists():
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        if self._db is None and self.path.exists() and pool_file(self.path).exists():
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            attach_pool(db, self.path, read_only=True)
+            self._db = db
         return self._db
 
     def head(self) -> int:
@@ -187,19 +213,29 @@ class LedgerReader:
         if db is None:
             return []
         rows = db.execute(
-            "SELECT position, prev_hash, ballot_hash, kind, ballot FROM entries WHERE position >= ? "
-            "ORDER BY position LIMIT ?",
+            f"SELECT {ENTRY_COLUMNS}, ballot FROM entries WHERE position >= ? ORDER BY position LIMIT ?",
             (first, limit),
         ).fetchall()
         out, size = [], 0
-        for position, prev, ballot_hash, kind, stored in rows:
-            entry = ChainEntry(position, bytes(prev), bytes(ballot_hash), kind)
+        for *columns, stored in rows:
+            entry = entry_of(*columns)
             ballot, opening = split_stored_ballot(entry, bytes(stored))
             size += len(stored)
             if out and size > max_bytes:
                 break
             out.append(ForwardedEntry(entry, ballot, opening))
         return out
+
+    def device_statements(self, base_hash: bytes) -> list[DeviceStatement]:
+        """Each terminal's latest statement the ledger holds, by device id."""
+        db = self._connection()
+        if db is None:
+            return []
+        try:
+            rows = db.execute("SELECT * FROM intake.device_statements ORDER BY device_id").fetchall()
+        except sqlite3.OperationalError:  # the ledger has not created its tables yet
+            return []
+        return [DeviceStatement(device, base_hash, sealed, bytes(c), bytes(s)) for device, sealed, c, s in rows]
 
     def entry_hash(self, position: int) -> bytes | None:
         db = self._connection()
@@ -218,9 +254,8 @@ class LedgerReader:
 def split_stored_ballot(entry: ChainEntry, stored: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The sealed ballot and (for a spoiled one) its opening from what the ledger stored.
 
-    A cast ballot is stored as its exact bytes. A spoiled one may be stored as the sealed
-    ballot or as ``{"ballot": …, "opening": …}``; anything else is forwarded as it is and
-    the centre will flag it.
+    A cast ballot is stored as its exact bytes, a spoiled one as ``{"ballot": …, "opening": …}``;
+    anything else is forwarded as it is and the centre will flag it.
     """
     try:
         data = parse_json(stored)
@@ -302,6 +337,7 @@ class Forwarder:
         ledger_key = station.certificate("ledger").public_key()
         assert isinstance(ledger_key, Ed25519PublicKey)
         self.ledger_key = ledger_key
+        self.base_hash = station.election().manifest.base_hash
         self.core = ForwarderCore(station.station_id, timeout, time.time_ns() // 1000)
         self._events: queue.Queue[Callable[[], None]] = queue.Queue()
         self._stop = threading.Event()
@@ -402,7 +438,8 @@ class Forwarder:
             entries = self.reader.entries_from(action.first_position, self.batch_entries)
             known = self.state.statements()
             statements = [known[kind] for kind in STATEMENT_KINDS if kind in known]
-            payload = batch_payload(station_id, action.request, entries, statements)
+            devices = self.reader.device_statements(self.base_hash) if action.devices is not None else []
+            payload = batch_payload(station_id, action.request, entries, statements, devices)
         info = self.central.publish(up_topic(station_id), payload, qos=1)
         self._published[info.mid] = action.request
 
@@ -426,7 +463,8 @@ class Forwarder:
                 except queue.Empty:
                     pass
                 if self.central.is_connected():
-                    self._act(self.core.tick(time.monotonic(), self.reader.head(), self.state.statements()))
+                    devices = devices_digest(self.reader.device_statements(self.base_hash))
+                    self._act(self.core.tick(time.monotonic(), self.reader.head(), self.state.statements(), devices))
         finally:
             for client in (self.central, self.local):
                 client.disconnect()

@@ -1,40 +1,51 @@
-"""The ledger's decision logic, free of I/O: which sealed ballot joins the chain, and why not.
+"""The ledger's decision logic, free of I/O: which sealed ballot the ledger holds, when its pool
+becomes the next batch of the chain, and why a ballot is refused.
 
-:class:`LedgerCore` holds a mirror of the durable state (chain head, each device's last
-sequence number and ballot hash, used tokens, the ballots already in the chain) and turns one
-received payload into a decision. The service shell persists accepted entries durably and only
-then sends the acknowledgements; if the commit fails the process stops and restarts from the
-database, so the mirror can never run ahead of the disk.
+Record format 2 (docs/design-record-v2.md §2–§4). An accepted ballot goes into the **pool**, a
+set keyed by ballot hash with no position and no time, and the booth is acknowledged at once
+(``held``). When the pool holds at least the manifest's ``batch_min`` ballots (cast and spoiled
+together) the whole pool becomes the next **batch**: sorted by ballot hash, appended to the chain
+in that order, so a position says which batch a ballot fell in and nothing about when it came.
+The final close commits the pool whatever its size (the closing report's ``closed_position`` is
+the end of that batch). After it, late ballots are committed when the pool reaches
+``batch_min`` or when no ballot arrived for :data:`LATE_QUIET` seconds, so a late booth's burst
+forms one sorted batch.
+
+:class:`LedgerCore` holds a mirror of the durable state and takes the time as input. The service
+shell persists what the core decided (the pool's new ballots, a batch) before it sends any
+acknowledgement; if a commit fails the process stops and restarts from the database, so the
+mirror can never run ahead of the disk.
 
 Checks, in this order (the first failure is the reason sent back):
-``too_large``/``malformed`` (schema, encoding, every group element) → ``wrong_election`` →
-``polls_not_open`` (only before the polls open) → ``device_mismatch`` (ballot's device id vs.
-the sender's certificate) → ``unknown_device``/``revoked_device`` → ``bad_signature`` → ``device_chain`` (sequence and
-previous hash) → ``duplicate_ballot_id`` (a ballot id is chained once, whatever else differs)
-→ ``no_token``/``bad_token``/``token_used`` → ``bad_proof``.
+``too_large``/``malformed`` (schema, encoding, every group element; the statement names the
+ballot's device and election) → ``wrong_election`` → ``polls_not_open`` (only before the polls
+open) → ``device_mismatch`` (ballot's device id vs. the sender's certificate) →
+``unknown_device``/``revoked_device`` → ``bad_signature`` → ``bad_statement`` (the device
+statement does not verify, or contradicts the held one of the same count) →
+``duplicate_ballot_id`` (a ballot id is held once, whatever else differs) →
+``no_token``/``bad_token``/``token_used`` → ``bad_proof``.
+
+**Device statements** (§3): every submission carries the statement its terminal signed when it
+sealed that ballot. The ledger keeps only the one with the largest ``sealed`` per terminal:
+an intermediate statement, compared with the next, would name the ballot sealed between them.
 
 Bounds, so that one certificate cannot make the hub work without end: a terminal whose
 messages keep being refused is answered ``rate_limited`` (no parsing, no signature or proof
-check) until its budget refills; a terminal may chain only a few spoiled ballots in a burst
+check) until its budget refills; a terminal may hold only a few spoiled ballots in a burst
 (``too_many_spoiled``), which no voter challenging a ballot and voting again ever reaches.
 
-A *spoiled* (challenged) ballot arrives on the same topic as ``{"version": 1, "type":
-"spoiled_ballot", "ballot": sealed ballot, "opening": its opening}``. It is checked like a cast
-ballot except that its token must be null (``token_on_spoiled``: a public opening next to the
-voter's token would link the voter to their cast ballot) and its opening must reproduce every
-ciphertext (``bad_opening``); it joins the chain as kind ``spoiled`` and advances the device
-chain like any sealed ballot. The chain's ``ballot_hash`` is always the sealed ballot's hash.
-Closing (docs/ledger.md, "Closing the polls"): the polls go ``open`` → ``closing`` →
-``closed``. At ``closing`` the roll stops issuing tokens, so every valid unspent token from
-then on was issued before the close: the ledger keeps chaining such ballots as ``cast``. After
-the final close a cast ballot with a valid unspent token (a booth that was offline, say) is
-chained as ``late``: never refused (the voter did vote), never silently counted (the closing
-report, re-signed, lists it per terminal, and the centre flags it). Spoiled ballots after the
-final close are chained as ``spoiled`` (never counted) so the device's chain can continue.
+A *spoiled* (challenged) ballot is checked like a cast ballot except that its token must be
+null (``token_on_spoiled``: a public opening next to the voter's token would link the voter to
+their cast ballot) and its opening must reproduce every ciphertext (``bad_opening``); it joins
+the same pool as kind ``spoiled``. Closing (docs/ledger.md, "Closing the polls"): the polls go
+``open`` → ``closing`` → ``closed``. At ``closing`` the roll stops issuing tokens, so every valid
+unspent token from then on was issued before the close: the ledger keeps holding such ballots
+as ``cast``. After the final close a cast ballot with a valid unspent token (a booth that was
+offline, say) is held as ``late``: never refused, never silently counted.
 
-A ballot whose exact bytes are already in the chain is not checked again: it gets its original
-acknowledgement (idempotent resend), even after the polls closed — but only when it comes from
-the terminal that sealed it; from any other terminal it is ``device_mismatch``.
+A ballot already held (in the pool or the chain) is not checked again: it gets its held
+acknowledgement again (idempotent resend), even after the polls closed — but only when it
+comes from the terminal that sealed it; from any other terminal it is ``device_mismatch``.
 """
 
 from __future__ import annotations
@@ -46,15 +57,21 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from election import tokens
-from election.ballot import GENESIS_HASH, BallotOpening, SealedBallot
-from election.chain import ChainEntry, ChainHead, ChainState, tracking_code
-from election.encoding import sha256
+from election.ballot import BallotOpening, SealedBallot
+from election.chain import ChainEntry, ChainHead, ChainState, PoolBallot
+from election.devices import DeviceStatement, set_commitment
+from election.encoding import canonical_bytes, sha256
+from election.errors import SignatureError
 from election.group import Point
 from election.manifest import Manifest
 from protocol.errors import Reason, Refusal
-from protocol.messages import AckAccepted, AckRefused, BallotSubmission
+from protocol.messages import AckHeld, AckRefused, BallotSubmission
 
 POLLS_STATES = ("pending", "open", "closing", "closed")
+LATE_QUIET = 3.0
+"""Seconds without a ballot after which the pool of late ballots is committed, however small."""
+EMPTY_COMMITMENT = set_commitment([])
+"""What the closing report says of a terminal none of whose statements arrived."""
 
 DeviceLookup = Callable[[str], Ed25519PublicKey | str]
 """Device id → its Ed25519 key, or the refusal reason (``unknown_device``/``revoked_device``)."""
@@ -71,7 +88,7 @@ class Budget:
 REFUSAL_BUDGET = Budget(burst=30, rate=0.5)
 """Refused messages a terminal may send before it is answered ``rate_limited`` only."""
 SPOILED_BUDGET = Budget(burst=5, rate=1 / 30)
-"""Spoiled ballots a terminal may chain in a burst, then one every 30 s."""
+"""Spoiled ballots a terminal may hold in a burst, then one every 30 s."""
 
 
 @dataclass
@@ -92,27 +109,31 @@ class _Bucket:
 
 
 @dataclass(frozen=True, slots=True)
-class Accepted:
-    """A new chain entry; acknowledge only after it is durable."""
+class Held:
+    """A ballot for the pool; acknowledge only after it is durable.
 
-    entry: ChainEntry
-    entry_hash: bytes
+    ``stored`` is what the store keeps of it: the sealed ballot's canonical bytes, or for a
+    spoiled one ``{"ballot", "opening"}`` (the opening is public); never the statement.
+    ``statement`` is the device's new latest statement, None when the one held is as recent.
+    """
+
     ballot: SealedBallot
-    payload: bytes
+    kind: str
+    stored: bytes
+    statement: DeviceStatement | None
 
-    def ack(self) -> AckAccepted:
-        return accepted_ack(self.entry, self.entry_hash)
+    def ack(self) -> AckHeld:
+        return AckHeld(self.ballot.ballot_hash)
 
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
-    """The ballot is already in the chain: answer with its original acknowledgement."""
+    """The ballot is already held (pool or chain): answer with the same acknowledgement."""
 
-    entry: ChainEntry
-    entry_hash: bytes
+    ballot_hash: bytes
 
-    def ack(self) -> AckAccepted:
-        return accepted_ack(self.entry, self.entry_hash)
+    def ack(self) -> AckHeld:
+        return AckHeld(self.ballot_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +146,19 @@ class Refused:
         return AckRefused(self.payload_hash, self.reason, self.detail)
 
 
-Decision = Accepted | Duplicate | Refused
+Decision = Held | Duplicate | Refused
 
 
-def accepted_ack(entry: ChainEntry, entry_hash: bytes) -> AckAccepted:
-    return AckAccepted(entry.ballot_hash, entry.position, entry_hash, tracking_code(entry_hash))
+@dataclass(frozen=True, slots=True)
+class DeviceHead:
+    """What the closing report says of a terminal declared unreachable: its latest statement's
+    count and set commitment when the polls closed (0 and the empty set's when none arrived)."""
+
+    sealed: int
+    commitment: bytes
+
+    def to_json(self) -> dict[str, int | str]:
+        return {"sealed": self.sealed, "commitment": self.commitment.hex()}
 
 
 @dataclass
@@ -138,38 +167,36 @@ class LedgerState:
 
     head: ChainHead
     polls: str = "pending"
-    device_heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     used_tokens: set[bytes] = field(default_factory=set)
     ballot_ids: set[bytes] = field(default_factory=set)
-    entries_by_ballot: dict[bytes, tuple[ChainEntry, bytes, str]] = field(default_factory=dict)
-    """Ballot hash → (entry, entry hash, the device that sealed it)."""
+    held: dict[bytes, str] = field(default_factory=dict)
+    """Ballot hash → the device that sealed it, for every ballot in the pool or the chain."""
+    pool: dict[bytes, PoolBallot] = field(default_factory=dict)
+    """The ballots held and not yet chained, by ballot hash (a set: no order)."""
+    statements: dict[str, DeviceStatement] = field(default_factory=dict)
+    """Each terminal's statement with the largest ``sealed`` received so far."""
     per_device: dict[str, int] = field(default_factory=dict)
-    """Cast ballots per terminal (what the closing report sets against the roll's check-ins)."""
+    """Chained cast ballots per terminal (what the closing report sets against the check-ins)."""
     spoiled: int = 0
     late_per_device: dict[str, int] = field(default_factory=dict)
-    """Cast ballots chained after the final close (``late``), per terminal."""
+    """Chained ballots that arrived after the final close (``late``), per terminal."""
     closed_position: int | None = None
-    """The chain position at the final close."""
-    unreachable: dict[str, tuple[int, bytes]] = field(default_factory=dict)
-    """Terminals declared unreachable at the final close → their device-chain head then
-    (sequence, ballot hash; 0 and the genesis hash when none of its ballots arrived)."""
+    """The chain position at the final close: the end of the batch the close committed."""
+    unreachable: dict[str, DeviceHead] = field(default_factory=dict)
+    """Terminals declared unreachable at the final close → their latest statement then."""
 
-    def record(
-        self,
-        entry: ChainEntry,
-        entry_hash: bytes,
-        device_id: str,
-        device_seq: int,
-        token: bytes | None,
-        ballot_id: bytes,
-    ) -> None:
-        """Remember one chained entry (on acceptance, and when the store replays the chain)."""
-        self.head = ChainHead(entry.position, entry_hash)
-        self.device_heads[device_id] = (device_seq, entry.ballot_hash)
+    def hold(self, ballot_hash: bytes, kind: str, device_id: str, token: bytes | None, ballot_id: bytes) -> None:
+        """Remember one ballot as held (on acceptance, and when the store reads the pool back)."""
+        self.held[ballot_hash] = device_id
         if token is not None:
             self.used_tokens.add(token)
         self.ballot_ids.add(ballot_id)
-        self.entries_by_ballot[entry.ballot_hash] = (entry, entry_hash, device_id)
+        self.pool[ballot_hash] = PoolBallot(ballot_hash, kind)
+
+    def chained(self, entry: ChainEntry, entry_hash: bytes, device_id: str) -> None:
+        """Remember one entry as chained: out of the pool, into the counts and the head."""
+        self.pool.pop(entry.ballot_hash, None)
+        self.head = ChainHead(entry.position, entry_hash, entry.batch)
         if entry.kind == "cast":
             self.per_device[device_id] = self.per_device.get(device_id, 0) + 1
         elif entry.kind == "late":
@@ -184,8 +211,20 @@ class LedgerState:
             counts[device] = counts.get(device, 0) + late
         return counts
 
-    def device_head(self, device_id: str) -> tuple[int, bytes]:
-        return self.device_heads.get(device_id, (0, GENESIS_HASH))
+    def device_head(self, device_id: str) -> DeviceHead:
+        statement = self.statements.get(device_id)
+        if statement is None:
+            return DeviceHead(0, EMPTY_COMMITMENT)
+        return DeviceHead(statement.sealed, statement.commitment)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    """One entry of a batch with what the store and the counts need of it."""
+
+    entry: ChainEntry
+    entry_hash: bytes
+    device_id: str
 
 
 class LedgerCore:
@@ -205,16 +244,18 @@ class LedgerCore:
         self.devices = devices
         self.token_key = token_key
         self.state = state
-        self.chain = ChainState(genesis, state.head)
+        self.genesis = genesis
         self.check_proofs = check_proofs
         self._refusals: dict[str, _Bucket] = {}
         self._verdict: ProofVerdict | None = None
         self._spoiled: dict[str, _Bucket] = {}
+        self._quiet_since: float | None = None
+        """When the last ballot joined the pool (or the core first looked at a restored pool)."""
 
     def decide(self, payload: bytes, sender: str, now: float = 0.0, *, verdict: ProofVerdict | None = None) -> Decision:
-        """Judge one payload from terminal ``sender`` at monotonic time ``now``; an acceptance
-        updates the mirror. ``verdict``: the payload's proof and opening checks, already made
-        by :func:`proof_verdict` in a worker process (they depend on nothing but the payload)."""
+        """Judge one payload from terminal ``sender`` at monotonic time ``now``; a held ballot
+        joins the mirror's pool. ``verdict``: the payload's proof and opening checks, already
+        made by :func:`proof_verdict` in a worker process (they depend on nothing but the payload)."""
         self._verdict = verdict
         payload_hash = sha256(payload)
         refusals = self._refusals.setdefault(sender, _Bucket(REFUSAL_BUDGET.burst, now))
@@ -223,30 +264,73 @@ class LedgerCore:
         try:
             submission = BallotSubmission.decode(payload, self.manifest)
             ballot, opening = submission.ballot, submission.opening
-            known = self.state.entries_by_ballot.get(ballot.ballot_hash)
-            if known:
-                entry, entry_hash, device = known
+            device = self.state.held.get(ballot.ballot_hash)
+            if device is not None:
                 if device != sender:
                     raise Refusal(Reason.DEVICE_MISMATCH, f"a ballot of {device} sent by {sender}")
-                return Duplicate(entry, entry_hash)
-            self._check(ballot, sender, opening, now)
+                return Duplicate(ballot.ballot_hash)
+            self._check(submission, sender, now)
         except Refusal as refusal:
             refusals.take(REFUSAL_BUDGET, now)
             return Refused(Reason(refusal.reason), refusal.detail, payload_hash)
-        entry = self.chain.next_entry(ballot.ballot_hash, self._kind(opening))
-        entry_hash = self.chain.append(entry)
+        kind = self._kind(opening)
         token = None if ballot.token is None else ballot.token.message
-        self.state.record(entry, entry_hash, ballot.device_id, ballot.device_seq, token, ballot.ballot_id)
+        self.state.hold(ballot.ballot_hash, kind, ballot.device_id, token, ballot.ballot_id)
+        statement = self._newer(submission.statement)
+        if statement is not None:
+            self.state.statements[statement.device_id] = statement
         if opening is not None:
             self._spoiled[sender].take(SPOILED_BUDGET, now)
-        return Accepted(entry, entry_hash, ballot, payload)
+        self._quiet_since = now
+        sealed = ballot.to_json()
+        kept = sealed if opening is None else {"ballot": sealed, "opening": opening.to_json(self.manifest)}
+        return Held(ballot, kind, canonical_bytes(kept), statement)
+
+    def batch_due(self, now: float) -> bool:
+        """Whether the pool is to be committed now: it holds ``batch_min`` ballots, or — after
+        the final close only — it holds any and no ballot arrived for :data:`LATE_QUIET` s."""
+        if not self.state.pool:
+            return False
+        if len(self.state.pool) >= self.manifest.batch_min:
+            return True
+        if self.state.polls != "closed":
+            return False
+        if self._quiet_since is None:
+            self._quiet_since = now
+        return now - self._quiet_since >= LATE_QUIET
+
+    def take_batch(self) -> list[BatchEntry]:
+        """The whole pool as the next batch of the chain, sorted by ballot hash (empty for an
+        empty pool); the mirror moves to its end. The caller commits it in one transaction."""
+        chain = ChainState(self.genesis, self.state.head)
+        batch = []
+        for entry in chain.next_batch(self.state.pool.values()):
+            entry_hash = chain.append(entry)
+            batch.append(BatchEntry(entry, entry_hash, self.state.held[entry.ballot_hash]))
+            self.state.chained(entry, entry_hash, self.state.held[entry.ballot_hash])
+        return batch
+
+    def close_final(self, unreachable: list[str]) -> list[BatchEntry]:
+        """The final close: the pool becomes the last batch of the polls, whatever its size;
+        ``closed_position`` is its end; each terminal declared ``unreachable`` is reported with
+        its latest statement. Returns the batch, to commit with the new state in one transaction."""
+        batch = self.take_batch()
+        state = self.state
+        state.polls, state.closed_position = "closed", state.head.position
+        state.unreachable = {name: state.device_head(name) for name in unreachable}
+        return batch
 
     def _kind(self, opening: BallotOpening | None) -> str:
         if opening is not None:
             return "spoiled"
         return "late" if self.state.polls == "closed" else "cast"
 
-    def _check(self, ballot: SealedBallot, sender: str, opening: BallotOpening | None, now: float) -> None:
+    def _newer(self, statement: DeviceStatement) -> DeviceStatement | None:
+        held = self.state.statements.get(statement.device_id)
+        return statement if held is None or statement.sealed > held.sealed else None
+
+    def _check(self, submission: BallotSubmission, sender: str, now: float) -> None:
+        ballot, opening = submission.ballot, submission.opening
         if ballot.base_hash != self.manifest.base_hash:
             raise Refusal(Reason.WRONG_ELECTION, "the ballot is for another election (base hash)")
         if self.state.polls == "pending":
@@ -259,15 +343,9 @@ class LedgerCore:
             raise Refusal(Reason(reason), detail or f"terminal {ballot.device_id}: {reason}")
         if not ballot.signature_valid(key):
             raise Refusal(Reason.BAD_SIGNATURE, "the device signature does not verify")
-        last_seq, last_hash = self.state.device_head(ballot.device_id)
-        if ballot.device_seq != last_seq + 1 or ballot.prev_hash != last_hash:
-            raise Refusal(
-                Reason.DEVICE_CHAIN,
-                f"expected sequence {last_seq + 1} after the device's last ballot, "
-                f"got {ballot.device_seq} (or a different previous hash)",
-            )
+        self._check_statement(submission.statement, key)
         if ballot.ballot_id in self.state.ballot_ids:
-            raise Refusal(Reason.DUPLICATE_BALLOT_ID, "a ballot with this ballot id is already in the chain")
+            raise Refusal(Reason.DUPLICATE_BALLOT_ID, "a ballot with this ballot id is already held")
         if opening is not None:
             self._check_spoiled(ballot, opening, sender, now)
             return
@@ -278,6 +356,18 @@ class LedgerCore:
         if ballot.token.message in self.state.used_tokens:
             raise Refusal(Reason.TOKEN_USED, "this token was already used for another ballot")
         self._check_proofs(ballot)
+
+    def _check_statement(self, statement: DeviceStatement, key: Ed25519PublicKey) -> None:
+        """The statement is the device's (the decoder matched its id and election), signed by
+        its key, and — where the ledger holds one of the same count — that very statement: a
+        terminal that signs two different sets of the same size is broken or forged."""
+        try:
+            statement.verify(key)
+        except SignatureError:
+            raise Refusal(Reason.BAD_STATEMENT, "the device statement does not verify under the device's key") from None
+        held = self.state.statements.get(statement.device_id)
+        if held is not None and held.sealed == statement.sealed and held != statement:
+            raise Refusal(Reason.BAD_STATEMENT, f"the device signed another set of {statement.sealed} ballots")
 
     def _check_spoiled(self, ballot: SealedBallot, opening: BallotOpening, sender: str, now: float) -> None:
         if ballot.token is not None:

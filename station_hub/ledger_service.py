@@ -1,20 +1,26 @@
-"""The ledger service: MQTT in, durable chain, acknowledgements and signed statements out.
+"""The ledger service: MQTT in, a durable pool and chain of sorted batches, acknowledgements and
+signed statements out.
 
 The network thread only queues messages (manual acknowledgement, so the broker's PUBACK is
-withheld too); one worker thread decides a batch with :class:`LedgerCore`, commits every
-accepted entry in one durable transaction, and only then publishes the acknowledgements and
-releases the PUBACKs. A crash anywhere before the commit loses nothing the terminal was told;
-a crash after it makes the resend a duplicate, which gets the same acknowledgement.
+withheld too); one worker thread decides the waiting messages with :class:`LedgerCore`, puts
+every accepted ballot into the pool in one durable transaction, and only then publishes the
+acknowledgements and releases the PUBACKs. A crash anywhere before that commit loses nothing the
+terminal was told; a crash after it makes the resend a duplicate, which gets the same
+acknowledgement. Then, whenever the core says a batch is due (the pool reached ``batch_min``;
+after the final close also :data:`station_hub.ledger.LATE_QUIET` seconds without a ballot —
+the timer lives here, the rule in the core), the pool is moved into the chain in one transaction.
 
-``POLLING_STATION_FAILPOINT=ledger-before-commit|ledger-after-commit`` stops the process there
-(infra/failpoints.py), so fault tests can kill it at that point.
+``POLLING_STATION_FAILPOINT=ledger-before-commit|ledger-after-commit`` (around the pool's
+commit) or ``ledger-before-batch|ledger-after-batch`` (around a batch's) stops the process
+there (infra/failpoints.py), so fault tests can kill it at that point.
 
 Audit log (docs/audit-log.md): ``ledger/audit/ledger.log``, signed with ``ledger/audit/audit.key``
 — the ledger's own storage, never shared with the roll. It records polls changes with the
-signed report's chain head, each ballot accepted (ballot id, position), refusals as counts per
-terminal and reason per checkpoint interval (never one entry per refused message: a terminal
-could otherwise grow the log without bound), and the CRL in force (at start and whenever a
-revocation changes it).
+signed report's chain head, each batch committed (its last position and size: nothing finer
+than a batch, so no entry dates a ballot), refusals as counts per terminal and reason per
+checkpoint interval (never one entry per refused message: a terminal could otherwise grow the
+log without bound), and the CRL in force (at start and whenever a revocation changes it). No
+service log line names a ballot either.
 
 No message can stop the service: a decoder refuses with a reason, and an unexpected exception
 in a handler is logged once, answered ``internal_error`` and acknowledged, so the broker never
@@ -40,7 +46,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from audit.service import ServiceAudit
-from election.chain import ChainHead, Checkpoint, sign_document
+from election.chain import CHAIN_VERSION, ChainHead, Checkpoint, sign_document
 from election.encoding import canonical_bytes, sha256
 from election.errors import FormatError
 from infra.failpoints import failpoint
@@ -50,7 +56,6 @@ from infra.officials import CHALLENGE_LIFETIME, OfficialsRefused, OfficialsVerif
 from infra.service import BrokerWatch, Vitals, run_service
 from protocol.errors import PollsReason, Reason
 from protocol.messages import (
-    MESSAGE_VERSION,
     NONCE_BYTES,
     LedgerStatus,
     PollsChallenge,
@@ -62,7 +67,7 @@ from protocol.messages import (
     polls_result_topic,
 )
 from station_hub.forward_progress import confirmed_position
-from station_hub.ledger import Accepted, Decision, LedgerCore, ProofChecker, ProofVerdict, Refused
+from station_hub.ledger import BatchEntry, Decision, Held, LedgerCore, ProofChecker, ProofVerdict, Refused
 from station_hub.ledger_store import LedgerStore
 from station_hub.station import DeviceDirectory, Station
 
@@ -100,7 +105,7 @@ class LedgerService:
             self.genesis,
             DeviceDirectory(station).lookup,
             station.token_public_key(),
-            self.store.load(self.genesis),
+            self.store.load(self.genesis, self.base_hash),
             check_proofs=check_proofs,
         )
         self.proofs = ProofChecker(election.manifest, election.context.joint_public_key)
@@ -160,8 +165,8 @@ class LedgerService:
         self.audit = ServiceAudit.start(log_path, key_path, f"{self.station.station_id}.ledger", "ledger")
         state = self.core.state
         declared = f", {len(state.unreachable)} terminal(s) declared unreachable" if state.unreachable else ""
-        log.info("ledger of station %s starting: recovered chain position %d, polls %s%s", self.station.station_id,
-                 state.head.position, state.polls, declared)  # fmt: skip
+        log.info("ledger of station %s starting: recovered chain position %d and %d ballot(s) in the pool, polls %s%s",
+                 self.station.station_id, state.head.position, len(state.pool), state.polls, declared)  # fmt: skip
         self._audit_crl()
         try:
             connect(self.client, self.station, session_expiry=SESSION_EXPIRY)
@@ -187,6 +192,7 @@ class LedgerService:
                         break
                 if batch:
                     self._handle(batch)
+                self._commit_due_batches()
                 if time.monotonic() >= next_tick:
                     self._flush_refusal_counts()
                     self._publish_checkpoint()
@@ -266,22 +272,13 @@ class LedgerService:
             self._record("refusals_counted", terminal=terminal, reason=reason, count=count)
 
     def _flush(self, pending: list[tuple[mqtt.MQTTMessage, str, Decision]]) -> None:
-        accepted = [d for _, _, d in pending if isinstance(d, Accepted)]
-        if accepted:
+        held = [d for _, _, d in pending if isinstance(d, Held)]
+        if held:
             failpoint("ledger-before-commit")
-            self.store.append(accepted)
+            self.store.hold(held)
             failpoint("ledger-after-commit")
-            late = [a for a in accepted if a.entry.kind == "late"]
-            for a in late:
-                log.warning("chained a LATE ballot of %s at position %d (its token was issued before the close)",
-                            a.ballot.device_id, a.entry.position)  # fmt: skip
-            if late:
-                self._announce_polls()
         for message, sender, decision in pending:
-            if isinstance(decision, Accepted):
-                self._record("ballot_acknowledged", ballot_id=decision.ballot.ballot_id.hex(),
-                             position=decision.entry.position)  # fmt: skip
-            elif isinstance(decision, Refused):
+            if isinstance(decision, Refused):
                 self.refused += 1
                 key = (sender, decision.reason.value)
                 if key not in self._refusal_counts:  # logged once per terminal, reason and interval
@@ -296,6 +293,27 @@ class LedgerService:
                 properties.CorrelationData = correlation
             self._publish(self.topics.ack(sender), decision.ack().encode(), properties=properties)
             self.client.ack(message.mid, message.qos)
+
+    def _commit_due_batches(self) -> None:
+        """Move the pool into the chain whenever the core says a batch is due."""
+        while self.core.batch_due(time.monotonic()):
+            batch = self.core.take_batch()
+            failpoint("ledger-before-batch")
+            self.store.commit_batch(batch)
+            failpoint("ledger-after-batch")
+            self._batch_committed(batch)
+            if self.core.state.polls == "closed":
+                self._announce_polls()  # the closing report, signed again at the new head
+
+    def _batch_committed(self, batch: list[BatchEntry]) -> None:
+        """Audit a committed batch by its end and size only (nothing finer: no entry dates a ballot)."""
+        if not batch:
+            return
+        self._record("batch_committed", position=batch[-1].entry.position, entries=len(batch))
+        late = sum(1 for b in batch if b.entry.kind == "late")
+        if late:
+            log.warning("chained a batch with %d LATE ballot(s) up to position %d (their tokens were issued before "
+                        "the close)", late, batch[-1].entry.position)  # fmt: skip
 
     def _handle_control(self, message: mqtt.MQTTMessage) -> None:
         try:
@@ -411,11 +429,11 @@ class LedgerService:
             state.polls = "closing"
             log.info("polls closing: the roll issues no more tokens; ballots of tokens issued before are chained")
         elif verb == "final" and state.polls == "closing":
-            unreachable = {name: state.device_head(name) for name in command.unreachable}
-            self.store.close_final(state.head.position, unreachable)
-            state.polls, state.closed_position, state.unreachable = "closed", state.head.position, unreachable
+            batch = self.core.close_final(list(command.unreachable))
+            self.store.close_final(batch, state.head.position, state.unreachable)
             log.info("polls closed at position %d; declared unreachable: %s", state.head.position,
-                     ", ".join(unreachable) or "none")  # fmt: skip
+                     ", ".join(state.unreachable) or "none")  # fmt: skip
+            self._batch_committed(batch)
             self._record("polls_closed", station=self.station.station_id)
             self._record("report_signed", report="closing_report", position=state.head.position,
                          head_hash=state.head.entry_hash.hex())  # fmt: skip
@@ -426,7 +444,7 @@ class LedgerService:
 
     def _statement(self, kind: str, head: ChainHead, **fields: Any) -> bytes:
         body = {
-            "version": MESSAGE_VERSION,
+            "version": CHAIN_VERSION,
             "type": kind,
             "station_id": self.station.station_id,
             "base_hash": self.base_hash.hex(),
@@ -462,10 +480,7 @@ class LedgerService:
                 check_ins=self.check_ins,
                 late=dict(sorted(state.late_per_device.items())),
                 closed_position=state.closed_position or 0,
-                unreachable={
-                    name: {"device_seq": seq, "ballot_hash": head.hex()}
-                    for name, (seq, head) in sorted(state.unreachable.items())
-                },
+                unreachable={name: head.to_json() for name, head in sorted(state.unreachable.items())},
                 **({"authorized_by": self._authorizations["final"]} if "final" in self._authorizations else {}),
             )
             self._publish(self.topics.closing_report, report, retain=True)

@@ -1,91 +1,204 @@
-"""The ledger's durable store: SQLite in WAL mode with ``synchronous=FULL``.
+"""The ledger's durable store: SQLite with a rollback journal, ``secure_delete`` and
+``synchronous=EXTRA`` (infra/store.py), and nothing in it that keeps the order ballots came in.
 
-A batch of accepted ballots is one transaction; when :meth:`LedgerStore.append` returns, the
-entries survive a power cut, and only then may the service acknowledge them. The store keeps
-no wall-clock time and nothing about check-ins: its only order is the chain's own positions.
-Refused ballots are never written.
+- ``pool``: the ballots held and not yet chained, keyed by ballot hash (``WITHOUT ROWID``: no
+  row number counts arrivals), with no position and no time, in a file of its own
+  (``ledger-pool.db``, attached, so one transaction spans both files; it also holds
+  ``device_statements``, so holding a ballot writes that file alone). The booth is acknowledged
+  once a ballot is in it (:meth:`LedgerStore.hold` returned: it survives a power cut).
+- ``entries``: the chain. A batch is written in one transaction that also empties the pool
+  (:meth:`LedgerStore.commit_batch`); its rows go in position order, which within a batch is
+  ballot-hash order.
+- ``device_statements`` (in the pool's file): each terminal's statement with the largest
+  ``sealed``, keyed by device id, one row per terminal, replaced when a larger one arrives
+  (the table, a page, is rewritten in device order: see
+  :meth:`LedgerStore._rewrite_statements`); intermediate statements are never kept.
+- ``meta``: the polls state (``pending``, ``open``, ``closing``, ``closed``) and, written in the
+  same transaction as the batch of the final close, the chain position then
+  (``closed_position``) and the terminals declared unreachable with their latest statements'
+  counts and commitments (``unreachable``, JSON).
 
-``meta`` holds the polls state (``pending``, ``open``, ``closing``, ``closed``) and, written in
-the same transaction as the final close, the chain position then (``closed_position``) and the
-terminals declared unreachable with their device-chain heads (``unreachable``, JSON).
+Why not WAL: WAL frames are appended in commit order and keep old page images until a
+checkpoint, i.e. the order of arrivals on the medium; a rollback journal is deleted at every
+commit, and ``secure_delete`` zeroes what a batch removes from the pool. Zeroing is not enough:
+the pages a pool row took were allocated as ballots arrived, and once freed they would sit on
+the free list in the order the batch deleted them, pairing arrival order with hash order, and
+later rows would reuse them. Hence the pool's own file, rebuilt empty after every batch
+(``VACUUM intake``: a few pages, so cheap), while the chain's file only ever grows by whole
+batches in position order: the bytes of both depend on what they hold, never on the order it
+came in. Between two batches the pool's fewer than ``batch_min`` rows keep their arrival
+layout; that is the whole exposure of the files (docs/design-record-v2.md §9). The store keeps
+no wall-clock time and nothing about check-ins. Refused ballots are never written.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from election.chain import ChainEntry, ChainHead
+from election.devices import DeviceStatement
 from infra.errors import SiteError
 from infra.store import open_store
-from station_hub.ledger import Accepted, LedgerState
+from station_hub.ledger import BatchEntry, DeviceHead, Held, LedgerState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+FORMAT_1_SCHEMA_VERSION = 2
+"""The store of record format 1 (a chain of single ballots in arrival order): refused."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS entries (
     position INTEGER PRIMARY KEY,
+    batch INTEGER NOT NULL,
     prev_hash BLOB NOT NULL,
     ballot_hash BLOB NOT NULL UNIQUE,
     ballot_id BLOB NOT NULL UNIQUE,
     kind TEXT NOT NULL,
     entry_hash BLOB NOT NULL,
     device_id TEXT NOT NULL,
-    device_seq INTEGER NOT NULL,
     token_message BLOB UNIQUE,  -- NULL for a spoiled ballot
-    ballot BLOB NOT NULL,
-    UNIQUE (device_id, device_seq)
+    ballot BLOB NOT NULL
 );
 """
+POOL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS intake.pool (
+    ballot_hash BLOB PRIMARY KEY,
+    ballot_id BLOB NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    token_message BLOB UNIQUE,  -- NULL for a spoiled ballot
+    ballot BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS intake.device_statements (
+    device_id TEXT PRIMARY KEY,
+    sealed INTEGER NOT NULL,
+    commitment BLOB NOT NULL,
+    signature BLOB NOT NULL
+) WITHOUT ROWID
+"""
+ENTRY_COLUMNS = "position, batch, prev_hash, ballot_hash, kind"
+
+
+def pool_file(ledger: Path) -> Path:
+    """The pool's file beside the ledger's: ``ledger/ledger-pool.db``."""
+    return ledger.with_name(f"{ledger.stem}-pool{ledger.suffix}")
+
+
+def attach_pool(db: sqlite3.Connection, ledger: Path, *, read_only: bool = False) -> None:
+    """Attach the pool's file as ``intake``, opened as the ledger's own (rollback journal,
+    ``synchronous=EXTRA``, ``secure_delete``), creating its table if new."""
+    if read_only:
+        db.execute("ATTACH DATABASE ? AS intake", (f"file:{pool_file(ledger)}?mode=ro",))
+        return
+    db.execute("ATTACH DATABASE ? AS intake", (str(pool_file(ledger)),))
+    for pragma in ("journal_mode=DELETE", "synchronous=EXTRA", "secure_delete=ON"):
+        db.execute(f"PRAGMA intake.{pragma}")
+    for statement in POOL_SCHEMA.split(";"):
+        db.execute(statement)
+
+
+def entry_of(position: int, batch: int, prev_hash: bytes, ballot_hash: bytes, kind: str) -> ChainEntry:
+    """A chain entry from the columns :data:`ENTRY_COLUMNS` (the forwarder reads them too)."""
+    return ChainEntry(position, batch, bytes(prev_hash), bytes(ballot_hash), kind)
+
+
+def check_not_format_1(path: Path) -> None:
+    """Refuse a ledger written by record format 1 with its reason, not a bare version number."""
+    if not path.exists():
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+    if version == FORMAT_1_SCHEMA_VERSION:
+        raise SiteError(
+            f"{path}: a ledger of record format 1 (ballots chained in arrival order); this software keeps "
+            "record format 2 and does not convert it: archive the file and start the election's ledger anew"
+        )
 
 
 class LedgerStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = open_store(path, SCHEMA, SCHEMA_VERSION)
+        check_not_format_1(path)
+        self._db = open_store(path, SCHEMA, SCHEMA_VERSION, journal="delete", secure_delete=True, synchronous="extra")
+        attach_pool(self._db, path)
 
-    def load(self, genesis: bytes) -> LedgerState:
-        """Read the whole state back, re-checking the chain's links on the way."""
+    def load(self, genesis: bytes, base_hash: bytes) -> LedgerState:
+        """Read the whole state back, re-checking the chain's links on the way (``base_hash``:
+        the election's, which every statement held was checked against)."""
         state = LedgerState(ChainHead(0, genesis), polls=self.polls())
         closed = self._meta("closed_position")
         state.closed_position = None if closed is None else int(closed)
         unreachable = json.loads(self._meta("unreachable") or "{}")
-        state.unreachable = {name: (seq, bytes.fromhex(head)) for name, (seq, head) in unreachable.items()}
-        for entry, entry_hash, device_id, device_seq, token, ballot_id in self._rows():
+        state.unreachable = {
+            name: DeviceHead(sealed, bytes.fromhex(commitment)) for name, (sealed, commitment) in unreachable.items()
+        }
+        query = f"SELECT {ENTRY_COLUMNS}, entry_hash, device_id, token_message, ballot_id FROM entries"
+        for *columns, entry_hash, device, token, ballot_id in self._db.execute(query + " ORDER BY position"):
+            entry = entry_of(*columns)
             if entry.prev_hash != state.head.entry_hash or entry.entry_hash != entry_hash:
                 raise SiteError(f"{self.path}: the chain is broken at position {entry.position}")
-            state.record(entry, entry_hash, device_id, device_seq, token, ballot_id)
+            state.hold(entry.ballot_hash, entry.kind, device, token, ballot_id)
+            state.chained(entry, entry_hash, device)
+        for ballot_hash, kind, device, token, ballot_id in self._db.execute(
+            "SELECT ballot_hash, kind, device_id, token_message, ballot_id FROM intake.pool"
+        ):
+            state.hold(ballot_hash, kind, device, token, ballot_id)
+        for device, sealed, commitment, signature in self._db.execute("SELECT * FROM intake.device_statements"):
+            state.statements[device] = DeviceStatement(device, base_hash, sealed, commitment, signature)
         return state
 
-    def _rows(self) -> Iterator[tuple[ChainEntry, bytes, str, int, bytes | None, bytes]]:
-        query = (
-            "SELECT position, prev_hash, ballot_hash, kind, entry_hash, device_id, device_seq,"
-            " token_message, ballot_id FROM entries ORDER BY position"
-        )
-        for position, prev, ballot, kind, entry_hash, device, seq, token, ballot_id in self._db.execute(query):
-            yield ChainEntry(position, prev, ballot, kind), entry_hash, device, seq, token, ballot_id
-
-    def append(self, accepted: Sequence[Accepted]) -> None:
-        """Write a batch in one durable transaction."""
+    def hold(self, held: Sequence[Held]) -> None:
+        """Put ballots into the pool, and their devices' newer statements in place of the old
+        ones, in one durable transaction (only then may the booths be acknowledged)."""
         rows = [
             (
-                a.entry.position,
-                a.entry.prev_hash,
-                a.entry.ballot_hash,
-                a.ballot.ballot_id,
-                a.entry.kind,
-                a.entry_hash,
-                a.ballot.device_id,
-                a.ballot.device_seq,
-                a.ballot.token.message if a.ballot.token else None,
-                a.payload,
+                h.ballot.ballot_hash,
+                h.ballot.ballot_id,
+                h.kind,
+                h.ballot.device_id,
+                h.ballot.token.message if h.ballot.token else None,
+                h.stored,
             )
-            for a in accepted
+            for h in held
         ]
+        latest = {h.statement.device_id: h.statement for h in held if h.statement is not None}
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO intake.pool VALUES (?, ?, ?, ?, ?, ?)", rows)
+            if latest:  # the core offers only ever larger counts
+                self._rewrite_statements(latest)
+
+    def _rewrite_statements(self, latest: dict[str, DeviceStatement]) -> None:
+        """Replace the terminals' statements by ``latest`` where given, rewriting the small table
+        whole in device order: updated row by row, its page would keep the order in which the
+        terminals' first ballots arrived; emptied and refilled in order, it keeps none
+        (``secure_delete`` zeroes what it frees)."""
+        current = {row[0]: row for row in self._db.execute("SELECT * FROM intake.device_statements")}
+        for s in latest.values():
+            current[s.device_id] = (s.device_id, s.sealed, s.commitment, s.signature)
+        self._db.execute("DELETE FROM intake.device_statements")
+        self._db.executemany("INSERT INTO intake.device_statements VALUES (?, ?, ?, ?)", sorted(current.values()))
+
+    def commit_batch(self, batch: Sequence[BatchEntry], meta: dict[str, str] | None = None) -> None:
+        """Move a batch from the pool into the chain (and set ``meta``) in one transaction."""
+        insert = (
+            "INSERT INTO entries SELECT ?, ?, ?, ballot_hash, ballot_id, kind, ?, device_id, token_message, ballot"
+            " FROM intake.pool WHERE ballot_hash = ?"
+        )
+        rows = [(b.entry.position, b.entry.batch, b.entry.prev_hash, b.entry_hash, b.entry.ballot_hash) for b in batch]
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for row in rows:
+                if self._db.execute(insert, row).rowcount != 1:
+                    raise SiteError(f"{self.path}: ballot {row[-1].hex()} of the batch is not in the pool")
+            self._db.executemany("DELETE FROM intake.pool WHERE ballot_hash = ?", [(row[-1],) for row in rows])
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted((meta or {}).items()))
+        self._db.execute("VACUUM intake")  # see the module docstring: no page keeps the pool's arrival layout
 
     def _meta(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -94,15 +207,12 @@ class LedgerStore:
     def polls(self) -> str:
         return self._meta("polls") or "pending"
 
-    def close_final(self, position: int, unreachable: dict[str, tuple[int, bytes]]) -> None:
-        """The final close: state, position and declared-unreachable terminals in one transaction."""
-        declared = {name: [seq, head.hex()] for name, (seq, head) in sorted(unreachable.items())}
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [("polls", "closed"), ("closed_position", str(position)), ("unreachable", json.dumps(declared))],
-            )
+    def close_final(self, batch: Sequence[BatchEntry], position: int, unreachable: dict[str, DeviceHead]) -> None:
+        """The final close: the pool's last batch, state, position and declared-unreachable
+        terminals in one transaction."""
+        declared = {name: [head.sealed, head.commitment.hex()] for name, head in sorted(unreachable.items())}
+        meta = {"polls": "closed", "closed_position": str(position), "unreachable": json.dumps(declared)}
+        self.commit_batch(batch, meta)
 
     def set_polls(self, state: str) -> None:
         with self._db:
@@ -110,13 +220,10 @@ class LedgerStore:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('polls', ?)", (state,))
 
     def ballots(self) -> Iterator[tuple[ChainEntry, bytes]]:
-        """Every entry with the payload the terminal sent (a sealed ballot, or for a spoiled entry the
-        spoiled-ballot message with its opening), in chain order (for export and sync)."""
-        query = "SELECT position, prev_hash, ballot_hash, kind, ballot FROM entries ORDER BY position"
-        for position, prev, ballot_hash, kind, ballot in self._db.execute(query):
-            yield ChainEntry(position, prev, ballot_hash, kind), ballot
+        """Every chained entry with what the store kept of its ballot (the sealed ballot, or for a
+        spoiled entry ``{"ballot", "opening"}``), in chain order (for export and sync)."""
+        for *columns, ballot in self._db.execute(f"SELECT {ENTRY_COLUMNS}, ballot FROM entries ORDER BY position"):
+            yield entry_of(*columns), ballot
 
     def close(self) -> None:
-        """Checkpoint the WAL into the main file and close (the files are then quiescent)."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()

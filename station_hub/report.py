@@ -277,8 +277,8 @@ def _incident(body: dict[str, Any], terminals: dict[str, int]) -> str:
     ballots = body.get("ballots", 0)
     items = []
     for terminal, head in sorted(unreachable.items()):
-        seq = head.get("device_seq", 0)
-        last = "none" if seq == 0 else f"device ballot #{seq}, hash {fingerprint(head.get('ballot_hash', ''))}"
+        sealed = head.get("sealed", 0)
+        last = "none" if sealed == 0 else f"{sealed} ballot(s) stated, set {fingerprint(head.get('commitment', ''))}"
         items.append((_e(terminal), "declared unreachable at the final close 到達不能と宣言", _e(last)))
     for terminal, count in sorted(late.items()):
         items.append((_e(terminal), f"{count} late ballot(s) chained after the close 遅延票", "counted 集計済み"))
@@ -289,7 +289,7 @@ def _incident(body: dict[str, Any], terminals: dict[str, int]) -> str:
         items.append(("—", "no incident in the signed closing report 記録なし", ""))
     return "".join([
         "<section><h2>Recorded in the closing report 閉鎖報告の記録</h2>",
-        _table(["Terminal 端末", "Incident 事象", "Last ballot held / effect 最終票・扱い"], items, numeric=()),
+        _table(["Terminal 端末", "Incident 事象", "Stated by the device / effect 端末申告・扱い"], items, numeric=()),
         "</section><section><h2>Description 経緯 (by hand 手書き)</h2><div class=\"lines\">",
         "<div></div>" * 8,
         "</div></section>",

@@ -77,7 +77,7 @@ from infra.selftest import (
     warned,
 )
 from station_hub.ledger_store import SCHEMA_VERSION as LEDGER_SCHEMA_VERSION
-from station_hub.ledger_store import LedgerStore
+from station_hub.ledger_store import LedgerStore, attach_pool
 from station_hub.roll import ROLL_SCHEMA_VERSION
 from station_hub.station import ROLL_PASSPHRASE_ENV, Station
 
@@ -281,7 +281,7 @@ def judge_ledger_db(state: StoreState) -> CheckResult:
     return passed(
         name,
         f"schema {state.version}, chain of {facts['entries']} entries verifies "
-        f"(head {facts['head'][:16]}…), polls {facts['polls']}",
+        f"(head {facts['head'][:16]}…), {facts['pool']} ballot(s) held for the next batch, polls {facts['polls']}",
     )
 
 
@@ -302,7 +302,7 @@ def observe_ledger(station: Station) -> StoreState:
     if not path.exists():
         return StoreState(False)
     try:
-        genesis = genesis_hash(station.election().manifest.base_hash, station.station_id)
+        base_hash = station.election().manifest.base_hash
     except (SiteError, OSError):
         return StoreState(True, "the chain cannot be verified without a valid election package")
     try:
@@ -313,8 +313,10 @@ def observe_ledger(station: Station) -> StoreState:
         version = schema_version(store._db)
         if version != LEDGER_SCHEMA_VERSION:
             return StoreState(True, None, version)
-        state = store.load(genesis)
-        facts = {"entries": state.head.position, "head": state.head.entry_hash.hex(), "polls": state.polls}
+        attach_pool(store._db, path, read_only=True)
+        state = store.load(genesis_hash(base_hash, station.station_id), base_hash)
+        facts = {"entries": state.head.position, "head": state.head.entry_hash.hex(), "pool": len(state.pool),
+                 "polls": state.polls}  # fmt: skip
         return StoreState(True, None, version, facts)
     except (sqlite3.Error, SiteError, ValueError, KeyError) as error:
         return StoreState(True, str(error))

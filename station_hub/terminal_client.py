@@ -1,9 +1,9 @@
 """A terminal's side of the hub protocol, for demo/training terminals, tests and benchmarks.
 
 Check in a voter (blind a fresh token, get the roll's challenge, have the voter's card sign the
-binding, ask the roll, unblind), seal a ballot in the device's
-own chain, submit it and wait for the ledger's acknowledgement. The booth appliance's durable
-outbox wraps the same steps.
+binding, ask the roll, unblind), seal a ballot with the device statement over every ballot the
+terminal sealed so far (docs/design-record-v2.md §3), submit it and wait for the ledger's
+acknowledgement. The booth appliance's durable outbox wraps the same steps.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import secrets
 from typing import Any, Protocol
 
 from election import tokens
-from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, Token, seal_ballot
-from election.encoding import parse_json, sha256
+from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token, seal_ballot
+from election.devices import DeviceStatement
+from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import FormatError
 from infra.errors import SiteError
 from infra.mqtt import HubClient
 from protocol.messages import (
+    BallotSubmission,
     CheckinChallenge,
     CheckinChallengeRequest,
     CheckinGranted,
@@ -58,8 +60,10 @@ class TerminalClient(HubClient):
         self.token_key = station.token_public_key()
         self.modulus_length = (self.token_key.key_size + 7) // 8
         self.signer = DeviceSigner(terminal_id, station.signing_key(terminal_id))
-        self.device_seq = 0
-        self.prev_hash = GENESIS_HASH
+        self.sealed: list[bytes] = []
+        """The hashes of every ballot this terminal sealed (a set in meaning; kept to sign statements)."""
+        self.statements: dict[bytes, DeviceStatement] = {}
+        """Ballot hash → the statement made when it was sealed, which its submission carries."""
 
     def connect(self, timeout: float = 10.0) -> TerminalClient:
         super().connect(timeout)
@@ -102,24 +106,28 @@ class TerminalClient(HubClient):
             raise CheckinRefused(reply.reason.value, reply.detail)
         return Token(message, tokens.finalize(self.token_key, message, reply.blind_signature, request))
 
+    def seal_with_opening(
+        self, choices: dict[str, set[str]], token: Token | None
+    ) -> tuple[SealedBallot, BallotOpening]:
+        """Seal a ballot and sign the device statement that now includes it."""
+        manifest = self.election.manifest
+        ballot, opening = seal_ballot(manifest, self.election.context.joint_public_key, choices, self.signer, token)
+        self.sealed.append(ballot.ballot_hash)
+        self.statements[ballot.ballot_hash] = DeviceStatement.make(self.signer, manifest.base_hash, self.sealed)
+        return ballot, opening
+
     def seal(self, choices: dict[str, set[str]], token: Token | None) -> SealedBallot:
-        """Seal the next ballot of this device's chain (advances the device chain)."""
-        ballot, _opening = seal_ballot(
-            self.election.manifest,
-            self.election.context.joint_public_key,
-            choices,
-            self.signer,
-            self.device_seq + 1,
-            self.prev_hash,
-            token,
-        )
-        self.device_seq += 1
-        self.prev_hash = ballot.ballot_hash
-        return ballot
+        return self.seal_with_opening(choices, token)[0]
+
+    def submission(self, ballot: SealedBallot, opening: BallotOpening | None = None) -> bytes:
+        """The message that submits a ballot this terminal sealed (spoiled with its opening)."""
+        statement = self.statements[ballot.ballot_hash]
+        return BallotSubmission(ballot, opening, statement).encode(self.election.manifest)
 
     def submit(self, payload: bytes, timeout: float = 10.0) -> dict[str, Any]:
-        """Publish a ballot payload and wait for the ledger's acknowledgement of these bytes."""
-        wanted = sha256(payload).hex()
+        """Publish a ballot payload and wait for the ledger's acknowledgement of it: a held ack
+        names the sealed ballot's hash, a refusal the hash of the payload."""
+        wanted = {sha256(payload).hex(), _ballot_hash_in(payload)}
         code = self.publish(self.topics.ballot(self.terminal_id), payload)
         if code not in (0, 16):
             raise SiteError(f"the broker refused the ballot (reason {code})")
@@ -128,8 +136,17 @@ class TerminalClient(HubClient):
             if message.topic != self.topics.ack(self.terminal_id):
                 return False
             try:
-                return parse_json(message.payload).get("ballot_hash") == wanted
+                return parse_json(message.payload).get("ballot_hash") in wanted
             except (FormatError, AttributeError):
                 return False
 
         return parse_json(self.next_message(timeout, ours).payload)
+
+
+def _ballot_hash_in(payload: bytes) -> str | None:
+    """The hash of the sealed ballot a submission carries, if it carries one at all."""
+    try:
+        ballot = parse_json(payload).get("ballot")
+        return sha256(canonical_bytes(ballot)).hex() if isinstance(ballot, dict) else None
+    except (FormatError, AttributeError, TypeError, ValueError):
+        return None

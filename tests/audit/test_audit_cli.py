@@ -80,7 +80,7 @@ def test_append_from_a_shell_script(log_path: Path, key_file: Path) -> None:
     assert code == 0 and output.startswith("appended seq 1, head ")
     code, output = run("append", str(log_path), "session_ended", "outcome=cast", "voter_key=abc", *args)
     assert code == 2 and "FIELD one of ['outcome']" in output
-    code, output = run("append", str(log_path), "ballot_acknowledged", f"ballot_id={'0' * 32}", "position=x", *args)
+    code, output = run("append", str(log_path), "ballots_cast", "count=x", *args)
     assert code == 1 and "'x' is not a non-negative integer" in output
     code, output = run("verify", str(log_path), "--key", str(public_key_path(key_file)))
     assert code == 0 and "2 entries" in output

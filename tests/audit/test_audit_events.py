@@ -22,15 +22,15 @@ def test_every_listed_kind_documents_why_it_exists() -> None:
         ("session_started", {"voter_key": VOTER_KEY}, "could identify a voter"),
         ("session_started", {"name": "山田 太郎"}, "could identify a voter"),
         ("card_error", {"error": "wrong_password", "certificate": "MII..."}, "could identify a voter"),
-        ("ballot_sealed", {"ballot_id": "00" * 16, "selections": ["candidate-1"]}, "could identify"),
+        ("ballots_cast", {"count": 1, "selections": ["candidate-1"]}, "could identify"),
         ("session_ended", {"outcome": "cast", "note": "voter was Mr Yamada"}, "is not allowed"),
-        ("ballot_sealed", {"ballot_id": VOTER_KEY}, "ballot id"),  # a voter key does not fit a ballot id
-        ("ballot_sealed", {"ballot_id": "AB" * 16}, "ballot id"),
+        ("ballots_cast", {"count": 1, "ballot_id": "00" * 16}, "is not allowed"),  # no event names a ballot
+        ("configuration_changed", {"setting": "station.crl", "sha256": "AB" * 32}, "SHA-256"),
         ("card_error", {"error": "the card of 山田 太郎 failed"}, "is not one of"),
         ("polls_opened", {"station": "station 12; voter 山田"}, "identifier"),
-        ("ballot_acknowledged", {"ballot_id": "00" * 16, "position": -1}, "non-negative"),
-        ("ballot_acknowledged", {"ballot_id": "00" * 16, "position": True}, "non-negative"),
-        ("ballot_acknowledged", {"ballot_id": "00" * 16}, "missing field"),
+        ("ballots_cast", {"count": -1}, "non-negative"),
+        ("ballots_cast", {"count": True}, "non-negative"),
+        ("ballots_cast", {}, "missing field"),
         ("software_started", {"role": "booth", "version": 1.5}, "version"),
     ],
 )

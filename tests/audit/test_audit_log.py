@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from audit_day import BALLOT_IDS, LOG_ID, fixed_clock, write_day
+from audit_day import LOG_ID, fixed_clock, write_day
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.chain import AuditChain, AuditEntry, verify_lines
@@ -86,7 +86,7 @@ def test_detects_an_inserted_duplicate_and_a_forged_entry(day_lines: list[bytes]
     forger = AuditChain(LOG_ID, Ed25519PrivateKey.generate())
     previous = AuditEntry.parse(day_lines[9])
     forger.head = type(forger.head)(previous.seq + 1, previous.hash)
-    forged = forger.build("ballot_sealed", {"ballot_id": BALLOT_IDS[4]}, fixed_clock()).encoded()
+    forged = forger.build("ballots_cast", {"count": 4}, fixed_clock()).encoded()
     inserted = [*day_lines[:10], forged, *day_lines[10:]]
     problems = _problems(inserted, signing_key)
     assert problems[0] == "line 11: entry seq 10: signature does not verify (altered or forged entry)"
@@ -169,7 +169,7 @@ log = AuditLog.open(Path(sys.argv[1]), load_signing_key(Path(sys.argv[2])), sys.
 n = 0
 while True:
     n += 1
-    entry = log.append("ballot_sealed", ballot_id=f"{n:032x}")
+    entry = log.append("ballots_cast", count=n)
     print(entry.seq, flush=True)
 """
 

@@ -124,8 +124,8 @@ def test_appends_from_several_threads_keep_one_chain(tmp_path: Path) -> None:
     audit = ServiceAudit.start(log_path, key_path, "T01.booth", "booth")
 
     def record(n: int) -> None:
-        for position in range(25):
-            audit.record("ballot_acknowledged", ballot_id=f"{n:032x}", position=position)
+        for count in range(25):
+            audit.record("ballots_cast", count=n * 100 + count)
 
     threads = [threading.Thread(target=record, args=(n,)) for n in range(4)]
     for thread in threads:

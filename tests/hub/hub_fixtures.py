@@ -118,9 +118,18 @@ def file_digests(station: Station) -> dict[str, str]:
     digests = {}
     for path in (station.ledger_db, station.roll_db):
         for candidate in path.parent.iterdir():
-            if candidate.name.startswith(path.name) and not candidate.name.endswith("-shm"):
+            if candidate.name.startswith(path.stem) and not candidate.name.endswith("-shm"):
                 digests[candidate.name] = hashlib.sha256(candidate.read_bytes()).hexdigest()
     return digests
+
+
+def held_of(station: Station) -> set[bytes]:
+    """The hash of every ballot the ledger holds, chained or still in its pool."""
+    store = LedgerStore(station.ledger_db)
+    try:
+        return set(store.load(station.genesis, station.election().manifest.base_hash).held)
+    finally:
+        store.close()
 
 
 def chain_of(station: Station) -> list[ChainEntry]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from hub_fixtures import cards_of, jpki_files, make_electorate, roll_of, write_election
 
 from election.chain import verify_document
-from election.encoding import canonical_bytes
+from election.devices import set_commitment
 from infra.broker import free_port, wait_for_port
 from station_hub.roll import VOTER_KEYS_FORMAT
 from station_hub.station import Station
@@ -50,7 +50,7 @@ def test_init_run_open_vote_close(tmp_path: Path):
         assert verify_document(json.loads(opened.stdout), ledger_key)["type"] == "zero_report"
         with TerminalClient(station, "t1").connect() as t1:
             ballot = t1.seal({"contest-1": {"candidate-1"}}, t1.check_in(voters[0]))
-            assert t1.submit(canonical_bytes(ballot.to_json()))["result"] == "accepted"
+            assert t1.submit(t1.submission(ballot))["result"] == "held"
         pending = subprocess.run([*CLI, "polls", str(directory), "close", "--operator", "op1", "--wait", "1",
                                   "--training-cards"],
                                  capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -59,7 +59,8 @@ def test_init_run_open_vote_close(tmp_path: Path):
                                  "--declare-unreachable", "t1"],
                                 check=True, capture_output=True, timeout=60)  # fmt: skip
         report = verify_document(json.loads(closed.stdout), ledger_key)
-        assert report["unreachable"] == {"t1": {"device_seq": 1, "ballot_hash": ballot.ballot_hash.hex()}}
+        stated = {"sealed": 1, "commitment": set_commitment([ballot.ballot_hash]).hex()}
+        assert report["unreachable"] == {"t1": stated}, "the final close chained t1's ballot held in the pool"
         reopen = subprocess.run([*CLI, "polls", str(directory), "open", "--operator", "op1", "--training-cards"],
                                 capture_output=True, text=True, timeout=30)  # fmt: skip
         assert reopen.returncode != 0 and "can never be opened again" in reopen.stderr

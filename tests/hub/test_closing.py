@@ -1,6 +1,7 @@
 """Two-phase closing over the real broker: ``closing`` stops check-ins but keeps ballots of
 tokens issued before; the final close needs every terminal drained or declared unreachable;
-a ballot arriving after it is chained ``late`` and the closing report is signed again."""
+the final close chains the pool whatever its size; a ballot arriving after it is chained
+``late`` (once no ballot came for a few seconds) and the closing report is signed again."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import time
 import pytest
 from hub_fixtures import Hub, chain_of
 
-from election.chain import verify_document
-from election.encoding import canonical_bytes, parse_json
+from election.chain import verify_chain, verify_document
+from election.devices import set_commitment
+from election.encoding import parse_json
 from infra.mqtt import HubClient
 from protocol.messages import TerminalStatus, polls_command
 from station_hub.ledger_store import LedgerStore
@@ -40,8 +42,8 @@ def test_closing_keeps_issued_tokens_and_final_close_chains_late_ballots(hub: Hu
     with HubClient(station, "op1").connect() as operator:
         change_polls(operator, "open")
     with TerminalClient(station, "t1").connect() as t1, TerminalClient(station, "t2").connect() as t2:
-        assert t1.submit(canonical_bytes(t1.seal(CHOICES, t1.check_in(voters[0])).to_json()))["result"] == "accepted"
-        during_closing = t1.check_in(voters[1])  # issued before the close, cast during closing
+        assert t1.submit(t1.submission(t1.seal(CHOICES, t1.check_in(voters[0]))))["result"] == "held"
+        during_closing = [t1.check_in(voters[1]), t1.check_in(voters[4])]  # issued before the close, cast during it
         after_final = t2.check_in(voters[2])  # issued before the close, cast after the final close
         say_drained(t1, 1)
 
@@ -54,38 +56,42 @@ def test_closing_keeps_issued_tokens_and_final_close_chains_late_ballots(hub: Hu
             t1.check_in(voters[3])
         assert refused.value.reason == "polls_not_open"
 
-        ack = t1.submit(canonical_bytes(t1.seal(CHOICES, during_closing).to_json()))
-        assert ack["result"] == "accepted" and ack["position"] == 2
-        say_drained(t1, 2)
+        for token in during_closing:
+            assert t1.submit(t1.submission(t1.seal(CHOICES, token)))["result"] == "held"
+        say_drained(t1, 3)
 
         with HubClient(station, "op1").connect() as operator:
             with pytest.raises(PollsRefused):
                 change_polls(operator, "open")
             report = verify_document(change_polls(operator, "close", unreachable=("t2",), drain_wait=0.5), ledger_key)
-        assert report["position"] == report["closed_position"] == 2
-        assert report["unreachable"] == {"t2": {"device_seq": 0, "ballot_hash": "00" * 32}}
-        assert report["ballots"] == 2 and report["check_ins"] == 3 and report["late"] == {}
+        # Batches of 2: the first two ballots made one; the final close chained the third alone.
+        assert report["position"] == report["closed_position"] == 3
+        assert report["unreachable"] == {"t2": {"sealed": 0, "commitment": set_commitment([]).hex()}}
+        assert report["ballots"] == 3 and report["check_ins"] == 4 and report["late"] == {}
 
-        ack = t2.submit(canonical_bytes(t2.seal(CHOICES, after_final).to_json()))
-        assert ack["result"] == "accepted" and ack["position"] == 3
+        late_ballot = t2.seal(CHOICES, after_final)
+        ack = t2.submit(t2.submission(late_ballot))
+        assert ack["result"] == "held"
         t2.subscribe(station.topics.closing_report)
-        message = t2.next_message(
-            5, lambda m: m.topic == station.topics.closing_report and b'"position":3' in m.payload
+        message = t2.next_message(  # chained once no other ballot came for LATE_QUIET seconds
+            10, lambda m: m.topic == station.topics.closing_report and b'"position":4' in m.payload
         )
         late = verify_document(parse_json(message.payload), ledger_key)
-    assert late["late"] == {"t2": 1} and late["closed_position"] == 2
-    assert late["ballots"] == late["check_ins"] == 3
-    assert late["terminals"] == {"t1": 2, "t2": 1}
+    assert late["late"] == {"t2": 1} and late["closed_position"] == 3
+    assert late["ballots"] == late["check_ins"] == 4
+    assert late["terminals"] == {"t1": 3, "t2": 1}
     assert late["unreachable"] == report["unreachable"]
     hub.stop()
-    assert [e.kind for e in chain_of(station)] == ["cast", "cast", "late"]
+    chain = chain_of(station)
+    assert [(e.batch, e.kind) for e in chain] == [(1, "cast"), (1, "cast"), (2, "cast"), (3, "late")]
+    verify_chain(station.genesis, chain, batch_min=2, closed_position=3)
     store = LedgerStore(station.ledger_db)
     try:
-        state = store.load(station.genesis)
+        state = store.load(station.genesis, station.election().manifest.base_hash)
     finally:
         store.close()
-    assert state.polls == "closed" and state.closed_position == 2 and set(state.unreachable) == {"t2"}
-    assert state.late_per_device == {"t2": 1}
+    assert state.polls == "closed" and state.closed_position == 3 and set(state.unreachable) == {"t2"}
+    assert state.late_per_device == {"t2": 1} and state.statements["t2"].sealed == 1
 
 
 def send(station: Station, payload: bytes) -> None:

@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 import pytest
-from hub_fixtures import Hub, chain_of, file_digests
-from test_ledger import CHOICES, open_polls, resign
+from hub_fixtures import Hub, chain_of, file_digests, held_of
+from test_ledger import CHOICES, open_polls, resign, submission
 
 from audit.chain import AuditEntry
 from audit.store import read_log
@@ -41,17 +41,21 @@ def logical_dump(station: Station) -> list[str]:
 
 def hostile_ballots(good: dict[str, Any], t1: TerminalClient) -> list[tuple[str, bytes, str]]:
     """(name, payload, expected reason): what issue 11 found, and their cousins."""
+    payload = submission(t1, good)
     version_true = resign(t1, {**good, "version": True})
-    seq = f'"device_seq":{good["device_seq"]}'.encode()
-    as_float = canonical_bytes(good).replace(seq, seq + b".0")
-    assert as_float != canonical_bytes(good)
+    as_float = payload.replace(b'"version":2}', b'"version":2.0}')
+    assert as_float != payload
+    sealed = parse_json(payload)["statement"]["sealed"]
+    huge_count = payload.replace(f'"sealed":{sealed}'.encode(), b'"sealed":' + b"9" * 5000)
+    assert huge_count != payload
     return [
         ("lone surrogate", b'{"a":"\\ud800"}', "malformed"),
-        ("lone surrogate in a ballot", canonical_bytes(good)[:-1] + b',"z":"\\udfff"}', "malformed"),
-        ("5,000-digit integer", b'{"device_seq":' + b"9" * 5000 + b"}", "malformed"),
+        ("lone surrogate in a ballot", payload[:-1] + b',"z":"\\udfff"}', "malformed"),
+        ("5,000-digit integer", b'{"sealed":' + b"9" * 5000 + b"}", "malformed"),
+        ("5,000-digit count in a statement", huge_count, "malformed"),
         ("version true", version_true, "malformed"),
-        ("UTF-16 ballot", canonical_bytes(good).decode().encode("utf-16"), "malformed"),
-        ("UTF-8 byte-order mark", b"\xef\xbb\xbf" + canonical_bytes(good), "malformed"),
+        ("UTF-16 ballot", payload.decode().encode("utf-16"), "malformed"),
+        ("UTF-8 byte-order mark", b"\xef\xbb\xbf" + payload, "malformed"),
         ("deep nesting", b"[" * 100_000 + b"]" * 100_000, "malformed"),
         ("duplicate key", b'{"version":1,"version":1}', "malformed"),
         ("empty payload", b"", "malformed"),
@@ -66,8 +70,9 @@ def test_hostile_ballots_are_refused_the_ledger_stays_up_and_nothing_changes(
     open_polls(station)
     with TerminalClient(station, "t1").connect() as t1:
         first = t1.seal(CHOICES, t1.check_in(voters[0]))
-        assert t1.submit(canonical_bytes(first.to_json()))["result"] == "accepted"
+        assert t1.submit(t1.submission(first))["result"] == "held"
         good = t1.seal(CHOICES, t1.check_in(voters[1]))  # sealed, not sent yet
+        good_payload = t1.submission(good)
         cases = hostile_ballots(good.to_json(), t1)
     hub.stop()
     before, dump_before = file_digests(station), logical_dump(station)
@@ -83,12 +88,11 @@ def test_hostile_ballots_are_refused_the_ledger_stays_up_and_nothing_changes(
     # Restarted with its persistent session: nothing is redelivered, the good ballot goes in.
     hub.start()
     with TerminalClient(station, "t1").connect() as t1:
-        t1.device_seq, t1.prev_hash = good.device_seq, good.ballot_hash
-        assert t1.submit(canonical_bytes(good.to_json()))["result"] == "accepted"
+        assert t1.submit(good_payload)["result"] == "held"
         time.sleep(0.5)
     assert hub.ledger is not None and hub.ledger.refused == 0
     hub.stop()
-    assert len(chain_of(station)) == 2
+    assert len(chain_of(station)) == 2, "the good ballot filled the pool: one batch of two"
     log_path, _key = ledger_audit_paths(station)
     lines, _torn = read_log(log_path)
     counted = [AuditEntry.parse(line).data for line in lines if AuditEntry.parse(line).kind == "refusals_counted"]
@@ -102,22 +106,22 @@ def test_a_copied_ballot_and_another_terminals_resend_are_refused(
     open_polls(station)
     with TerminalClient(station, "t1").connect() as t1, TerminalClient(station, "t2").connect() as t2:
         ballot = t1.seal(CHOICES, t1.check_in(voters[0]))
-        payload = canonical_bytes(ballot.to_json())
+        payload = t1.submission(ballot)
         accepted = t1.submit(payload)
-        assert accepted["result"] == "accepted"
-        # The same ballot id, ciphertexts and proofs, with a fresh token, re-signed as t1's next.
+        assert accepted["result"] == "held"
+        # The same ballot id, ciphertexts and proofs, with a fresh token, re-signed by t1.
         message = tokens.blind(t1.token_key, b"\x07" * 32)
         signature = tokens.blind_sign(station.token_private_key(), message.blinded)
         fresh = Token(b"\x07" * 32, tokens.finalize(t1.token_key, b"\x07" * 32, signature, message))
-        copy = {**ballot.to_json(), "token": fresh.to_json(), "device_seq": 2, "prev_hash": ballot.ballot_hash.hex()}
+        copy = {**ballot.to_json(), "token": fresh.to_json()}
         refused = t1.submit(resign(t1, copy))
         assert (refused["result"], refused["reason"]) == ("refused", "duplicate_ballot_id")
-        # t2 resending t1's chained ballot learns nothing and gets no "accepted".
+        # t2 resending t1's held ballot learns nothing and gets no "held".
         stolen = t2.submit(payload)
         assert (stolen["result"], stolen["reason"]) == ("refused", "device_mismatch")
         assert t1.submit(payload) == accepted  # the sealing terminal's own resend is idempotent
     hub.stop()
-    assert len(chain_of(station)) == 1
+    assert held_of(station) == {ballot.ballot_hash}
 
 
 def test_the_broker_drops_a_message_over_its_size_limit(hub: Hub, station: Station) -> None:
@@ -198,7 +202,7 @@ def test_a_bug_in_a_handler_costs_one_refusal_not_the_service(
         else:
             token = t1.check_in(voters[0])
             ballot = t1.seal(CHOICES, token)
-            ack = t1.submit(canonical_bytes(ballot.to_json()))
+            ack = t1.submit(t1.submission(ballot))
             assert (ack["result"], ack["reason"]) == ("refused", "internal_error")
-            assert t1.submit(canonical_bytes(ballot.to_json()))["result"] == "accepted"
+            assert t1.submit(t1.submission(ballot))["result"] == "held"
     assert all(thread.is_alive() for thread in hub.threads)

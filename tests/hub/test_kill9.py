@@ -14,7 +14,7 @@ import pytest
 from hub_fixtures import chain_of
 
 from election.chain import verify_chain
-from election.encoding import canonical_bytes, parse_json
+from election.encoding import parse_json
 from infra.broker import Broker
 from infra.mqtt import HubClient
 from station_hub.operator import change_polls
@@ -70,29 +70,38 @@ def roll(station: Station, broker: Broker) -> Iterator[RollService]:
         thread.join(10)
 
 
-@pytest.mark.parametrize("failpoint", ["ledger-before-commit", "ledger-after-commit"])
-def test_kill_between_receive_and_ack_loses_and_duplicates_nothing(
-    station: Station, roll: RollService, voters: list[str], failpoint: str
+@pytest.mark.parametrize(
+    ("failpoint", "before"),
+    [("ledger-before-commit", 0), ("ledger-after-commit", 0), ("ledger-before-batch", 1), ("ledger-after-batch", 1)],
+)
+def test_kill_between_receive_ack_and_batch_loses_and_duplicates_nothing(
+    station: Station, roll: RollService, voters: list[str], failpoint: str, before: int
 ):
+    """Killed while holding a ballot (before or after its pool commit) or while chaining the pool
+    as a batch (batch_min is 2: the second ballot fills it): the resends are held once, the pool
+    survives the restart and becomes one sorted batch."""
     with ledger_process(station) as _, HubClient(station, "op1").connect() as operator:
         change_polls(operator, "open")
     with TerminalClient(station, "t1").connect() as t1:
-        ballot = t1.seal(CHOICES, t1.check_in(voters[0]))
-        payload = canonical_bytes(ballot.to_json())
+        ballots = [t1.seal(CHOICES, t1.check_in(voter)) for voter in voters[:2]]
+        payloads = [t1.submission(ballot) for ballot in ballots]
         with ledger_process(station, failpoint) as lines:
-            assert t1.publish(t1.topics.ballot("t1"), payload) in (0, 16)
+            for payload in payloads[:before]:
+                assert t1.submit(payload)["result"] == "held"
+            assert t1.publish(t1.topics.ballot("t1"), payloads[before]) in (0, 16)
             wait_for_line(lines, f"FAILPOINT {failpoint}")
             # The process is stopped at the failpoint; kill -9 it there.
-        assert t1.pending() == [], "no acknowledgement may leave before the commit is done"
+        if not before:  # (killed at a batch, the second ballot's ack may have left already)
+            assert t1.pending() == [], "no acknowledgement may leave before the pool commit is done"
         with ledger_process(station):
-            ack = t1.submit(payload, timeout=15)  # the terminal's outbox resends
-            assert ack["result"] == "accepted" and ack["position"] == 1
-            second = t1.seal(CHOICES, t1.check_in(voters[1]))
-            assert t1.submit(canonical_bytes(second.to_json()))["position"] == 2
-            assert t1.submit(payload) == ack
+            acks = [t1.submit(payload, timeout=15) for payload in payloads]  # the terminal's outbox resends
+            assert [ack["result"] for ack in acks] == ["held", "held"]
+            assert t1.submit(payloads[0]) == acks[0]
+            t1.subscribe(station.topics.checkpoint)
+            t1.next_message(10, lambda m: m.topic == station.topics.checkpoint and b'"position":2' in m.payload)
     chain = chain_of(station)
-    verify_chain(station.genesis, chain)
-    assert [entry.ballot_hash for entry in chain] == [ballot.ballot_hash, second.ballot_hash]
+    verify_chain(station.genesis, chain, batch_min=2)
+    assert [entry.ballot_hash for entry in chain] == sorted(ballot.ballot_hash for ballot in ballots)
     for message in t1.pending():
         data = parse_json(message.payload)
         assert data.get("result") != "refused", data

@@ -1,4 +1,4 @@
-"""The ledger over the real broker: acceptance, idempotent resend, every refusal, reports."""
+"""The ledger over the real broker: holding, batches, idempotent resend, every refusal, reports."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hub_fixtures import Hub, chain_of, file_digests
+from hub_fixtures import Hub, chain_of, file_digests, held_of
 
 from election import tokens
 from election.ballot import Token
-from election.chain import ChainEntry, Checkpoint, tracking_code, verify_chain, verify_document
+from election.chain import Checkpoint, tracking_code, verify_chain, verify_document
 from election.encoding import canonical_bytes, parse_json
 from infra.mqtt import HubClient
 from station_hub.operator import change_polls
@@ -26,39 +26,46 @@ def open_polls(station: Station) -> dict[str, Any]:
         return change_polls(operator, "open")
 
 
+def submission(terminal: TerminalClient, ballot: dict[str, Any]) -> bytes:
+    """Any ballot JSON as ``terminal`` submits it, with its latest device statement."""
+    statement = terminal.statements[terminal.sealed[-1]]
+    return canonical_bytes({"version": 2, "type": "cast_ballot", "ballot": ballot, "statement": statement.to_json()})
+
+
 def resign(terminal: TerminalClient, data: dict[str, Any]) -> bytes:
+    """``data`` signed by ``terminal`` as a sealed ballot, submitted with its latest statement."""
     body = {k: v for k, v in data.items() if k != "signature"}
     body["signature"] = terminal.signer.sign(canonical_bytes(body)).hex()
-    return canonical_bytes(body)
+    return submission(terminal, body)
 
 
-def test_cast_ballot_is_chained_acknowledged_and_resend_is_idempotent(hub: Hub, station: Station, voters: list[str]):
+def test_a_ballot_is_held_at_once_resends_are_idempotent_and_a_full_pool_is_chained_sorted(
+    hub: Hub, station: Station, voters: list[str]
+):
     zero = open_polls(station)
     ledger_key = station.signing_key("ledger").public_key()
     body = verify_document(zero, ledger_key)
-    assert body["type"] == "zero_report" and body["position"] == 0
+    assert body["type"] == "zero_report" and body["position"] == 0 and body["version"] == 2
     assert body["head_hash"] == station.genesis.hex()
     assert body["terminals"] == {"t1": 0, "t2": 0}
     with TerminalClient(station, "t1").connect() as t1:
         ballot = t1.seal(CHOICES, t1.check_in(voters[0]))
-        payload = canonical_bytes(ballot.to_json())
+        payload = t1.submission(ballot)
         ack = t1.submit(payload)
-        assert ack["result"] == "accepted" and ack["position"] == 1
-        assert ack["ballot_hash"] == ballot.ballot_hash.hex()
-        entry = ChainEntry(1, station.genesis, ballot.ballot_hash)
-        assert ack["entry_hash"] == entry.entry_hash.hex()
-        assert ack["tracking_code"] == tracking_code(entry.entry_hash)
+        assert ack == {"version": 2, "type": "ack", "result": "held", "ballot_hash": ballot.ballot_hash.hex(),
+                       "tracking_code": tracking_code(ballot.ballot_hash)}  # fmt: skip
         assert t1.submit(payload) == ack
+        assert chain_of(station) == [], "one ballot is fewer than the election's batch_min (2): it waits"
         second = t1.seal(CHOICES, t1.check_in(voters[1]))
-        ack2 = t1.submit(canonical_bytes(second.to_json()))
-        assert ack2["position"] == 2
+        assert t1.submit(t1.submission(second))["result"] == "held"
         assert t1.submit(payload) == ack
         t1.subscribe(station.topics.checkpoint)
         checkpoint = t1.next_message(5, lambda m: m.topic == station.topics.checkpoint and b'"position":2' in m.payload)
     hub.stop()
     chain = chain_of(station)
-    hashes = verify_chain(station.genesis, chain)
-    assert [e.ballot_hash for e in chain] == [ballot.ballot_hash, second.ballot_hash]
+    hashes = verify_chain(station.genesis, chain, batch_min=2)
+    assert [e.ballot_hash for e in chain] == sorted([ballot.ballot_hash, second.ballot_hash])
+    assert {e.batch for e in chain} == {1}
     signed = Checkpoint.from_signed(parse_json(checkpoint.payload), ledger_key)
     assert signed.matches(station.genesis, hashes)
 
@@ -72,6 +79,7 @@ def make_refusals(
     """
     good = t1.seal(CHOICES, t1.check_in(voters[1]))
     base = good.to_json()
+    statement = t1.statements[good.ballot_hash].to_json()
     foreign_roll = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     message = secrets.token_bytes(32)
     request = tokens.blind(foreign_roll.public_key(), message)
@@ -92,18 +100,22 @@ def make_refusals(
     value = proof[first_key]
     proof[first_key] = [value[1], value[0], *value[2:]] if isinstance(value, list) else value
     assert bad_proof != base, "the proof tampering must change the ballot"
-    t2_ballot = t2.seal(CHOICES, None).to_json()
-    t2.device_seq, t2.prev_hash = 0, bytes(32)
+    t2_ballot = t2.submission(t2.seal(CHOICES, t2.check_in(voters[2])))
+    forged_statement = {**statement, "signature": t2.signer.sign(b"not the statement").hex()}
+    other_election = secrets.token_hex(32)
+    wrong_election = {"version": 2, "type": "cast_ballot", "statement": {**statement, "base_hash": other_election},
+                      "ballot": parse_json(variant(base_hash=other_election))["ballot"]}  # fmt: skip
+    unsigned = {"version": 2, "type": "cast_ballot", "ballot": base, "statement": forged_statement}
     return [
         ("oversized", "t1", b"{" + b" " * 300_000 + b"}", "too_large"),
         ("not json", "t1", b"{not json", "malformed"),
-        ("not canonical", "t1", canonical_bytes(base).replace(b",", b", ", 1), "malformed"),
+        ("not canonical", "t1", submission(t1, base).replace(b",", b", ", 1), "malformed"),
+        ("a bare ballot, as in format 1", "t1", canonical_bytes(base), "malformed"),
         ("unknown field", "t1", variant(extra=1), "malformed"),
-        ("wrong election", "t1", variant(base_hash=secrets.token_hex(32)), "wrong_election"),
-        ("other device", "t1", canonical_bytes(t2_ballot), "device_mismatch"),
-        ("bad signature", "t1", canonical_bytes({**base, "device_seq": 1}), "bad_signature"),
-        ("gap in device chain", "t1", variant(device_seq=3), "device_chain"),
-        ("wrong previous hash", "t1", variant(prev_hash=secrets.token_hex(32)), "device_chain"),
+        ("wrong election", "t1", canonical_bytes(wrong_election), "wrong_election"),
+        ("other device", "t1", t2_ballot, "device_mismatch"),
+        ("bad signature", "t1", submission(t1, {**base, "ballot_id": secrets.token_hex(16)}), "bad_signature"),
+        ("statement not signed by the device", "t1", canonical_bytes(unsigned), "bad_statement"),
         ("no token", "t1", variant(token=None), "no_token"),
         ("token of another roll", "t1", variant(token=forged.to_json()), "bad_token"),
         ("replayed token", "t1", variant(token=first_token.to_json()), "token_used"),
@@ -120,8 +132,9 @@ def test_every_bad_ballot_is_refused_with_a_reason_and_changes_no_database(
         TerminalClient(station, "t2").connect() as t2,
     ):
         ballot = t1.seal(CHOICES, t1.check_in(voters[0]))
-        first = t1.submit(canonical_bytes(ballot.to_json()))
-        assert first["result"] == "accepted"
+        payload = t1.submission(ballot)
+        first = t1.submit(payload)
+        assert first["result"] == "held"
         cases = make_refusals(ballot.token, t1, t2, voters)
     hub.stop()
     before = file_digests(station)
@@ -130,13 +143,13 @@ def test_every_bad_ballot_is_refused_with_a_reason_and_changes_no_database(
         TerminalClient(station, "t1").connect() as t1,
         TerminalClient(station, "t2").connect() as t2,
     ):
-        for name, _sender, payload, reason in cases:
-            ack = t1.submit(payload)
+        for name, _sender, bad, reason in cases:
+            ack = t1.submit(bad)
             assert ack["result"] == "refused", name
             assert ack["reason"] == reason, (name, ack)
             assert ack["detail"], name
-        # A resend of the accepted ballot is answered as before and appends nothing.
-        assert t1.submit(canonical_bytes(ballot.to_json())) == first
+        # A resend of the held ballot is answered as before and adds nothing.
+        assert t1.submit(payload) == first
         with pytest.raises(CheckinRefused) as refused:
             t2.check_in(voters[0])
         assert refused.value.reason == "already_voted"
@@ -147,4 +160,4 @@ def test_every_bad_ballot_is_refused_with_a_reason_and_changes_no_database(
         assert reply["result"] == "refused" and reply["reason"] == "malformed"
     hub.stop()
     assert file_digests(station) == before
-    assert len(chain_of(station)) == 1
+    assert held_of(station) == {ballot.ballot_hash} and chain_of(station) == []

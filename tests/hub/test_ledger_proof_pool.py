@@ -1,5 +1,5 @@
 """The ledger's proof checks on every core: a batch checked by worker processes gets exactly the
-decisions the ledger makes alone (good ballots chained in arrival order, a bad proof refused),
+decisions the ledger makes alone (good ballots held and chained in sorted batches, a bad proof refused),
 and a worker that dies costs a retry in-process, not a ballot."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from hub_fixtures import Hub, chain_of
 from test_ledger import CHOICES, open_polls, resign
 
+from election.chain import verify_chain
 from election.encoding import canonical_bytes, parse_json
 from station_hub.ledger import ProofChecker
 from station_hub.station import Station
@@ -57,18 +58,20 @@ def test_a_batch_checked_on_two_workers_is_decided_as_one_process_decides(
         with TerminalClient(station, "t1").connect() as t1:
             t1.subscribe(station.topics.ack("t1"))
             ballots = [t1.seal(CHOICES, t1.check_in(voter)) for voter in voters[:6]]
-            payloads = [canonical_bytes(b.to_json()) for b in ballots]
+            payloads = [t1.submission(b) for b in ballots]
             forged = bad_proof(t1, ballots[-1].to_json())
             acks = burst(t1, station, [*payloads[:-1], forged, payloads[-1]])
             pool = hub.ledger._pool if hub.ledger else None
             assert pool is not None and pool._processes, "the batch went through the proof workers"
             os.kill(next(iter(pool._processes)), signal.SIGKILL)  # a worker dies mid-election
             extra = [t1.seal(CHOICES, t1.check_in(voter)) for voter in voters[6:8]]
-            after = burst(t1, station, [canonical_bytes(b.to_json()) for b in extra])
+            after = burst(t1, station, [t1.submission(b) for b in extra])
     finally:
         hub.stop()
-    accepted = [a for a in acks.values() if a["result"] == "accepted"]
+    held = [a for a in acks.values() if a["result"] == "held"]
     refused = [a for a in acks.values() if a["result"] == "refused"]
-    assert len(accepted) == 6 and [a["reason"] for a in refused] == ["bad_proof"]
-    assert [a["result"] for a in after.values()] == ["accepted", "accepted"]
-    assert [entry.ballot_hash for entry in chain_of(station)] == [b.ballot_hash for b in [*ballots, *extra]]
+    assert len(held) == 6 and [a["reason"] for a in refused] == ["bad_proof"]
+    assert [a["result"] for a in after.values()] == ["held", "held"]
+    chain = chain_of(station)
+    verify_chain(station.genesis, chain, batch_min=2)
+    assert sorted(entry.ballot_hash for entry in chain) == sorted(b.ballot_hash for b in [*ballots, *extra])

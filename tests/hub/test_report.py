@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hub_fixtures import Hub
 
 from election.chain import sign_document
-from election.encoding import canonical_bytes, parse_json
+from election.encoding import parse_json
 from infra.mqtt import HubClient
 from station_hub.cli import main
 from station_hub.operator import change_polls
@@ -68,8 +68,8 @@ def test_zero_closing_and_incident_reports_print_what_the_ledger_signed(
 
     with TerminalClient(station, "t1").connect() as t1:
         for voter in voters[:2]:
-            ack = t1.submit(canonical_bytes(t1.seal(CHOICES, t1.check_in(voter)).to_json()))
-            assert ack["result"] == "accepted"
+            ack = t1.submit(t1.submission(t1.seal(CHOICES, t1.check_in(voter))))
+            assert ack["result"] == "held"
         t1.check_in(voters[2])  # this voter checked in and left without casting
     with HubClient(station, "op1").connect() as operator:
         closing = change_polls(operator, "close", unreachable=("t1", "t2"), drain_wait=0.2)
@@ -87,7 +87,7 @@ def test_zero_closing_and_incident_reports_print_what_the_ledger_signed(
     assert pages(incident_pdf) == 1
     page = text(incident_pdf)
     assert "Incident report" in page
-    assert re.search(r"t1 declared unreachable at the final close.*device ballot #2", page)
+    assert re.search(r"t1 declared unreachable at the final close.*2 ballot\(s\) stated", page)
     assert re.search(r"t2 declared unreachable at the final close.*none", page)
     assert "check-ins 3 ≠ ballots 2" in page
 

@@ -234,7 +234,7 @@ def corrupt_ledger_db(s: Station) -> None:
 def broken_chain(s: Station) -> None:
     LedgerStore(s.ledger_db).close()
     with sqlite3.connect(s.ledger_db) as db:
-        db.execute("INSERT INTO entries VALUES (0, ?, ?, ?, 'cast', ?, 'T01', 1, NULL, x'00')",
+        db.execute("INSERT INTO entries VALUES (0, 1, ?, ?, ?, 'cast', ?, 'T01', NULL, x'00')",
                    (bytes(32), bytes(32), bytes(16), bytes(32)))  # fmt: skip
     db.close()
 

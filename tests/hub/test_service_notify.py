@@ -163,7 +163,7 @@ def test_the_ledger_service_notifies_systemd(station: Station, broker: Broker, n
             ledger.wait(5)
     notify_socket.wait_for("STOPPING=1", 2)
     text = log.read_text()
-    for expected in ("ledger starting", "recovered chain position 0, polls pending",
+    for expected in ("ledger starting", "recovered chain position 0 and 0 ballot(s) in the pool, polls pending",
                      "ledger connected to the station broker", "ledger ready", "ledger stopped"):  # fmt: skip
         assert expected in text, text
     assert "level=error" not in text, text

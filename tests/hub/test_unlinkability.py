@@ -10,7 +10,6 @@ from pathlib import Path
 from cryptography import x509
 from hub_fixtures import Hub, chain_of
 
-from election.encoding import canonical_bytes
 from infra.jpki import derive_voter_key
 from infra.mqtt import HubClient
 from station_hub.operator import change_polls
@@ -54,7 +53,7 @@ def test_joining_roll_and_ledger_pairs_no_voter_with_any_ballot(hub: Hub, statio
         for index, voter in enumerate(voters[:6]):
             terminal = (t1, t2)[index % 2]
             ballot = terminal.seal(CHOICES, terminal.check_in(voter))
-            assert terminal.submit(canonical_bytes(ballot.to_json()))["result"] == "accepted"
+            assert terminal.submit(terminal.submission(ballot))["result"] == "held"
     hub.stop()
     roll_values = every_value(station.roll_db)
     ledger_values = every_value(station.ledger_db)

@@ -14,7 +14,10 @@ three can never drift apart, every case below says what each of them must answer
 - ``verifier``: exactly the numbered checks that fail on a record that holds the ballot.
 
 ``NA`` marks a place that cannot see the case at all (``why`` says why). A case's last
-submission is the bad one; the ones before it are good and must be accepted everywhere.
+submission is the bad one; the ones before it are good and must be accepted everywhere. Every
+submission carries its terminal's honest device statement unless the case gives another one
+(``protocol_kit.honest``); only the ledger sees those, the centre and the verifier see each
+terminal's final statement.
 
 To add a rule: add a case here first. ``test_bad_ballots.py`` runs the table.
 """
@@ -26,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol_kit import Kit, Sub
+from protocol_kit import Kit, Sub, honest
 
 from election.encoding import canonical_bytes, sha256
 from protocol.errors import Reason
@@ -49,7 +52,7 @@ REASON_CHECKS: dict[Reason, frozenset[int]] = {
     Reason.WRONG_ELECTION: frozenset({6}),
     Reason.UNKNOWN_DEVICE: frozenset({7}),
     Reason.BAD_SIGNATURE: frozenset({7}),
-    Reason.DEVICE_CHAIN: frozenset({8}),
+    Reason.BAD_STATEMENT: frozenset({8}),
     Reason.DUPLICATE_BALLOT_ID: frozenset({9, 17}),
     Reason.TOKEN_USED: frozenset({9}),
     Reason.BAD_PROOF: frozenset({10, 11}),
@@ -61,8 +64,9 @@ REASON_CHECKS: dict[Reason, frozenset[int]] = {
 """The verifier check that owns each ledger rule (docs/verifier.md): a case refused for a
 reason must fail (at least) one of these checks."""
 
-UNREADABLE = frozenset({6, 17})
-"""A ballot the verifier cannot parse fails check 6, and its chain entry then has no ballot (17)."""
+UNREADABLE = frozenset({6, 8, 17})
+"""A ballot the verifier cannot parse fails check 6, its chain entry then has no ballot (17), and
+its terminal's final statement, which counts it, no longer matches the terminal's ballots (8)."""
 
 
 def _mutated(change: Callable[[dict[str, Any]], None]) -> Callable[[Kit], list[Sub]]:
@@ -118,8 +122,14 @@ def _good(kit: Kit) -> list[Sub]:
 
 def _challenged_then_cast(kit: Kit) -> list[Sub]:
     spoiled, opening = kit.spoiled()
-    cast = kit.cast(seq=2, prev=sha256(canonical_bytes(spoiled)))
-    return [Sub(spoiled, opening), Sub(cast)]
+    return [Sub(spoiled, opening), Sub(kit.cast())]
+
+
+def _two_terminals_resending(kit: Kit) -> list[Sub]:
+    """Ballots of two terminals, interleaved and resent, statements arriving out of order: all held."""
+    first, second, other = kit.cast(), kit.cast(), kit.cast("x2")
+    subs = honest([Sub(first), Sub(second), Sub(other, sender="x2")])
+    return [subs[1], subs[0], subs[2], subs[1]]
 
 
 def _unregistered(kit: Kit) -> list[Sub]:
@@ -145,8 +155,31 @@ def _bad_signature(kit: Kit) -> list[Sub]:
     return [Sub({**ballot, "signature": ballot["signature"][:-1] + flipped})]
 
 
-def _replayed_seq(kit: Kit) -> list[Sub]:
-    return [Sub(kit.cast()), Sub(kit.cast(choices={"contest-1": set(), "contest-2": set()}))]
+def _statement_signed_by(device: str) -> Callable[[Kit], list[Sub]]:
+    """x1's ballot whose statement (naming x1) carries ``device``'s signature."""
+
+    def build(kit: Kit) -> list[Sub]:
+        ballot = kit.cast()
+        statement = kit.statement("x1", [sha256(canonical_bytes(ballot))])
+        body = {name: value for name, value in statement.items() if name != "signature"}
+        signature = kit.signers[device].sign(canonical_bytes(body)).hex()
+        return [Sub(ballot, statement={**statement, "signature": signature})]
+
+    return build
+
+
+def _statement_of(device: str) -> Callable[[Kit], list[Sub]]:
+    def build(kit: Kit) -> list[Sub]:
+        ballot = kit.cast()
+        return [Sub(ballot, statement=kit.statement(device, [sha256(canonical_bytes(ballot))]))]
+
+    return build
+
+
+def _statement_contradicted(kit: Kit) -> list[Sub]:
+    """Two ballots, each with a statement of one ballot: the device signed two sets of one."""
+    first, second = kit.cast(), kit.cast()
+    return [Sub(first), Sub(second, statement=kit.statement("x1", [sha256(canonical_bytes(second))]))]
 
 
 def _no_token(kit: Kit) -> list[Sub]:
@@ -159,32 +192,19 @@ def _foreign_token(kit: Kit) -> list[Sub]:
 
 def _token_twice(kit: Kit) -> list[Sub]:
     token = kit.token()
-    first = kit.cast(token=token)
-    return [Sub(first), Sub(kit.cast(seq=2, prev=sha256(canonical_bytes(first)), token=token))]
+    return [Sub(kit.cast(token=token)), Sub(kit.cast(token=token))]
 
 
 def _copy_with_fresh_token(kit: Kit) -> list[Sub]:
     first = kit.cast()
-    copy_ = {
-        **first,
-        "token": kit.token().to_json(),
-        "device_seq": 2,
-        "prev_hash": sha256(canonical_bytes(first)).hex(),
-    }
-    return [Sub(first), Sub(kit.resign(copy_))]
+    return [Sub(first), Sub(kit.resign({**first, "token": kit.token().to_json()}))]
 
 
 def _cast_copy_of_spoiled(kit: Kit) -> list[Sub]:
     """The voter's challenged ballot — whose opening is public — cast after all: anyone could
     read that vote. The ledger must refuse it by its ballot id."""
     spoiled, opening = kit.spoiled()
-    cast = {
-        **spoiled,
-        "token": kit.token().to_json(),
-        "device_seq": 2,
-        "prev_hash": sha256(canonical_bytes(spoiled)).hex(),
-    }
-    return [Sub(spoiled, opening), Sub(kit.resign(cast))]
+    return [Sub(spoiled, opening), Sub(kit.resign({**spoiled, "token": kit.token().to_json()}))]
 
 
 def _spoiled_with_token(kit: Kit) -> list[Sub]:
@@ -204,25 +224,26 @@ def _canonical_with_space(raw: bytes) -> bytes:
     return raw.replace(b",", b", ", 1)
 
 
-def _huge_seq(raw: bytes) -> bytes:
-    return raw.replace(b'"device_seq":1,', b'"device_seq":' + b"9" * 5000 + b",")
+def _huge_version(raw: bytes) -> bytes:
+    return raw.replace(b'"version":2}', b'"version":' + b"9" * 5000 + b"}")
 
 
-def _float_seq(raw: bytes) -> bytes:
-    return raw.replace(b'"device_seq":1,', b'"device_seq":1.0,')
+def _float_version(raw: bytes) -> bytes:
+    return raw.replace(b'"version":2}', b'"version":2.0}')
 
 
 CASES: tuple[BadBallot, ...] = (
     # --- controls: good ballots are accepted everywhere -----------------------------------
     BadBallot("good cast ballot", _good, None, ("chained", None), frozenset()),
     BadBallot("challenged, then cast", _challenged_then_cast, None, ("chained", None), frozenset()),
+    BadBallot("two terminals, out of order and resent", _two_terminals_resending, None, NA, NA,
+              "a resend is the station's business: the centre and the record see each ballot once"),
     # --- not a sealed ballot (schema, encoding, group elements) ---------------------------
     BadBallot("version true", _mutated(_set(("version",), True)), Reason.MALFORMED, ("invalid", Reason.MALFORMED),
               UNREADABLE),
-    BadBallot("device_seq true", _mutated(_set(("device_seq",), True)), Reason.MALFORMED,
-              ("invalid", Reason.MALFORMED), UNREADABLE),
-    BadBallot("device_seq 0", _mutated(_set(("device_seq",), 0)), Reason.MALFORMED, ("invalid", Reason.MALFORMED),
-              UNREADABLE),
+    BadBallot("a device_seq as in format 1", _mutated(_set(("device_seq",), 1)), Reason.MALFORMED,
+              ("refused", Reason.MALFORMED), UNREADABLE,
+              "the centre refuses the batch: an entry's ballot must have exactly the sealed fields"),
     BadBallot("device id with a trailing newline", _mutated(_set(("device_id",), "x1\n")), Reason.MALFORMED,
               ("invalid", Reason.MALFORMED), UNREADABLE),
     BadBallot("upper-case hex ballot id", _mutated(lambda b: b.update(ballot_id=b["ballot_id"].upper())),
@@ -242,8 +263,9 @@ CASES: tuple[BadBallot, ...] = (
               UNREADABLE),
     BadBallot("lone surrogate", _raw(lambda r: r[:-1] + b',"z":"\\udfff"}'), Reason.MALFORMED,
               ("refused", Reason.MALFORMED), UNREADABLE),
-    BadBallot("5,000-digit integer", _raw(_huge_seq), Reason.MALFORMED, ("refused", Reason.MALFORMED), UNREADABLE),
-    BadBallot("a float", _raw(_float_seq), Reason.MALFORMED, ("refused", Reason.MALFORMED), UNREADABLE),
+    BadBallot("5,000-digit integer", _raw(_huge_version), Reason.MALFORMED, ("refused", Reason.MALFORMED),
+              UNREADABLE),
+    BadBallot("a float", _raw(_float_version), Reason.MALFORMED, ("refused", Reason.MALFORMED), UNREADABLE),
     BadBallot("truncated", _raw(lambda r: r[:-1]), Reason.MALFORMED, ("refused", Reason.MALFORMED), UNREADABLE),
     BadBallot("duplicated key", _raw(lambda r: b'{"version":1,' + r[1:]), Reason.MALFORMED,
               ("refused", Reason.MALFORMED), UNREADABLE),
@@ -253,30 +275,32 @@ CASES: tuple[BadBallot, ...] = (
               UNREADABLE),
     # --- the election, the terminal and its signature --------------------------------------
     BadBallot("another election's base hash", _mutated(_set(("base_hash",), "ab" * 32)), Reason.WRONG_ELECTION,
-              ("invalid", Reason.WRONG_ELECTION), frozenset({6, 10, 11}),
-              "the proofs bind the base hash, so the verifier also fails 10 and 11"),
+              ("invalid", Reason.WRONG_ELECTION), frozenset({6, 8, 10, 11}),
+              "the proofs bind the base hash, so the verifier also fails 10 and 11; the terminal's "
+              "statement names that election too (8)"),
     BadBallot("one signature bit flipped", _bad_signature, Reason.BAD_SIGNATURE, ("invalid", Reason.BAD_SIGNATURE),
               frozenset({7})),
     BadBallot("signed with another terminal's key", _signed_by("x2"), Reason.BAD_SIGNATURE,
               ("invalid", Reason.BAD_SIGNATURE), frozenset({7})),
     BadBallot("an unregistered terminal", _unregistered, Reason.UNKNOWN_DEVICE, ("invalid", Reason.UNKNOWN_DEVICE),
-              frozenset({7})),
+              frozenset({7, 8}), "no station forwards a statement of a terminal it does not have (8)"),
     BadBallot("sent by another terminal", _other_sender, Reason.DEVICE_MISMATCH, NA, NA,
               "only the station broker knows the sender (the certificate's CN)"),
     BadBallot("another terminal resends a chained ballot", _stolen_resend, Reason.DEVICE_MISMATCH, NA, NA,
               "only the station broker knows the sender; the ledger never chains a resend"),
-    # --- the device's own chain ------------------------------------------------------------
-    BadBallot("skips a sequence number", lambda k: [Sub(k.cast(seq=2))], Reason.DEVICE_CHAIN,
-              ("invalid", Reason.DEVICE_CHAIN), frozenset({8})),
-    BadBallot("another previous hash", lambda k: [Sub(k.cast(prev=b"\x01" * 32))], Reason.DEVICE_CHAIN,
-              ("invalid", Reason.DEVICE_CHAIN), frozenset({8})),
-    BadBallot("replays a sequence number", _replayed_seq, Reason.DEVICE_CHAIN, ("invalid", Reason.DEVICE_CHAIN),
-              frozenset({8})),
+    # --- the device statement each submission carries ---------------------------------------
+    BadBallot("a statement signed with another terminal's key", _statement_signed_by("x2"), Reason.BAD_STATEMENT,
+              NA, NA, "only the ledger sees a terminal's statements before its final one"),
+    BadBallot("another terminal's statement", _statement_of("x2"), Reason.MALFORMED, NA, NA,
+              "only the ledger sees a terminal's statements before its final one"),
+    BadBallot("a second, different statement of the same count", _statement_contradicted, Reason.BAD_STATEMENT,
+              NA, NA, "only the ledger sees a terminal's statements before its final one"),
     # --- ballot ids and tokens -------------------------------------------------------------
     BadBallot("a copy with a fresh token", _copy_with_fresh_token, Reason.DUPLICATE_BALLOT_ID,
               ("flagged", Reason.DUPLICATE_BALLOT_ID), frozenset({8, 17}),
               "the record holds one file per ballot id, so the copy overwrites the original there: "
-              "the original's chain entry has no ballot (17) and the device chain starts at 2 (8)"),
+              "the original's chain entry has no ballot (17) and the device's ballots no longer match "
+              "its final statement (8)"),
     BadBallot("the cast copy of a challenged ballot", _cast_copy_of_spoiled, Reason.DUPLICATE_BALLOT_ID,
               ("flagged", Reason.DUPLICATE_BALLOT_ID), frozenset({9})),
     BadBallot("a cast ballot without a token", _no_token, Reason.NO_TOKEN, ("invalid", Reason.NO_TOKEN),

@@ -21,14 +21,25 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from election import tokens
-from election.ballot import GENESIS_HASH, BallotOpening, DeviceSigner, SealedBallot, Token, seal_ballot
-from election.chain import ChainHead, ChainState, Checkpoint, genesis_hash
+from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token, seal_ballot
+from election.chain import ChainEntry, ChainHead, ChainState, Checkpoint, PoolBallot, genesis_hash
 from election.context import ElectionContext
+from election.devices import DeviceStatement
 from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import ElectionError
 from election.keyceremony import Trustee, TrusteePublic
 from election.manifest import Manifest, sample_manifest
-from election.record import BALLOTS, DEVICES, RECORD_VERSION, RESULTS, SPOILED, TALLY, DirectoryRecord, RecordWriter
+from election.record import (
+    BALLOTS,
+    DEVICE_STATEMENTS,
+    DEVICES,
+    RECORD_VERSION,
+    RESULTS,
+    SPOILED,
+    TALLY,
+    DirectoryRecord,
+    RecordWriter,
+)
 from election.simulation import SimulatedStation, ceremony, write_election_package
 from election.stations import CHAIN_FILE, CHECKPOINT_FILE, STATION_FILE, STATIONS, StationKeys, chain_lines
 from election.tally import DecryptionShare, TallyAccumulator, decrypt_totals
@@ -36,8 +47,8 @@ from election.verify import VerificationReport, verify_record
 from gateway.checker import ElectionKeys, Incident, StationJudge, StationProfile, StationSnapshot, prevalidate
 from protocol.errors import Reason, Refusal
 from protocol.forwarding import Batch, ForwardedEntry, batch_payload, parse_up
-from protocol.messages import SPOILED_TYPE
-from station_hub.ledger import Accepted, Decision, Duplicate, LedgerCore, LedgerState, Refused
+from protocol.messages import BALLOT_MESSAGE_VERSION, CAST_TYPE, SPOILED_TYPE
+from station_hub.ledger import Decision, Duplicate, Held, LedgerCore, LedgerState, Refused
 
 STATION_ID = "st-x"
 CHOICES = {"contest-1": {"candidate-2"}, "contest-2": {"candidate-1"}}
@@ -81,22 +92,23 @@ class Kit:
         return Token(message, signature)
 
     def seal(
-        self,
-        device: str = "x1",
-        seq: int = 1,
-        prev: bytes = GENESIS_HASH,
-        token: Token | None = None,
-        choices: dict[str, set[str]] = CHOICES,
+        self, device: str = "x1", token: Token | None = None, choices: dict[str, set[str]] = CHOICES
     ) -> tuple[SealedBallot, BallotOpening]:
-        return seal_ballot(self.manifest, self.joint_key, choices, self.signers[device], seq, prev, token)
+        return seal_ballot(self.manifest, self.joint_key, choices, self.signers[device], token)
 
-    def cast(self, device: str = "x1", seq: int = 1, prev: bytes = GENESIS_HASH, **kw: Any) -> dict[str, Any]:
+    def cast(self, device: str = "x1", **kw: Any) -> dict[str, Any]:
         """A cast ballot's JSON, spending a fresh token of this station's roll."""
-        return self.seal(device, seq, prev, kw.pop("token", None) or self.token(), **kw)[0].to_json()
+        return self.seal(device, kw.pop("token", None) or self.token(), **kw)[0].to_json()
 
-    def spoiled(self, device: str = "x1", seq: int = 1, prev: bytes = GENESIS_HASH) -> tuple[dict, dict]:
-        ballot, opening = self.seal(device, seq, prev)
+    def spoiled(self, device: str = "x1") -> tuple[dict, dict]:
+        ballot, opening = self.seal(device)
         return ballot.to_json(), opening.to_json(self.manifest)
+
+    def statement(self, device: str, ballot_hashes: Sequence[bytes], base_hash: bytes | None = None) -> dict[str, Any]:
+        """``device``'s signed statement that it sealed exactly ``ballot_hashes`` (for this
+        election unless ``base_hash`` names another)."""
+        base_hash = base_hash or self.manifest.base_hash
+        return DeviceStatement.make(self.signers[device], base_hash, ballot_hashes).to_json()
 
     def resign(self, ballot: dict[str, Any], device: str = "x1") -> dict[str, Any]:
         """``ballot`` (any JSON, even a hostile one) signed by ``device`` as a terminal signs."""
@@ -128,7 +140,9 @@ class Kit:
 
 @functools.cache
 def kit() -> Kit:
-    manifest = sample_manifest(contests=2, selections=3, limit=1)
+    """Batches of one (a rehearsal manifest, ``batch_min`` 1): each submission is its own batch,
+    so the chain keeps the table's order and "the last submission" is the last entry."""
+    manifest = sample_manifest(contests=2, selections=3, limit=1, batch_min=1)
     trustees, publics, context = ceremony(manifest, 3, 2)
     signers = {name: DeviceSigner(name, Ed25519PrivateKey.generate()) for name in (*REGISTERED, STRANGER)}
     return Kit(
@@ -148,12 +162,14 @@ def kit() -> Kit:
 @dataclass(frozen=True)
 class Sub:
     """One submission from a terminal: a sealed ballot (its JSON, or raw bytes for what JSON
-    cannot say), the opening if it is spoiled, and the sender's certificate name."""
+    cannot say), the opening if it is spoiled, the device statement it carries (None: the
+    honest one, filled in by :func:`honest`), and the sender's certificate name."""
 
     ballot: dict[str, Any] | None = None
     opening: dict[str, Any] | None = None
     sender: str = "x1"
     raw: bytes | None = None
+    statement: dict[str, Any] | None = None
 
     @property
     def kind(self) -> str:
@@ -167,12 +183,34 @@ class Sub:
         assert self.ballot is not None
         return canonical_bytes(self.ballot)
 
+    @property
+    def device(self) -> str:
+        """The terminal whose statement this submission carries: the ballot's, else the sender."""
+        named = (self.ballot or {}).get("device_id")
+        return named if named in kit().signers else self.sender
+
+    @property
+    def base_hash(self) -> bytes | None:
+        """The election the ballot names, if it names one at all (its terminal states for that one)."""
+        named = (self.ballot or {}).get("base_hash")
+        try:
+            return bytes.fromhex(named) if isinstance(named, str) and len(named) == 64 else None
+        except ValueError:
+            return None
+
     def payload(self) -> bytes:
-        """What the terminal publishes on its ballot topic."""
-        if self.opening is None:
-            return self.ballot_bytes
-        assert self.ballot is not None
-        return canonical_bytes({"version": 1, "type": SPOILED_TYPE, "ballot": self.ballot, "opening": self.opening})
+        """What the terminal publishes on its ballot topic (the ballot's bytes spliced in as they
+        are, so a raw ballot stays raw inside a canonical envelope)."""
+        assert self.statement is not None, "give the statement, or take the honest one (honest())"
+        envelope: dict[str, Any] = {
+            "version": BALLOT_MESSAGE_VERSION,
+            "type": CAST_TYPE if self.opening is None else SPOILED_TYPE,
+            "ballot": _PLACEHOLDER,
+            "statement": self.statement,
+        }
+        if self.opening is not None:
+            envelope["opening"] = self.opening
+        return canonical_bytes(envelope).replace(canonical_bytes(_PLACEHOLDER), self.ballot_bytes)
 
     def file_stem(self, fallback: str) -> str:
         ballot_id = (self.ballot or {}).get("ballot_id")
@@ -180,29 +218,58 @@ class Sub:
         return ballot_id if ok else fallback  # type: ignore[return-value]
 
 
+_PLACEHOLDER = "\u0000raw ballot\u0000"
+
+
+def honest(subs: Sequence[Sub]) -> list[Sub]:
+    """``subs`` with each missing statement filled in as an honest terminal makes it: its
+    device's every ballot so far, this one included."""
+    sealed: dict[str, list[bytes]] = {}
+    filled = []
+    for sub in subs:
+        hashes = sealed.setdefault(sub.device, [])
+        if sha256(sub.ballot_bytes) not in hashes:
+            hashes.append(sha256(sub.ballot_bytes))
+        statement = sub.statement or kit().statement(sub.device, hashes, sub.base_hash)
+        filled.append(Sub(sub.ballot, sub.opening, sub.sender, sub.raw, statement))
+    return filled
+
+
+def final_statements(subs: Sequence[Sub]) -> list[DeviceStatement]:
+    """Each registered terminal's last honest statement over ``subs`` (what the hub forwards
+    after the final close, and the record publishes)."""
+    latest = {sub.device: sub.statement for sub in honest(subs) if sub.device in REGISTERED}
+    return [DeviceStatement.from_json(latest[device]) for device in sorted(latest)]
+
+
 def ledger_decisions(subs: Sequence[Sub]) -> list[Decision]:
     core = kit().ledger_core()
-    return [core.decide(sub.payload(), sub.sender, now=float(i)) for i, sub in enumerate(subs)]
+    return [core.decide(sub.payload(), sub.sender, now=float(i)) for i, sub in enumerate(honest(subs))]
 
 
 def ledger_outcome(decision: Decision) -> Reason | None:
-    """None when the ballot joins the chain (or is an exact resend), else the refusal reason."""
-    if isinstance(decision, Accepted | Duplicate):
+    """None when the ballot joins the pool (or is an exact resend), else the refusal reason."""
+    if isinstance(decision, Held | Duplicate):
         return None
     assert isinstance(decision, Refused)
     return decision.reason
 
 
-_PLACEHOLDER = "\u0000raw ballot\u0000"
+def chain_of_batches(subs: Sequence[Sub], genesis: bytes) -> list[ChainEntry]:
+    """The chain a hub with batches of one makes of ``subs``: one entry each, in their order."""
+    chain = ChainState(genesis)
+    entries = []
+    for sub in subs:
+        (entry,) = chain.next_batch([PoolBallot(sha256(sub.ballot_bytes), sub.kind)])
+        chain.append(entry)
+        entries.append(entry)
+    return entries
 
 
 def _forwarded(subs: Sequence[Sub], genesis: bytes) -> tuple[list[ForwardedEntry], dict[int, bytes]]:
     """The chain entries a hub would forward for ``subs``, in order (raw ballots as placeholders)."""
-    chain = ChainState(genesis)
     entries, raws = [], {}
-    for sub in subs:
-        entry = chain.next_entry(sha256(sub.ballot_bytes), sub.kind)
-        chain.append(entry)
+    for sub, entry in zip(subs, chain_of_batches(subs, genesis), strict=True):
         ballot = sub.ballot if sub.raw is None else {"placeholder": _PLACEHOLDER + str(entry.position)}
         if sub.raw is not None:
             raws[entry.position] = sub.raw
@@ -217,10 +284,11 @@ def forwarded(subs: Sequence[Sub]) -> list[ForwardedEntry]:
     return entries
 
 
-def batch_bytes(subs: Sequence[Sub], request: int = 1) -> bytes:
-    """The hub's batch message carrying ``subs`` (raw ballots spliced in byte for byte)."""
+def batch_bytes(subs: Sequence[Sub], request: int = 1, *, devices: bool = False) -> bytes:
+    """The hub's batch message carrying ``subs`` (raw ballots spliced in byte for byte), with
+    the terminals' final statements when ``devices`` (as after the final close)."""
     entries, raws = _forwarded(subs, kit().genesis)
-    payload = batch_payload(STATION_ID, request, entries, [])
+    payload = batch_payload(STATION_ID, request, entries, [], final_statements(subs) if devices else [])
     for position, raw in raws.items():
         payload = payload.replace(canonical_bytes({"placeholder": _PLACEHOLDER + str(position)}), raw)
     return payload
@@ -272,13 +340,11 @@ def write_record(subs: Sequence[Sub], root: Path) -> DirectoryRecord:
         if name in REGISTERED
     ]
     writer.write(DEVICES, {"version": RECORD_VERSION, "devices": devices})
-    chain = ChainState(k.genesis)
-    entries = []
+    for statement in final_statements(subs):
+        writer.write(f"{DEVICE_STATEMENTS}/{statement.device_id}.json", statement.to_json())
+    entries = chain_of_batches(subs, k.genesis)
     cast: dict[str, bytes] = {}
     for index, sub in enumerate(subs):
-        entry = chain.next_entry(sha256(sub.ballot_bytes), sub.kind)
-        chain.append(entry)
-        entries.append(entry)
         stem = sub.file_stem(f"{index:032x}")
         if sub.opening is None:
             writer.write_bytes(f"{BALLOTS}/{stem}.json", sub.ballot_bytes)
@@ -290,7 +356,9 @@ def write_record(subs: Sequence[Sub], root: Path) -> DirectoryRecord:
     keys = StationKeys(STATION_ID, k.station.ledger_key.public_key(), k.roll_public)
     writer.write(f"{folder}/{STATION_FILE}", keys.to_json())
     writer.write_bytes(f"{folder}/{CHAIN_FILE}", chain_lines(entries))
-    checkpoint = Checkpoint(STATION_ID, k.manifest.base_hash, chain.head).sign(k.station.ledger_key)
+    last = entries[-1] if entries else None
+    head = ChainHead(last.position, last.entry_hash, last.batch) if last else ChainHead(0, k.genesis)
+    checkpoint = Checkpoint(STATION_ID, k.manifest.base_hash, head).sign(k.station.ledger_key)
     writer.write(f"{folder}/{CHECKPOINT_FILE}", checkpoint)
     accumulator = TallyAccumulator(k.manifest)
     for data in cast.values():

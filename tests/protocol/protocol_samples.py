@@ -13,10 +13,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
-from protocol_kit import STATION_ID, Sub, forwarded, kit
+from protocol_kit import STATION_ID, Sub, final_statements, forwarded, honest, kit
 
-from election.chain import ChainHead, Checkpoint, sign_document
-from election.encoding import canonical_bytes, sha256
+from election.chain import CHAIN_VERSION, ChainHead, Checkpoint, sign_document
+from election.encoding import canonical_bytes
 from election.stations import StationKeys
 from protocol.errors import CheckinReason, PollsReason, Reason
 from protocol.forwarding import (
@@ -31,7 +31,7 @@ from protocol.forwarding import (
 )
 from protocol.messages import (
     NONCE_BYTES,
-    AckAccepted,
+    AckHeld,
     AckRefused,
     BallotSubmission,
     CheckinChallenge,
@@ -67,7 +67,7 @@ class Sample:
 def _signed_statements() -> list[dict[str, Any]]:
     k = kit()
     key = k.station.ledger_key
-    base = {"version": 1, "station_id": STATION_ID, "base_hash": k.manifest.base_hash.hex()}
+    base = {"version": CHAIN_VERSION, "station_id": STATION_ID, "base_hash": k.manifest.base_hash.hex()}
     zero = sign_document(
         {**base, "type": "zero_report", "position": 0, "head_hash": k.genesis.hex(), "terminals": {"x1": 0, "x2": 0}},
         key,
@@ -85,7 +85,7 @@ def _signed_statements() -> list[dict[str, Any]]:
             "check_ins": None,
             "late": {"x2": 1},
             "closed_position": 0,
-            "unreachable": {"x2": {"device_seq": 1, "ballot_hash": "00" * 32}},
+            "unreachable": {"x2": {"sealed": 1, "commitment": "00" * 32}},
         },
         key,
     )
@@ -127,7 +127,9 @@ def _registration() -> StationRegistration:
 
 def _up_encode(message: Any) -> bytes:
     if hasattr(message, "entries"):
-        return batch_payload(message.station_id, message.request, list(message.entries), list(message.statements))
+        return batch_payload(
+            message.station_id, message.request, list(message.entries), list(message.statements), list(message.devices)
+        )
     return hello_payload(message.station_id, message.request)
 
 
@@ -136,26 +138,22 @@ def samples() -> dict[str, Sample]:
     k = kit()
     manifest = k.manifest
     spoiled, opening = k.spoiled()
-    cast = k.cast(seq=2, prev=sha256(canonical_bytes(spoiled)))
+    submitted = honest([Sub(spoiled, opening), Sub(k.cast())])
     confirm = Confirm(STATION_ID, 7, ChainHead(2, b"\x05" * 32), 2, ClosingSeen(2, 2), "ok")
     refused = Refusal(STATION_ID, 7, "malformed", "batch.entries[0]: …")
     grant = LinkGrant(
         STATION_ID, "central.example", 8884, _certificate_pem("central").encode(), _certificate_pem(STATION_ID).encode()
     )
     statements = _signed_statements()
-    batch = batch_payload(STATION_ID, 9, forwarded([Sub(spoiled, opening), Sub(cast)]), statements)
+    batch = batch_payload(STATION_ID, 9, forwarded(submitted), statements, final_statements(submitted))
     return {
         "cast ballot": Sample(
-            lambda p: BallotSubmission.decode(p, manifest), canonical_bytes(cast), lambda v: v.encode(manifest)
+            lambda p: BallotSubmission.decode(p, manifest), submitted[1].payload(), lambda v: v.encode(manifest)
         ),
         "spoiled ballot": Sample(
-            lambda p: BallotSubmission.decode(p, manifest),
-            Sub(spoiled, opening).payload(),
-            lambda v: v.encode(manifest),
+            lambda p: BallotSubmission.decode(p, manifest), submitted[0].payload(), lambda v: v.encode(manifest)
         ),
-        "ack accepted": Sample(
-            decode_ack, AckAccepted(b"\x01" * 32, 3, b"\x02" * 32, "ABCD-EFGH-IJKL-MNOP").encode(), lambda v: v.encode()
-        ),
+        "ack held": Sample(decode_ack, AckHeld(b"\x01" * 32).encode(), lambda v: v.encode()),
         "ack refused": Sample(
             decode_ack, AckRefused(b"\x01" * 32, Reason.BAD_PROOF, "proofs").encode(), lambda v: v.encode()
         ),

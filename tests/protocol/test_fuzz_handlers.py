@@ -6,6 +6,7 @@ monitor. Hostile input gives only documented refusals — never an exception, ne
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from mutations import FUZZ, LIGHT, hostile_bytes
 from protocol_kit import STATION_ID, Sub, kit
 from protocol_samples import samples
 
-from election.encoding import canonical_bytes, parse_json
+from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import FormatError
 from election.record import RecordWriter
 from election.simulation import write_election_package
@@ -25,7 +26,7 @@ from protocol.forwarding import Confirm, parse_down
 from protocol.messages import CheckinChallenge, CheckinGranted, CheckinRefused
 from protocol.topics import Topics
 from station_hub.forwarder import ForwarderCore, SendBatch, SendHello
-from station_hub.ledger import Accepted, Duplicate, Refused
+from station_hub.ledger import Duplicate, Held, LedgerCore, Refused
 from station_hub.monitor import MonitorState
 
 SENDERS = st.sampled_from(["x1", "x1", "x2", "x9", "x1\n", ""])
@@ -45,7 +46,7 @@ def _maybe_resigned(payload: bytes, resign: bool) -> bytes:
 
 
 def _assert_documented(decision: Any) -> None:
-    assert isinstance(decision, Accepted | Duplicate | Refused), decision
+    assert isinstance(decision, Held | Duplicate | Refused), decision
     if isinstance(decision, Refused):
         assert isinstance(decision.reason, Reason) and decision.reason is not Reason.INTERNAL_ERROR
         decision.ack().encode()  # the refusal can always be sent back
@@ -72,10 +73,30 @@ def test_the_ledger_core_refuses_hostile_ballots_with_a_reason_and_takes_the_nex
     core = kit().ledger_core()
     for now, (payload, sender, resign) in enumerate(payloads):
         _assert_documented(core.decide(_maybe_resigned(payload, resign), sender, now=float(now)))
-    good = Sub(kit().cast(seq=core.state.device_heads.get("x1", (0, b""))[0] + 1,
-                          prev=core.state.device_heads.get("x1", (0, bytes(32)))[1]))  # fmt: skip
-    decision = core.decide(good.payload(), "x1", now=100.0)
-    assert isinstance(decision, Accepted), decision
+        _assert_batches_hold(core, float(now))
+    decision = core.decide(_next_good(core), "x1", now=100.0)
+    assert isinstance(decision, Held), decision
+    _assert_batches_hold(core, 100.0)
+
+
+def _next_good(core: LedgerCore) -> bytes:
+    """A good cast ballot of x1 whose statement follows what the core holds of x1."""
+    held = [ballot_hash for ballot_hash, device in core.state.held.items() if device == "x1"]
+    statement = core.state.statements.get("x1")
+    ballot = kit().cast()
+    hashes = [*held, sha256(canonical_bytes(ballot))]
+    if statement is not None and statement.sealed >= len(hashes):  # a hostile statement claimed more
+        hashes += [secrets.token_bytes(32) for _ in range(statement.sealed + 1 - len(hashes))]
+    return Sub(ballot, statement=kit().statement("x1", hashes)).payload()
+
+
+def _assert_batches_hold(core: LedgerCore, now: float) -> None:
+    """Whatever was held, a due batch takes the whole pool, sorted, and chains it."""
+    if core.batch_due(now):
+        pool = set(core.state.pool)
+        batch = core.take_batch()
+        assert [b.entry.ballot_hash for b in batch] == sorted(pool)
+        assert not core.state.pool and core.state.head.position == batch[-1].entry.position
 
 
 @FUZZ
