@@ -22,10 +22,10 @@ from schema_tools import SchemaTemplate, assert_invalid, assert_valid, payload_j
 
 from appliance.outbox import Outbox
 from appliance.publisher import HubAddress, HubLink
-from appliance.sealing import spoiled_payload
 from election import tokens
-from election.ballot import Token, seal_ballot
+from election.ballot import Token
 from election.chain import ChainHead
+from election.devices import DeviceStatement
 from election.encoding import canonical_bytes
 from gateway.central import init_central, register_station
 from infra.broker import Broker, free_port
@@ -117,6 +117,13 @@ def run_station(station: Any, template: SchemaTemplate, tmp_path: Path) -> Captu
     return captured
 
 
+def forged_signature(t1: TerminalClient) -> bytes:
+    """A spoiled-ballot submission whose ballot signature is not the device's."""
+    spoiled, opening = t1.seal_with_opening(CHOICES, None)
+    message = payload_json(t1.submission(spoiled, opening))
+    return canonical_bytes({**message, "ballot": {**message["ballot"], "signature": "00" * 64}})
+
+
 def terminal_session(t1: TerminalClient, template: SchemaTemplate) -> Captured:
     """Card-proven check-in (both rounds), cast, challenge, and refusals — as the ledger and the
     roll answer them."""
@@ -142,34 +149,38 @@ def terminal_session(t1: TerminalClient, template: SchemaTemplate) -> Captured:
     assert granted["result"] == "granted", granted
     token = Token(message, tokens.finalize(t1.token_key, message, bytes.fromhex(granted["blind_signature"]), request))
 
-    election = t1.election
-    spoiled, opening = seal_ballot(election.manifest, election.context.joint_public_key, CHOICES, t1.signer,
-                                   t1.device_seq + 1, t1.prev_hash)  # fmt: skip
-    t1.device_seq, t1.prev_hash = spoiled.device_seq, spoiled.ballot_hash
-    challenged = spoiled_payload(spoiled, opening, election.manifest)
-    out.append(("spoiled ballot", "spoiled-ballot-message.schema.json", payload_json(challenged)))
-    # An accepted spoiled ballot's ack names the sealed ballot's hash, not the message's.
+    spoiled, opening = t1.seal_with_opening(CHOICES, None)
+    challenged = t1.submission(spoiled, opening)
+    out.append(("spoiled ballot", "ballot-submission.schema.json", payload_json(challenged)))
+    # A held spoiled ballot's ack names the sealed ballot's hash, not the message's.
     t1.publish(topics.ballot("t1"), challenged)
     wanted = spoiled.ballot_hash.hex()
     ack = payload_json(
         t1.next_message(10, lambda m: m.topic == topics.ack("t1") and wanted.encode() in m.payload).payload
     )
-    assert ack["result"] == "accepted", ack
+    assert ack["result"] == "held", ack
     out.append(("ack of the spoiled ballot", "ack.schema.json", ack))
 
     ballot = t1.seal(CHOICES, token)
-    cast = canonical_bytes(ballot.to_json())
-    out.append(("cast ballot", "sealed-ballot.schema.json", payload_json(cast)))
+    cast = t1.submission(ballot)
+    out.append(("cast ballot", "ballot-submission.schema.json", payload_json(cast)))
+    out.append(("its sealed ballot", "sealed-ballot.schema.json", payload_json(cast)["ballot"]))
+    out.append(("its device statement", "device-statement.schema.json", payload_json(cast)["statement"]))
     ack = t1.submit(cast)
-    assert ack["result"] == "accepted", ack
-    out.append(("ack accepted", "ack.schema.json", ack))
+    assert ack["result"] == "held", ack
+    out.append(("ack held", "ack.schema.json", ack))
     assert t1.submit(cast) == ack, "an exact resend gets the same ack"
 
     refusals = [
         (cast.replace(b'{"ballot_id"', b'{"a":"\\ud800","ballot_id"', 1), "a lone surrogate"),
         (cast[:-1] + b',"z":1}', "an extra field"),
-        (canonical_bytes({**ballot.to_json(), "device_seq": 3}), "a forged sequence number"),
-        (b'{"device_seq":' + b"9" * 5000 + b"}", "a 5000-digit integer"),
+        (
+            canonical_bytes({**payload_json(cast), "ballot": {**ballot.to_json(), "device_seq": 3}}),
+            "format 1's device_seq",
+        ),
+        (canonical_bytes(ballot.to_json()), "a bare sealed ballot without a statement"),
+        (forged_signature(t1), "a ballot whose device signature does not verify"),
+        (b'{"version":' + b"9" * 5000 + b"}", "a 5000-digit integer"),
     ]
     for payload, what in refusals:
         ack = t1.submit(payload)
@@ -242,12 +253,13 @@ def forwarding_messages(station: Any, captured: Captured) -> Captured:
         head_hash = reader.entry_hash(head)
     finally:
         reader.close()
-    assert [e.opening is not None for e in entries] == [True, False], "a spoiled entry, then a cast one"
+    assert sorted(e.opening is not None for e in entries) == [False, True], "a spoiled entry and a cast one"
+    statements = [DeviceStatement.from_json(d) for what, _, d in captured if what == "its device statement"]
     closing = latest["closing-report.schema.json"]
     sid = station.station_id
     return [
         ("hello", "hello.schema.json", payload_json(hello_payload(sid, 1))),
-        ("batch", "batch.schema.json", payload_json(batch_payload(sid, 2, entries, list(latest.values())))),
+        ("batch", "batch.schema.json", payload_json(batch_payload(sid, 2, entries, list(latest.values()), statements))),
         ("empty batch", "batch.schema.json", payload_json(batch_payload(sid, 3, [], []))),
         ("confirm", "confirm.schema.json",
          Confirm(sid, 2, ChainHead(head, head_hash), head, ClosingSeen(closing["position"], closing["check_ins"]),
@@ -281,7 +293,7 @@ def test_real_messages_follow_the_schemas(captured: Captured):
 def test_every_message_schema_met_a_real_message(captured: Captured):
     seen = {schema for _, schema, _ in captured}
     expected = {
-        "sealed-ballot.schema.json", "spoiled-ballot-message.schema.json", "ack.schema.json", "checkin.schema.json",
+        "sealed-ballot.schema.json", "ballot-submission.schema.json", "ack.schema.json", "checkin.schema.json",
         "checkin-challenge-request.schema.json", "checkin-reply.schema.json", "terminal-status.schema.json",
         "ledger-status.schema.json", "checkpoint.schema.json", "zero-report.schema.json", "closing-report.schema.json",
         "roll-status.schema.json", "roll-report.schema.json", "hello.schema.json", "batch.schema.json",
@@ -291,7 +303,7 @@ def test_every_message_schema_met_a_real_message(captured: Captured):
     by_kind = {(schema, data.get("online"), data.get("result")) for _, schema, data in captured}
     for status in ("terminal-status.schema.json", "ledger-status.schema.json", "roll-status.schema.json"):
         assert {(status, True, None), (status, False, None)} <= by_kind, f"{status}: online and offline both seen"
-    assert {("ack.schema.json", None, "accepted"), ("ack.schema.json", None, "refused")} <= by_kind
+    assert {("ack.schema.json", None, "held"), ("ack.schema.json", None, "refused")} <= by_kind
     reasons = {data["reason"] for _, schema, data in captured if schema == "ack.schema.json" and "reason" in data}
     assert "malformed" in reasons and "bad_signature" in reasons
     tamper = [d for _, s, d in captured if s == "terminal-status.schema.json" and d.get("tamper") is True]
@@ -335,7 +347,7 @@ def test_hostile_variants_of_every_real_message_are_refused(captured: Captured):
         (
             "ack.schema.json",
             {
-                "version": 1,
+                "version": 2,
                 "type": "ack",
                 "result": "refused",
                 "ballot_hash": "00" * 32,
@@ -347,15 +359,24 @@ def test_hostile_variants_of_every_real_message_are_refused(captured: Captured):
         (
             "ack.schema.json",
             {
-                "version": 1,
+                "version": 2,
                 "type": "ack",
-                "result": "accepted",
+                "result": "held",
                 "ballot_hash": "00" * 32,
-                "position": 1,
-                "entry_hash": "00" * 32,
-                "tracking_code": "x66l-miwe-74it-prjq",
+                "tracking_code": "x66l-mkwe-74pt-prjq",
             },
             "a lowercase tracking code",
+        ),
+        (
+            "ack.schema.json",
+            {
+                "version": 2,
+                "type": "ack",
+                "result": "held",
+                "ballot_hash": "00" * 32,
+                "tracking_code": "X66L-MIWE-74IT-PRJQ",
+            },
+            "a tracking code with I, which codes never hold",
         ),
         (
             "terminal-status.schema.json",
