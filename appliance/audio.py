@@ -100,7 +100,7 @@ class Utterance:
     text: str
     rate: int
     volume: int
-    kind: str  # "screen", "focus", "choice", "pin", "notice", "dialog", "code", "setting"
+    kind: str  # "screen", "focus", "choice", "pin", "notice", "dialog", "receipt", "setting"
 
 
 class Narrator:
@@ -153,8 +153,8 @@ class Narrator:
         choice = self._choice_change(before, view, t)
         if choice:
             return "choice", choice
-        if view.get("screen") == "receipt" and view.get("tracking_code") and not before.get("tracking_code"):
-            return "code", self._join(t, t("tracking"), spell(view["tracking_code"], t.language), t("receipt_text"))
+        if view.get("screen") == "receipt" and view.get("receipt") != before.get("receipt"):
+            return "receipt", t(f"receipt_{view['receipt']}")  # sent, then held by the station
         focus_now, focus_before = self.focus(view, t), self.focus(before, Words(self.catalogue, before["language"]))
         if view.get("focus") != before.get("focus") or (focus_now != focus_before and view.get("help")):
             return "focus", focus_now
@@ -209,12 +209,9 @@ class Narrator:
             marks = [self._contest_marks(contest, opened, t) for contest in self.election["contests"]]
             return self._join(t, t("spoiled_title"), t("spoiled_text"), *marks)
         if screen == "receipt":
-            code = view.get("tracking_code")
-            if code:
-                return self._join(t, t("receipt_title"), t("tracking"), spell(code, t.language), t("receipt_text"))
-            reference = view.get("ballot_reference")
-            spoken = (t("ballot_reference"), spell(reference, t.language)) if reference else ()
-            return self._join(t, t("receipt_title"), t("kept"), t("code_later"), *spoken)
+            code = spell(view["tracking_code"], t.language)
+            return self._join(t, t("receipt_title"), t("tracking"), code, t(f"receipt_{view['receipt']}"),
+                              t("receipt_text"))  # fmt: skip
         if screen == "hub_unreachable":  # the view names which part cannot check the voter in
             screen = view.get("unreachable") or screen
         return self._join(t, t(screen), t(f"{screen}_text"))

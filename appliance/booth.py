@@ -10,8 +10,12 @@ roll's challenge) and its card handle (which names an uncast check-in in the out
 token, the ballot sealed for review and its opening. The booth never learns a voter key.
 
 The audit log (docs/audit-log.md) gets what happened, never who or how: session started and
-ended (by outcome), card errors by kind, ballots sealed, challenged, cast and acknowledged
-by ballot id, tamper, reader and hub-link changes.
+ended (by outcome), card errors by kind, tamper, reader and hub-link changes, and ballots cast
+as a count per interval (``ballots_cast``): no entry names a ballot, so none dates one to its
+minute (docs/design-record-v2.md §6).
+
+A challenged ballot is committed at once but held; it goes to the hub with the same voter's
+cast ballot, in one burst, or alone when the session ends without a cast (Outbox.add).
 
 ``POLLING_STATION_FAILPOINT=booth-after-seal|booth-after-commit`` stops the process there
 (infra/failpoints.py), so fault tests can kill -9 it exactly at that point.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import secrets
 import threading
 import time
@@ -46,21 +51,18 @@ from appliance.card import (
 )
 from appliance.outbox import Outbox, StoredCheckin
 from appliance.publisher import HubLink, HubUnreachable
-from appliance.sealing import cast_payload, spoiled_payload
 from appliance.session import Session, State, Timeouts
 from appliance.session import events as ev
 from audit.service import ServiceAudit
 from election import tokens
 from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token, seal_ballot
-from election.encoding import parse_json
 from election.errors import FormatError
 from election.group import Point
 from election.manifest import Manifest
 from infra.failpoints import failpoint
 from protocol.errors import CheckinReason
 from protocol.messages import (
-    SPOILED_TYPE,
-    AckAccepted,
+    AckHeld,
     CheckinChallenge,
     CheckinChallengeRequest,
     CheckinGranted,
@@ -73,6 +75,9 @@ from protocol.messages import (
 log = logging.getLogger("appliance.booth")
 CHECKIN_TIMEOUT = 8.0
 TICK_INTERVAL = 0.05
+COUNT_INTERVAL = 600.0
+"""Seconds between the audit log's ``ballots_cast`` counts (the first comes after a random part
+of one, so that booths' and the ledger's entries do not line up)."""
 REFUSALS = {
     "not_eligible": ev.Refusal.NOT_ELIGIBLE,
     "already_voted": ev.Refusal.ALREADY_VOTED,
@@ -166,12 +171,6 @@ def session_change(before: State, after: State, event: ev.Event) -> tuple[str, d
     return None
 
 
-def ballot_id_of(payload: bytes) -> str:
-    """The ballot id (hex) in one of our own outbox payloads, cast or spoiled."""
-    data = parse_json(payload)
-    return str((data["ballot"] if data.get("type") == SPOILED_TYPE else data)["ballot_id"])
-
-
 FINAL_CHECKIN_REFUSALS = frozenset(
     {
         CheckinReason.NOT_ELIGIBLE,
@@ -213,8 +212,7 @@ class Booth:
         link.on_link = self._on_link
         link.on_polls = self._on_polls
         self._link_up = False
-        # Ballot hash → ballot id of what awaits the ledger's ack (the ack names only the hash).
-        self._awaiting_ack = {item.ballot_hash: ballot_id_of(item.payload) for item in outbox.unacknowledged()}
+        self._next_count = time.monotonic() + random.SystemRandom().uniform(0, COUNT_INTERVAL)
         self._events: queue.Queue[ev.Event] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -223,7 +221,6 @@ class Booth:
         self._version = 0
         self._card_connected = False
         self._problems: dict[str, str] = {}
-        self.ack_listeners: list[Callable[[AckAccepted], None]] = []
         self.view_listeners: list[Callable[[dict[str, Any]], None]] = []
         """Called on the worker thread with every new view (the audio guide): must not block."""
         self._forget()
@@ -233,7 +230,11 @@ class Booth:
 
     def _forget(self) -> None:
         """Drop the session's secrets (card handle, authenticated card, token, sealed ballot and
-        opening): memory only — the one durable copy of a check-in is in the check-in store."""
+        opening): memory only — the one durable copy of a check-in is in the check-in store — and
+        send the spoiled ballots the session held, if it ended without a cast."""
+        released = self.outbox.release()
+        if released:
+            self.link.send(released)
         self._voter_key: str | None = None
         self._card: JpkiAuthenticator | None = None
         self._token: Token | None = None
@@ -267,6 +268,7 @@ class Booth:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        self._count_ballots()
 
     # --- worker ---------------------------------------------------------------------------
 
@@ -297,7 +299,17 @@ class Booth:
         if card_event is not None:
             self._dispatch(card_event)
         self._dispatch(ev.Tick())
-        self.link.resend_if_due(time.monotonic())
+        now = time.monotonic()
+        self.link.resend_if_due(now)
+        if now >= self._next_count:
+            self._next_count = now + COUNT_INTERVAL
+            self._count_ballots()
+
+    def _count_ballots(self) -> None:
+        """``ballots_cast`` with the ballots cast since the last count (none: no entry)."""
+        count = self.outbox.count_cast_since_last()
+        if count:
+            self.audit.record("ballots_cast", count=count)
 
     def _dispatch(self, event: ev.Event) -> None:
         pending = [event]
@@ -314,7 +326,7 @@ class Booth:
             if change is not None:
                 self.audit.record(change[0], **change[1])
             for effect in effects:
-                log.debug("effect %r", effect)
+                log.debug("effect %s", type(effect).__name__)  # never its fields: a PIN, choices
                 result = self._run_effect_safely(effect)
                 if result is not None:
                     pending.append(result)
@@ -404,13 +416,9 @@ class Booth:
             return
         log.info("polls closed: %d check-in(s) never cast were purged", purged)
 
-    def _on_ack(self, ack: AckAccepted) -> None:
-        ballot_id = self._awaiting_ack.pop(ack.ballot_hash, None)
-        if ballot_id is not None:  # the first ack of this ballot (resends get the same one)
-            self.audit.record("ballot_acknowledged", ballot_id=ballot_id, position=ack.position)
-        self.submit(ev.Acknowledged(ack.ballot_hash.hex(), ack.tracking_code, ack.position))
-        for listener in self.ack_listeners:
-            listener(ack)
+    def _on_ack(self, ack: AckHeld) -> None:
+        """The ledger holds one of our ballots (MQTT thread): the receipt may say so."""
+        self.submit(ev.Held(ack.ballot_hash.hex()))
 
     # --- effects --------------------------------------------------------------------------
 
@@ -564,29 +572,25 @@ class Booth:
         return ev.CheckedIn()
 
     def _seal(self, choices: dict[str, tuple[str, ...]]) -> ev.Event:
-        seq, prev_hash = self.outbox.chain_head()
+        """Seal for review, without the token; nothing is written (a ballot neither cast nor
+        challenged is never sent, so it is not in the device's set)."""
         election = self.election
         ballot, opening = seal_ballot(
             election.manifest,
             election.joint_key,
             {contest: set(marks) for contest, marks in choices.items()},
             self.signer,
-            seq + 1,
-            prev_hash,
-            None,
         )
         self._sealed = (ballot, opening)
-        self.audit.record("ballot_sealed", ballot_id=ballot.ballot_id.hex())
         failpoint("booth-after-seal")
         return ev.Sealed(ballot.ballot_hash.hex())
 
     def _challenge(self) -> ev.Event:
+        """Commit the challenged ballot with its opening; it is held until this voter casts (or
+        leaves), so that both reach the hub in one burst."""
         assert self._sealed is not None, "challenge without a sealed ballot"
         ballot, opening = self._sealed
-        self._awaiting_ack[ballot.ballot_hash] = ballot.ballot_id.hex()
-        item = self.outbox.add("spoiled", ballot, spoiled_payload(ballot, opening, self.election.manifest))
-        self.audit.record("ballot_challenged", ballot_id=ballot.ballot_id.hex())
-        self.link.send(item)
+        self.outbox.add(ballot, opening, self.signer, self.election.manifest)
         self._sealed = None
         opened = {contest: tuple(sorted(marks)) for contest, marks in opening.choices().items()}
         return ev.Spoiled(ballot.ballot_hash.hex(), opened)
@@ -594,14 +598,12 @@ class Booth:
     def _cast(self) -> ev.Event:
         assert self._sealed is not None and self._token is not None, "cast without a sealed ballot and token"
         ballot = self._sealed[0].with_token(self._token, self.signer)
-        self._awaiting_ack[ballot.ballot_hash] = ballot.ballot_id.hex()
         # One commit casts it; the outbox then removes the check-in (found by the token message)
         # from the check-in store, so no card handle, blinded value or inverse survives the cast.
-        item = self.outbox.add("cast", ballot, cast_payload(ballot))
+        released = self.outbox.add(ballot, None, self.signer, self.election.manifest)
         self._voter_key = self._token = None  # the session holds nothing of the voter after this
-        self.audit.record("ballot_cast", ballot_id=ballot.ballot_id.hex())
         failpoint("booth-after-commit")
-        self.link.send(item)
+        self.link.send(released)
         return ev.Cast(ballot.ballot_hash.hex())
 
 

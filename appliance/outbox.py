@@ -1,16 +1,23 @@
 """The terminal's durable stores: the ballot outbox, and apart from it the uncast check-ins.
 
-**Ballot outbox** (``outbox.db``: SQLite, WAL, ``synchronous=FULL``) — sealed ballots stay here
-until the hub's ledger acknowledges them; two tables change together:
+**Ballot outbox** (``outbox.db``, docs/booth.md "Durability") — the ballots this terminal
+sealed and sent, kept so that nothing is lost and nothing keeps the order they were cast in
+(docs/design-record-v2.md §3):
 
-- ``outbox``: every sealed ballot (cast or spoiled) not yet acknowledged, in device order;
-- ``device_chain``: the device's last sequence number and ballot hash — advanced in the same
-  transaction that inserts the ballot, so a crash can never leave a gap or a fork in the
-  device chain.
+- ``outbox``: each sealed ballot (cast or spoiled) not yet acknowledged, as the exact
+  submission bytes that go to the hub (ballot, opening if spoiled, and the device statement
+  signed when it was committed), so every resend carries the same statement. Keyed by ballot
+  hash, without row ids: no casting order even while it waits. The ledger's held ack deletes
+  the row;
+- ``sealed``: the SET of the hashes of every ballot this terminal sealed and sent, keyed by
+  hash, without row ids, no time: what each device statement counts and commits to;
+- ``tally``: one row, ballots cast (the terminal status) and how many of them the audit log
+  has counted (``ballots_cast`` per interval, never one entry per ballot).
 
-It holds nothing of a check-in. A cast ballot carries its token (message and signature): that
-is public, it is published anyway. WAL frames keep old page images of this file, which is why
-no check-in field may ever be written to it.
+It uses the check-in store's discipline: rollback journal, ``secure_delete=ON`` and
+``synchronous=EXTRA`` (infra/store.py): an acknowledged ballot's row is zeroed and no WAL
+frame keeps old pages in commit order. It holds nothing of a check-in. A cast ballot carries
+its token (message and signature): that is public, it is published anyway.
 
 **Check-in store** (``checkins.db`` beside it: :class:`CheckinStore`, docs/booth.md
 "Durability") — a check-in request (token message, blinded value, blinding inverse) written
@@ -43,8 +50,8 @@ process but not a power cut or reboot. After one, the stored check-ins cannot be
 purged; a voter whose check-in the roll had already granted gets a *new* blinded request, which
 the roll refuses as ``already_voted`` — that voter is sent to a poll worker.
 
-A ballot is removed only when the ledger's acknowledgement names it (``ballot_hash`` of the
-sealed ballot, position, entry hash); the broker's PUBACK means nothing here.
+A ballot is removed only when the ledger's held ack names it (``ballot_hash`` of the sealed
+ballot); the broker's PUBACK means nothing here.
 """
 
 from __future__ import annotations
@@ -64,30 +71,37 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from election.ballot import GENESIS_HASH, SealedBallot
+from election.ballot import BallotOpening, DeviceSigner, SealedBallot
+from election.devices import DeviceStatement
 from election.encoding import parse_json, sha256
 from election.errors import FormatError
+from election.manifest import Manifest
 from infra.failpoints import failpoint
 from infra.store import open_store
+from protocol.messages import BallotSubmission
 
 log = logging.getLogger("appliance.outbox")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS device_chain (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    device_seq INTEGER NOT NULL,
-    prev_hash BLOB NOT NULL,
-    ballots_cast INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    device_seq INTEGER PRIMARY KEY,
+OUTBOX_SCHEMA = """
+CREATE TABLE outbox (
+    ballot_hash BLOB PRIMARY KEY,
     kind TEXT NOT NULL CHECK (kind IN ('cast', 'spoiled')),
-    ballot_hash BLOB NOT NULL UNIQUE,
-    payload_hash BLOB NOT NULL,
+    payload_hash BLOB NOT NULL UNIQUE,
     payload BLOB NOT NULL,
     refused TEXT
+) WITHOUT ROWID;
+CREATE TABLE sealed (
+    ballot_hash BLOB PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE tally (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    ballots_cast INTEGER NOT NULL,
+    audited INTEGER NOT NULL
 );
+INSERT INTO tally VALUES (1, 0, 0)
 """
+OUTBOX_SCHEMA_VERSION = 2
+"""The record format 2 outbox (format 1 kept a device chain in a WAL store: refused on open)."""
 
 CHECKIN_SCHEMA = """
 CREATE TABLE checkins (
@@ -113,13 +127,14 @@ DOMAIN = b"polling-station/booth-checkin/v1/"
 
 
 class OutboxError(Exception):
-    """The outbox cannot take this ballot (it does not continue the device chain), or the
-    check-in store has no place in RAM for its keys."""
+    """The outbox was written by record format 1 software, or the check-in store has no place
+    in RAM for its keys."""
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    device_seq: int
+    """One submission owed to the hub: ``payload`` is sent as it is, every time."""
+
     kind: str
     ballot_hash: bytes
     payload_hash: bytes
@@ -399,8 +414,27 @@ class CheckinStore:
 # --- the ballot outbox ------------------------------------------------------------------------
 
 
+def _refuse_format_1(path: Path) -> None:
+    """An outbox of record format 1 (with its device chain) is refused, not converted: its ballots
+    carry a device order and no format 2 ledger takes them. Provisioning a terminal for a new
+    election moves the old outbox aside (appliance/provision.py), so only a terminal whose
+    software was upgraded without re-provisioning meets this."""
+    if not path.exists():
+        return
+    db = sqlite3.connect(path)
+    try:
+        legacy = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'device_chain'").fetchone()[0]
+    finally:
+        db.close()
+    if legacy:
+        raise OutboxError(
+            f"{path} was written by record format 1 software: move it aside (and send what it holds with "
+            "that software) and provision this terminal for the election (flash.sh)"
+        )
+
+
 class Outbox:
-    """Thread-safe: the booth's worker adds, the MQTT thread acknowledges.
+    """Thread-safe: the booth's worker adds and releases, the MQTT thread sends and acknowledges.
 
     ``checkins``: the check-in store's file (default ``checkins.db`` beside the outbox);
     ``key_dir``: its RAM directory (default :func:`runtime_dir`).
@@ -408,93 +442,100 @@ class Outbox:
 
     def __init__(self, path: Path, *, checkins: Path | None = None, key_dir: Path | None = None) -> None:
         forbid_core_dumps()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_format_1(path)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute("PRAGMA temp_store=MEMORY")
-        self._db.executescript(SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO device_chain VALUES (1, 0, ?, 0)", (GENESIS_HASH,))
-        self._drop_legacy_checkins()
+        self._held: dict[bytes, OutboxItem] = {}
+        self._db = open_store(path, OUTBOX_SCHEMA, OUTBOX_SCHEMA_VERSION, journal="delete", secure_delete=True,
+                              synchronous="extra")  # fmt: skip
         self.checkins = CheckinStore(checkins or path.with_name(CHECKIN_FILE), key_dir)
         for item in self.unacknowledged():  # a crash between casting and removing the check-in
             message = _token_message(item)
             if message is not None and self.checkins.spend(message):
                 log.info("removed the check-in of a ballot cast before a crash")
 
-    def _drop_legacy_checkins(self) -> None:
-        """An outbox written before the check-in store was split off: empty its ``checkins`` table
-        (secure_delete), drop it and checkpoint the WAL. Older WAL frames freed on the medium are
-        beyond reach: such a terminal's medium is wiped before the next election (docs/booth.md)."""
-        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "checkins" not in tables:
-            return
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM checkins")
-            self._db.execute("DROP TABLE checkins")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._db.execute("VACUUM")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        log.warning("dropped the check-in table of an outbox written by an older version")
-
-    # --- device chain -------------------------------------------------------------------
-
-    def chain_head(self) -> tuple[int, bytes]:
-        """(last device_seq, its ballot hash): the next ballot seals at seq + 1 after this hash."""
-        with self._lock:
-            seq, prev = self._db.execute("SELECT device_seq, prev_hash FROM device_chain").fetchone()
-        return seq, prev
-
-    def ballots_cast(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT ballots_cast FROM device_chain").fetchone()[0]
-
     # --- ballots --------------------------------------------------------------------------
 
-    def add(self, kind: str, ballot: SealedBallot, payload: bytes) -> OutboxItem:
-        """Commit one sealed ballot and advance the device chain (one durable transaction).
+    def add(
+        self, ballot: SealedBallot, opening: BallotOpening | None, signer: DeviceSigner, manifest: Manifest
+    ) -> list[OutboxItem]:
+        """Commit one sealed ballot — cast, or spoiled with its ``opening`` — with the device
+        statement over this device's ballot set including it, in one durable transaction that
+        also adds its hash to the set. Returns what may be sent now.
+
+        A spoiled ballot is held (nothing to send) until the same voter's cast ballot is
+        committed, which releases it: both go out in one burst and fall in the same ledger
+        batch, so no order tells them apart (docs/design-record-v2.md §4). A session that ends
+        without a cast releases it alone (:meth:`release`). Holding lives in RAM: after a crash
+        the voter's session is gone and everything is sent.
 
         A cast ballot's check-in (found by its token message) is removed from the check-in store
         right after the commit — never before: a crash in between leaves a check-in whose ballot
         is cast, which the next open removes, rather than a voter with a token but no ballot.
         """
-        item = OutboxItem(ballot.device_seq, kind, ballot.ballot_hash, sha256(payload), payload)
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            seq, prev = self._db.execute("SELECT device_seq, prev_hash FROM device_chain").fetchone()
-            if ballot.device_seq != seq + 1 or ballot.prev_hash != prev:
-                raise OutboxError(f"ballot {ballot.device_seq} does not follow the device chain head {seq}")
-            self._db.execute(
-                "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, NULL)",
-                (item.device_seq, kind, item.ballot_hash, item.payload_hash, payload),
-            )
-            self._db.execute(
-                "UPDATE device_chain SET device_seq = ?, prev_hash = ?, ballots_cast = ballots_cast + ?",
-                (ballot.device_seq, item.ballot_hash, int(kind == "cast")),
-            )
-        if kind == "cast" and ballot.token is not None:
+        kind = "cast" if opening is None else "spoiled"
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                hashes = sorted([*(row[0] for row in self._db.execute("SELECT ballot_hash FROM sealed")),
+                                 ballot.ballot_hash])  # fmt: skip
+                statement = DeviceStatement.make(signer, ballot.base_hash, hashes)
+                payload = BallotSubmission(ballot, opening, statement).encode(manifest)
+                item = OutboxItem(kind, ballot.ballot_hash, sha256(payload), payload)
+                self._rewrite_set(hashes)
+                self._db.execute("INSERT INTO outbox VALUES (?, ?, ?, ?, NULL)",
+                                 (item.ballot_hash, kind, item.payload_hash, payload))  # fmt: skip
+                self._db.execute("UPDATE tally SET ballots_cast = ballots_cast + ?", (int(kind == "cast"),))
+            if kind == "spoiled":  # held before the lock is let go: no resend may slip it out alone
+                self._held[item.ballot_hash] = item
+                return []
+        if ballot.token is not None:
             failpoint("booth-before-checkin-spent")
             self.checkins.spend(ballot.token.message)
-        return item
+        return [*self.release(), item]
+
+    def _rewrite_set(self, hashes: list[bytes]) -> None:
+        """Write the whole set again, in hash order. Inserting one hash into the B-tree would put
+        its cell's bytes beside the others' in insertion order (a page fills from its end down),
+        so the file's layout would keep the casting order; emptied (secure_delete zeroes the old
+        cells) and refilled in hash order, the layout follows the hashes alone."""
+        self._db.execute("DELETE FROM sealed")
+        self._db.executemany("INSERT INTO sealed VALUES (?)", ((h,) for h in hashes))
+
+    def release(self) -> list[OutboxItem]:
+        """The held spoiled ballots, which may be sent now (their voter cast, or left)."""
+        with self._lock:
+            released, self._held = list(self._held.values()), {}
+        return released
 
     def unacknowledged(self) -> list[OutboxItem]:
-        """Everything still owed to the hub, in device order (the ledger needs that order)."""
+        """Everything still owed to the hub and not held, in ballot-hash order (no casting order)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT device_seq, kind, ballot_hash, payload_hash, payload FROM outbox ORDER BY device_seq"
-            ).fetchall()
-        return [OutboxItem(*row) for row in rows]
+            rows = self._db.execute("SELECT kind, ballot_hash, payload_hash, payload FROM outbox").fetchall()
+            held = set(self._held)
+        return [OutboxItem(*row) for row in rows if row[1] not in held]
 
     def depth(self) -> int:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
+    def ballots_cast(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT ballots_cast FROM tally").fetchone()[0]
+
+    def count_cast_since_last(self) -> int:
+        """Ballots cast since the previous call (durably counted): the audit log's ``ballots_cast``
+        per interval, so that no audit entry stands for one ballot."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            cast, audited = self._db.execute("SELECT ballots_cast, audited FROM tally").fetchone()
+            if cast != audited:
+                self._db.execute("UPDATE tally SET audited = ballots_cast")
+        return cast - audited
+
     def acknowledge(self, ballot_hash: bytes) -> bool:
-        """The ledger holds this ballot: drop it. False if it was not (or no longer) here."""
+        """The ledger holds this ballot: drop it (secure_delete zeroes its row). False if it was
+        not (or no longer) here."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute("DELETE FROM outbox WHERE ballot_hash = ?", (ballot_hash,))
@@ -506,11 +547,6 @@ class Outbox:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute("UPDATE outbox SET refused = ? WHERE payload_hash = ?", (reason, payload_hash))
         return cursor.rowcount == 1
-
-    def refusals(self) -> dict[int, str]:
-        with self._lock:
-            rows = self._db.execute("SELECT device_seq, refused FROM outbox WHERE refused IS NOT NULL").fetchall()
-        return dict(rows)
 
     # --- check-in requests (the check-in store) -------------------------------------------
 
@@ -542,7 +578,7 @@ def _token_message(item: OutboxItem) -> bytes | None:
     if item.kind != "cast":
         return None
     try:
-        token = parse_json(item.payload).get("token")
+        token = parse_json(item.payload)["ballot"]["token"]
         return bytes.fromhex(token["message"]) if isinstance(token, dict) else None
     except (FormatError, ValueError, KeyError, TypeError):
         return None

@@ -1,8 +1,9 @@
 """The terminal's MQTT link to the station hub (paho-mqtt, MQTT v5, mutual TLS, QoS 1).
 
-- Ballots: every outbox item is published on connect (after a restart or a reconnect) and
-  whenever a new one is committed; the ledger's application-level ack removes it from the
-  outbox. A resend of a ballot already in the chain gets the same ack, so resending is safe.
+- Ballots: every outbox item not held is published on connect (after a restart or a
+  reconnect) and whenever the booth releases some (a cast ballot, with the same voter's
+  spoiled ones in the same burst); the ledger's held ack removes it from the outbox. A resend
+  of a ballot the ledger already holds gets the same ack, so resending is safe.
 - Check-in: MQTT v5 request/response with the roll (response topic + correlation data).
 - Status: retained ``terminal_status`` with a last will saying ``online: false``.
 - Polls: the ledger's retained ``ledger_status`` tells the booth the polls state (``on_polls``);
@@ -17,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from paho.mqtt.properties import Properties
 from appliance.outbox import Outbox, OutboxItem
 from election.errors import FormatError
 from infra.mqtt import publish_last_words
-from protocol.messages import AckAccepted, LedgerStatus, TerminalStatus, decode_ack, offline_status
+from protocol.messages import AckHeld, LedgerStatus, TerminalStatus, decode_ack, offline_status
 from protocol.topics import Topics
 
 log = logging.getLogger("appliance.publisher")
@@ -59,7 +60,7 @@ class HubLink:
         terminal_id: str,
         outbox: Outbox,
         *,
-        on_ack: Callable[[AckAccepted], None] = lambda ack: None,
+        on_ack: Callable[[AckHeld], None] = lambda ack: None,
         on_link: Callable[[bool], None] = lambda online: None,
         on_polls: Callable[[str], None] = lambda polls: None,
     ) -> None:
@@ -146,12 +147,13 @@ class HubLink:
         except FormatError as error:
             log.warning("dropped a malformed ack: %s", error)
             return
-        if isinstance(ack, AckAccepted):
+        if isinstance(ack, AckHeld):
             if self.outbox.acknowledge(ack.ballot_hash):
                 self.publish_status()
             self.on_ack(ack)
         elif self.outbox.mark_refused(ack.ballot_hash, ack.reason.value):
-            log.error("the ledger REFUSED ballot %s: %s", ack.ballot_hash.hex()[:16], ack.reason.value)
+            # Not which ballot: a log line naming a ballot with its time would date it.
+            log.error("the ledger REFUSED a ballot of this terminal: %s (it stays in the outbox)", ack.reason.value)
 
     def _ledger_status(self, payload: bytes) -> None:
         try:
@@ -178,10 +180,12 @@ class HubLink:
         for item in self.outbox.unacknowledged():
             self._publish_item(item)
 
-    def send(self, item: OutboxItem) -> None:
-        """Publish a just-committed ballot now if connected (else it goes out on reconnect)."""
+    def send(self, items: Sequence[OutboxItem]) -> None:
+        """Publish released ballots now, back to back (one burst), if connected; else they go
+        out on reconnect."""
         if self._connected.is_set():
-            self._publish_item(item)
+            for item in items:
+                self._publish_item(item)
         self.publish_status()
 
     def publish_status(self, **changes: Any) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from election.ballot import GENESIS_HASH, DeviceSigner, SealedBallot, seal_ballot
+from election.ballot import DeviceSigner, SealedBallot, seal_ballot
 from election.encoding import canonical_bytes, parse_json
 from election.keyceremony import joint_public_key, run_local_ceremony
 from election.manifest import sample_manifest
@@ -59,7 +59,7 @@ def measure_ours(contests: int, selections: int, limit: int, rounds: int) -> tup
     seal_times, verify_times = [], []
     for index in range(rounds):
         started = time.perf_counter()
-        ballot, _ = seal_ballot(manifest, key, choices, signer, 1, GENESIS_HASH)
+        ballot, _ = seal_ballot(manifest, key, choices, signer)
         sealed = time.perf_counter()
         wire = canonical_bytes(ballot.to_json())
         checked_at = time.perf_counter()

@@ -166,12 +166,11 @@ class Cast:
 
 
 @dataclass(frozen=True, slots=True)
-class Acknowledged:
-    """The hub put a ballot of this terminal in its chain."""
+class Held:
+    """The station's ledger durably holds a ballot of this terminal (its held ack). No position:
+    the ballot is chained later, in a hash-sorted batch."""
 
     ballot_hash: str
-    tracking_code: str
-    position: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +214,7 @@ Event = (
     | Sealed
     | Spoiled
     | Cast
-    | Acknowledged
+    | Held
     | HubLink
     | Tick
     | StepFailed
@@ -252,7 +251,8 @@ class Seal:
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
-    """Spoil the sealed ballot: publish it (token null) with its opening."""
+    """Spoil the sealed ballot: commit it (token null) with its opening, held until this voter
+    casts or leaves, then sent with the cast ballot in one burst (or alone)."""
 
 
 @dataclass(frozen=True, slots=True)

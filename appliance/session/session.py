@@ -39,7 +39,6 @@ from appliance.session._state import (
     allowed,
 )
 from appliance.session.events import (
-    Acknowledged,
     Authenticate,
     Authenticated,
     AuthenticationFailed,
@@ -57,6 +56,7 @@ from appliance.session.events import (
     Effect,
     EndSession,
     Event,
+    Held,
     HubLink,
     Key,
     KeyPress,
@@ -73,7 +73,7 @@ from appliance.session.events import (
     Theme,
     Tick,
 )
-from election.chain import ballot_reference
+from election.chain import tracking_code
 from election.manifest import Manifest
 
 LANGUAGES = ("ja", "en")
@@ -166,15 +166,14 @@ class Session:
         self.sealed_hash: str | None = None
         self.opened_choices: dict[str, tuple[str, ...]] | None = None
         self.cast_hash: str | None = None
-        self.tracking_code: str | None = None
-        self.position: int | None = None
+        self.held = False  # the station's ledger holds the cast ballot (its ack came)
         self.last_activity = now
 
     # --- entry point ----------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         """Apply one event at time ``now``; returns what the shell must do, in order."""
-        if not isinstance(event, Tick | Acknowledged | HubLink):
+        if not isinstance(event, Tick | Held | HubLink):
             self.last_activity = now
         before = self.state
         if isinstance(event, VOTER_EVENTS) and (self.warning is not None or self.notice is not None):
@@ -288,9 +287,9 @@ class Session:
                 self._move(State.RECEIPT)
                 self.focus = 0
                 return [EndSession()]
-            case Acknowledged(ballot_hash=ballot_hash, tracking_code=code, position=position):
+            case Held(ballot_hash=ballot_hash):
                 if self.state is State.RECEIPT and ballot_hash == self.cast_hash:
-                    self.tracking_code, self.position = code, position
+                    self.held = True
                 return []
         return []
 
@@ -571,6 +570,14 @@ class Session:
             return self.help_focus
         return self.focus
 
+    def _receipt_status(self) -> str | None:
+        """What the receipt may claim (page and audio say the same): ``held`` once the station's
+        ledger holds the cast ballot; before that ``sending`` (sent, no confirmation yet) or,
+        with the station out of reach, ``kept`` (it waits on this terminal)."""
+        if self.state is not State.RECEIPT:
+            return None
+        return "held" if self.held else "sending" if self.hub_online else "kept"
+
     def view(self) -> dict[str, Any]:
         """Everything the page needs to draw the current screen (no secret in it)."""
         targets = self.targets()
@@ -588,9 +595,9 @@ class Session:
             "pin_format_error": self.pin_format_error,
             "opened_choices": {c: list(m) for c, m in self.opened_choices.items()} if self.opened_choices else None,
             "ballot_hash": self.cast_hash,
-            "ballot_reference": None if self.cast_hash is None else ballot_reference(bytes.fromhex(self.cast_hash)),
-            "tracking_code": self.tracking_code,
-            "position": self.position,
+            # Known at sealing, from the ballot itself, so the receipt shows it at once.
+            "tracking_code": None if self.cast_hash is None else tracking_code(bytes.fromhex(self.cast_hash)),
+            "receipt": self._receipt_status(),
             "hub_online": self.hub_online,
             "card_present": self.card_present,
             "service_problem": self.service_problem,

@@ -9,7 +9,7 @@ For demos, load tests and fault tests. The card is a virtual JPKI card inserted 
     voter.vote({"contest-1": ["candidate-2"], "contest-2": ["candidate-1"]})
     voter.seal(); voter.challenge()            # optional Benaloh challenge → "spoiled"
     voter.tap("vote_again"); voter.vote(...); voter.seal(); view = voter.cast()
-    view["tracking_code"] or view["ballot_hash"]
+    view["tracking_code"], view["receipt"]    # the code at once; "held" once the station has it
 """
 
 from __future__ import annotations
@@ -91,11 +91,13 @@ class ScriptedVoter:
         return self.wait_screen("spoiled")
 
     def cast(self, wait_for_code: bool = True, timeout: float | None = None) -> dict[str, Any]:
-        """Cast; returns the receipt view (with the tracking code once the hub acknowledged)."""
+        """Cast; returns the receipt view. The tracking code is on it at once (it derives from
+        the ballot); ``wait_for_code`` waits until the receipt confirms it, i.e. the station's
+        ledger holds the ballot (``receipt`` "held"), or the timeout."""
         self.tap("cast")
         view = self.wait_screen("receipt")
-        if wait_for_code and view["tracking_code"] is None:
+        if wait_for_code and view["receipt"] != "held":
             deadline = time.monotonic() + (timeout or self.timeout)
-            while view["tracking_code"] is None and time.monotonic() < deadline:
+            while view["receipt"] != "held" and time.monotonic() < deadline:
                 view = self.state(wait=True)
         return view

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from appliance.card.testca import CardFile, TestCa
 from appliance.provision import CONFIG_SCHEMA, election_package_hash
 from infra.broker import free_port
 from infra.mqtt import HubClient
-from station_hub.ledger_store import LedgerStore
+from station_hub.ledger_store import attach_pool
 from station_hub.operator import change_polls
 from station_hub.station import Station
 
@@ -81,10 +82,54 @@ def open_polls(station: Station) -> None:
         change_polls(operator, "open", timeout=20)
 
 
-def chain_rows(station: Station) -> list[tuple[str, bytes]]:
-    """(kind, payload) of every entry in the hub's chain."""
-    store = LedgerStore(station.ledger_db)
+def ledger_reader(station: Station) -> sqlite3.Connection:
+    """A read-only look at the ledger's files: the chain, and its pool attached as ``intake``."""
+    db = sqlite3.connect(f"file:{station.ledger_db}?mode=ro", uri=True)
+    attach_pool(db, station.ledger_db, read_only=True)
+    return db
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """A ballot the station's ledger holds: ``batch`` is None while it waits in the pool."""
+
+    ballot_hash: bytes
+    kind: str
+    stored: bytes  # the sealed ballot, or for a spoiled one {"ballot", "opening"}
+    batch: int | None
+
+
+def ledger_rows(station: Station) -> list[LedgerRow]:
+    """Every ballot the ledger holds, chained or still in its pool (a batch forms only once the
+    pool holds the manifest's ``batch_min``), read in one transaction so that a batch committed
+    meanwhile is neither lost nor counted twice."""
+    db = ledger_reader(station)
     try:
-        return [(entry.kind, payload) for entry, payload in store.ballots()]
+        rows = db.execute(
+            "SELECT ballot_hash, kind, ballot, batch FROM entries"
+            " UNION ALL SELECT ballot_hash, kind, ballot, NULL FROM intake.pool"
+        ).fetchall()
     finally:
-        store.close()
+        db.close()
+    return [LedgerRow(*row) for row in rows]
+
+
+def ledger_statement(station: Station, terminal: str) -> tuple[int, bytes, bytes] | None:
+    """(sealed, commitment, signature) of the latest device statement the ledger keeps for
+    ``terminal``."""
+    db = ledger_reader(station)
+    try:
+        query = "SELECT sealed, commitment, signature FROM intake.device_statements WHERE device_id = ?"
+        row = db.execute(query, (terminal,)).fetchone()
+    finally:
+        db.close()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def booth_set(outbox: Path) -> list[bytes]:
+    """The ballot hashes a booth has sealed and sent (its outbox's set)."""
+    db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in db.execute("SELECT ballot_hash FROM sealed")]
+    finally:
+        db.close()

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from booth_fixtures import PIN, ROLL_SALT, Voters, chain_rows, terminal_data_dir
+from booth_fixtures import PIN, ROLL_SALT, Voters, booth_set, ledger_rows, terminal_data_dir
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from test_at_rest_store import leaks
 
@@ -182,10 +182,10 @@ def roll_blinded(station: Station, card: CardFile) -> bytes | None:
 
 
 def cast_tokens(station: Station) -> list[tuple[bytes, bytes]]:
-    """(message, signature) of every cast ballot in the hub's chain."""
+    """(message, signature) of every cast ballot the hub's ledger holds."""
     found = []
-    for kind, payload in chain_rows(station):
-        token = parse_json(payload).get("token") if kind == "cast" else None
+    for row in ledger_rows(station):
+        token = parse_json(row.stored).get("token") if row.kind == "cast" else None
         if isinstance(token, dict):
             found.append((bytes.fromhex(token["message"]), bytes.fromhex(token["signature"])))
     return found
@@ -403,5 +403,19 @@ def test_no_booth_file_links_a_voter_to_a_ballot(rig: Rig, station: Station, vot
     # The journal-mode store left no journal; the ballot outbox never had a check-in table.
     outbox_dir = rig.data_dir / "outbox"
     assert not (outbox_dir / f"{CHECKIN_FILE}-journal").exists()
-    tables = {row[0] for row in sqlite3.connect(outbox_dir / "outbox.db").execute("SELECT name FROM sqlite_master")}
+    tables = dict(sqlite3.connect(outbox_dir / "outbox.db").execute("SELECT name, sql FROM sqlite_master").fetchall())
     assert "checkins" not in tables
+    # Issue 16: the outbox is emptied by the held acks and keeps only the set of ballot hashes,
+    # without row ids, laid out in hash order whatever order the voters cast in.
+    assert "WITHOUT ROWID" in tables["outbox"] and "WITHOUT ROWID" in tables["sealed"]
+    assert outbox_depth(rig) == 0
+    hashes = booth_set(outbox_dir / "outbox.db")
+    assert {row.ballot_hash for row in ledger_rows(station) if row.kind == "cast"} <= set(hashes)
+    data = (outbox_dir / "outbox.db").read_bytes()
+    by_place = sorted(hashes, key=data.index)
+    assert by_place in (sorted(hashes), sorted(hashes, reverse=True)), "the outbox file keeps the casting order"
+    # The audit log counts ballots per interval; no entry names a ballot.
+    audit = (rig.data_dir / "audit" / "booth.log").read_text()
+    assert not any(h.hex() in audit for h in hashes) and '"ballot_id"' not in audit
+    counted = [json.loads(line)["data"]["count"] for line in audit.splitlines() if '"kind":"ballots_cast"' in line]
+    assert sum(counted) == 4, counted

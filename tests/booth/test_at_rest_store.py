@@ -1,6 +1,7 @@
-"""The booth's stores at rest (issue 12): the check-in store is a rollback-journal, secure_delete
-SQLite file whose rows are keyed and sealed with keys held only in RAM; casting removes a
-check-in so that no copy of it remains in any file, and the ballot outbox never holds one.
+"""The booth's stores at rest (issues 12 and 16): the check-in store is a rollback-journal,
+secure_delete SQLite file whose rows are keyed and sealed with keys held only in RAM; casting
+removes a check-in so that no copy of it remains in any file, and the ballot outbox never holds
+one; the ballot outbox keeps the set of its ballot hashes and nothing of the casting order.
 
 Fast: real SQLite files, no processes. The whole booth under kill -9 is in test_at_rest_booth.py.
 """
@@ -16,9 +17,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.card.authenticator import card_handle
-from appliance.outbox import CheckinStore, Outbox, StoredCheckin, filesystem_of, runtime_dir
-from appliance.sealing import cast_payload, spoiled_payload
-from election.ballot import GENESIS_HASH, DeviceSigner, Token, seal_ballot
+from appliance.outbox import CheckinStore, Outbox, OutboxError, StoredCheckin, filesystem_of, runtime_dir
+from election.ballot import DeviceSigner, Token, seal_ballot
+from election.devices import DeviceStatement
+from election.encoding import parse_json
 from election.manifest import sample_manifest
 from election.simulation import ceremony
 
@@ -171,17 +173,15 @@ def test_casting_through_the_outbox_leaves_no_check_in_beside_the_ballot(
     outbox = Outbox(tmp_path / "outbox" / "outbox.db", key_dir=key_dir)
     handle, checkin = random_checkin()
     outbox.store_checkin(handle, checkin)
-    spoiled, opening = seal_ballot(MANIFEST, joint_key, CHOICES, signer, 1, GENESIS_HASH)
-    outbox.add("spoiled", spoiled, spoiled_payload(spoiled, opening, MANIFEST))
+    spoiled, opening = seal_ballot(MANIFEST, joint_key, CHOICES, signer)
+    assert outbox.add(spoiled, opening, signer, MANIFEST) == [], "a challenged ballot is held for the cast"
     assert outbox.stored_checkin(handle) == checkin, "a challenge must keep the check-in (the voter votes again)"
-    sealed, _ = seal_ballot(MANIFEST, joint_key, CHOICES, signer, 2, spoiled.ballot_hash)
+    sealed, _ = seal_ballot(MANIFEST, joint_key, CHOICES, signer)
     ballot = sealed.with_token(Token(checkin.message, secrets.token_bytes(256)), signer)
-    outbox.add("cast", ballot, cast_payload(ballot))
+    outbox.add(ballot, None, signer, MANIFEST)
     assert outbox.stored_checkin(handle) is None
     outbox.close()
-    files = sorted(p.name for p in (tmp_path / "outbox").iterdir())
-    assert files == ["checkins.db", "outbox.db", "outbox.db-shm", "outbox.db-wal"] or files == [
-        "checkins.db", "outbox.db"]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["checkins.db", "outbox.db"]
     cast_values = values_of("cast", handle, checkin)
     del cast_values["cast message"]  # the token message is in the cast ballot: public
     assert leaks(tmp_path, cast_values) == []
@@ -195,10 +195,10 @@ def test_a_crash_between_casting_and_spending_is_repaired_on_open(tmp_path: Path
     outbox = Outbox(path, key_dir=key_dir)
     handle, checkin = random_checkin()
     outbox.store_checkin(handle, checkin)
-    sealed, _ = seal_ballot(MANIFEST, joint_key, CHOICES, signer, 1, GENESIS_HASH)
+    sealed, _ = seal_ballot(MANIFEST, joint_key, CHOICES, signer)
     ballot = sealed.with_token(Token(checkin.message, secrets.token_bytes(256)), signer)
     outbox.checkins.spend = lambda message: False  # the process dies right after the ballot's commit
-    outbox.add("cast", ballot, cast_payload(ballot))
+    outbox.add(ballot, None, signer, MANIFEST)
     outbox.close()
     reopened = Outbox(path, key_dir=key_dir)
     try:
@@ -209,19 +209,64 @@ def test_a_crash_between_casting_and_spending_is_repaired_on_open(tmp_path: Path
                             "inverse": checkin.inverse}) == []  # fmt: skip
 
 
-def test_an_outbox_of_the_old_layout_loses_its_check_in_table(tmp_path: Path, key_dir: Path) -> None:
+def test_the_ballot_outbox_keeps_a_set_of_hashes_and_no_casting_order(tmp_path: Path, key_dir: Path, election) -> None:
+    """Several voters (two of them challenge first), every ballot acknowledged: the outbox is a
+    rollback-journal, secure_delete store; its tables have no row ids; the acknowledged ballots
+    are gone from its bytes; the set of hashes is all that remains, and where each hash lies in
+    the file follows the hashes' order, not the order they were cast in."""
+    joint_key, signer = election
+    path = tmp_path / "outbox" / "outbox.db"
+    outbox = Outbox(path, key_dir=key_dir)
+    sent, statements = [], []
+    for voter in range(12):
+        if voter % 5 == 1:
+            spoiled, opening = seal_ballot(MANIFEST, joint_key, CHOICES, signer)
+            outbox.add(spoiled, opening, signer, MANIFEST)
+        sealed, _ = seal_ballot(MANIFEST, joint_key, CHOICES, signer)
+        ballot = sealed.with_token(Token(secrets.token_bytes(32), secrets.token_bytes(256)), signer)
+        burst = outbox.add(ballot, None, signer, MANIFEST)
+        assert [item.kind for item in burst] == ["spoiled", "cast"] if voter % 5 == 1 else ["cast"]
+        for item in burst:
+            sent.append(item.ballot_hash)
+            statements.append(DeviceStatement.from_json(parse_json(item.payload)["statement"]))
+    assert [s.sealed for s in statements] == list(range(1, len(sent) + 1))
+    assert statements[-1].matches(sent) and statements[-1].verify(signer.public_key) is None
+    assert outbox.ballots_cast() == 12 and outbox.depth() == len(sent)
+    payloads = [item.payload for item in outbox.unacknowledged()]
+    for ballot_hash in sent:
+        assert outbox.acknowledge(ballot_hash)
+    assert outbox.depth() == 0 and outbox.unacknowledged() == []
+    db = outbox._db
+    pragma = {name: db.execute(f"PRAGMA {name}").fetchone()[0]
+              for name in ("journal_mode", "secure_delete", "synchronous", "temp_store")}  # fmt: skip
+    assert pragma == {"journal_mode": "delete", "secure_delete": 1, "synchronous": 3, "temp_store": 2}
+    tables = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+    assert "WITHOUT ROWID" in tables["outbox"] and "WITHOUT ROWID" in tables["sealed"]
+    assert sorted(row[0] for row in db.execute("SELECT ballot_hash FROM sealed")) == sorted(sent)
+    outbox.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["checkins.db", "outbox.db"], "a journal was left"
+    data = path.read_bytes()
+    assert not any(payload[-200:] in data for payload in payloads), "an acknowledged ballot is still in the file"
+    offsets = [data.index(ballot_hash) for ballot_hash in sent]
+    assert all(data.count(ballot_hash) == 1 for ballot_hash in sent), "a hash is in the file twice"
+    by_place = [h for _, h in sorted(zip(offsets, sent, strict=True))]
+    assert by_place in (sorted(sent), sorted(sent, reverse=True)), "the file's layout keeps an order of its own"
+
+
+def test_an_outbox_of_record_format_1_is_refused(tmp_path: Path, key_dir: Path) -> None:
+    """Its ballots carry a device order no format 2 ledger takes: the booth says so, changes nothing."""
     path = tmp_path / "outbox.db"
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE TABLE checkins (voter_key TEXT PRIMARY KEY, message BLOB, blinded BLOB, inverse BLOB)")
-    handle, checkin = random_checkin()
-    db.execute("INSERT INTO checkins VALUES (?, ?, ?, ?)", (handle, checkin.message, checkin.blinded, checkin.inverse))
+    db.execute("CREATE TABLE device_chain (id INTEGER PRIMARY KEY, device_seq INTEGER, prev_hash BLOB)")
+    db.execute("CREATE TABLE outbox (device_seq INTEGER PRIMARY KEY, payload BLOB)")
+    db.execute("INSERT INTO outbox VALUES (1, x'00')")
     db.commit()
     db.close()
-    Outbox(path, key_dir=key_dir).close()
-    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
-    assert "checkins" not in tables
-    assert leaks(tmp_path, values_of("legacy", handle, checkin)) == []
+    before = path.read_bytes()
+    with pytest.raises(OutboxError, match="record format 1"):
+        Outbox(path, key_dir=key_dir)
+    assert path.read_bytes() == before
 
 
 def test_a_refused_check_in_can_be_discarded_at_once(tmp_path: Path, key_dir: Path) -> None:

@@ -8,18 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from appliance.audio import EspeakNg, Narrator, OpenJtalk, election_document, load_catalogue
+from appliance.audio import EspeakNg, Narrator, OpenJtalk, election_document, load_catalogue, spell
 from appliance.session import Session, Timeouts
 from appliance.session.events import (
     Authenticated,
     CardChecked,
     CardInserted,
+    Cast,
+    CheckedIn,
     CheckInFailed,
+    Held,
     Key,
     KeyPress,
     PinEntered,
     Refusal,
+    Sealed,
+    Tap,
 )
+from election.chain import tracking_code
 from election.manifest import sample_manifest
 
 MANIFEST = sample_manifest(contests=2, selections=3)
@@ -57,12 +63,38 @@ def test_the_retry_screen_says_which_part_cannot_check_the_voter_in(language: st
     session = Session(MANIFEST, Timeouts(), language)
     narrator = Narrator(election_document(MANIFEST), load_catalogue())
     said = narrated(
-        session, narrator, CardInserted(), KeyPress(Key.UP, tactile=True), PinEntered("1234"), Authenticated(),
+        session,
+        narrator,
+        CardInserted(),
+        KeyPress(Key.UP, tactile=True),
+        PinEntered("1234"),
+        Authenticated(),
         CheckInFailed(refusal),
     )
     assert words[refusal.value].rstrip("。.") in said[-1]
     others = {r.value for r in Refusal if r.value != refusal.value and r.value in words}
     assert not any(words[other].rstrip("。.") in said[-1] for other in others)
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_the_receipt_says_the_tracking_code_at_once_and_only_what_is_true(language: str) -> None:
+    """The code is spoken with the receipt, before any ack; "sent, waiting" until the station's
+    held ack, then "received" (the published record comes after the close); another ballot's
+    ack changes nothing."""
+    words = load_catalogue()[language]
+    session = Session(MANIFEST, Timeouts(), language)
+    narrator = Narrator(election_document(MANIFEST), load_catalogue())
+    session.hub_online = True
+    said = narrated(
+        session, narrator, CardInserted(), KeyPress(Key.UP, tactile=True), PinEntered("1234"), Authenticated(),
+        CheckedIn(), Tap("next"), Tap("review"), Tap("seal"), Sealed("aa" * 32), Tap("cast"), Cast("cc" * 32),
+        Held("dd" * 32), Held("cc" * 32),
+    )  # fmt: skip
+    receipt, other_ack, held = said[-3:]
+    assert spell(tracking_code(bytes.fromhex("cc" * 32)), language) in receipt
+    assert words["receipt_sending"].rstrip("。.") in receipt and words["receipt_held"].rstrip("。.") not in receipt
+    assert other_ack == ""
+    assert words["receipt_held"].rstrip("。.") in held
 
 
 def duration_and_rms(path: Path) -> tuple[float, float]:

@@ -5,16 +5,20 @@ Driven through the UI server's HTTP API (the scripted voter), one hub for the mo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from booth_fixtures import PIN, Voters, chain_rows, terminal_data_dir
+from booth_fixtures import PIN, Voters, booth_set, ledger_rows, ledger_statement, terminal_data_dir
 
 from appliance.config import load_config
+from appliance.publisher import RESEND_AFTER
 from appliance.runner import BoothRunner
 from appliance.simulators.jpki_card import VirtualJpkiCard
 from appliance.simulators.scripted_voter import ScriptedVoter
 from election.ballot import BallotOpening, SealedBallot
+from election.chain import tracking_code
+from election.devices import set_commitment
 from election.encoding import parse_json
 from station_hub.station import Station
 
@@ -59,9 +63,14 @@ def insert(card_slot) -> Callable:
     return put
 
 
-def test_vote_with_challenge_then_cast_lands_in_the_chain(
-    voter: ScriptedVoter, insert, voters: Voters, station: Station
+def test_a_challenge_is_held_and_sent_with_the_cast_ballot_in_one_burst(
+    voter: ScriptedVoter, booth: BoothRunner, insert, voters: Voters, station: Station
 ) -> None:
+    """The spoiled ballot is committed at the challenge but reaches the ledger only with the same
+    voter's cast ballot, so both fall in one batch (docs/design-record-v2.md §4); each carries
+    the statement made when it was committed; the receipt shows the tracking code before the
+    ledger's held ack and says "held" only after it."""
+    before = {row.ballot_hash for row in ledger_rows(station)}
     card = insert(voters.eligible[0])
     voter.wait_screen("pin")
     voter.pin(PIN)
@@ -69,29 +78,37 @@ def test_vote_with_challenge_then_cast_lands_in_the_chain(
     voter.seal()
     spoiled = voter.challenge()
     assert spoiled["opened_choices"] == {"contest-1": ["candidate-2"], "contest-2": ["candidate-3"]}
+    assert booth.booth is not None and booth.booth.outbox.depth() == 1, "the challenged ballot is not committed"
+    time.sleep(RESEND_AFTER + 1.5)  # a resend round would have sent it, were it not held
+    assert {row.ballot_hash for row in ledger_rows(station)} == before, "the spoiled ballot left before the cast"
     voter.tap("vote_again")
     voter.vote({"contest-1": ["candidate-1"], "contest-2": []})
     voter.seal()
-    receipt = voter.cast()
-    assert receipt["tracking_code"], "no tracking code shown"
+    receipt = voter.cast(wait_for_code=False)
+    assert receipt["tracking_code"] == tracking_code(bytes.fromhex(receipt["ballot_hash"])), "no code at once"
+    assert voter.wait_screen("receipt", receipt="held")["tracking_code"] == receipt["tracking_code"]
     card.remove()
     voter.tap("done")
     voter.wait_screen("idle")
 
-    rows = chain_rows(station)
-    kinds = [kind for kind, _ in rows]
-    assert kinds[-2:] == ["spoiled", "cast"]
-    spoiled_message = parse_json(rows[-2][1])
+    new = [row for row in ledger_rows(station) if row.ballot_hash not in before]
+    assert sorted(row.kind for row in new) == ["cast", "spoiled"]
+    assert len({row.batch for row in new}) == 1, f"spoiled and cast fell in different batches: {new}"
     manifest = station.election().manifest
     key = station.election().context.joint_public_key
+    spoiled_row = next(row for row in new if row.kind == "spoiled")
+    spoiled_message = parse_json(spoiled_row.stored)
     spoiled_ballot = SealedBallot.from_json(spoiled_message["ballot"], manifest)
     assert spoiled_ballot.token is None, "a spoiled ballot carries the voter's token"
     opening = BallotOpening.from_json(spoiled_message["opening"], manifest)
     assert opening.opening_failures(spoiled_ballot, manifest, key) == []
     assert opening.choices() == {"contest-1": {"candidate-2"}, "contest-2": {"candidate-3"}}
-    cast = SealedBallot.from_json(parse_json(rows[-1][1]), manifest)
-    assert cast.token is not None and cast.device_seq == spoiled_ballot.device_seq + 1
-    assert cast.prev_hash == spoiled_ballot.ballot_hash
+    cast = SealedBallot.from_json(parse_json(next(row for row in new if row.kind == "cast").stored), manifest)
+    assert cast.token is not None and cast.ballot_hash.hex() == receipt["ballot_hash"]
+    sealed = booth_set(booth.config.outbox)
+    assert {spoiled_ballot.ballot_hash, cast.ballot_hash} <= set(sealed)
+    latest = ledger_statement(station, "t1")
+    assert latest is not None and latest[:2] == (len(sealed), set_commitment(sealed)), "not t1's latest statement"
 
 
 def test_already_voted(voter: ScriptedVoter, insert, voters: Voters) -> None:
@@ -148,14 +165,14 @@ def test_card_removed_mid_vote_then_same_voter_votes(
     voter: ScriptedVoter, insert, voters: Voters, station: Station
 ) -> None:
     """The roll marked the voter at check-in; the stored request gets them the same token again."""
-    before = len(chain_rows(station))
+    before = len(ledger_rows(station))
     card = insert(voters.eligible[2])
     voter.wait_screen("pin")
     voter.pin(PIN)
     voter.vote({"contest-1": ["candidate-3"]})
     card.remove()
     voter.wait_screen("card_removed")
-    assert len(chain_rows(station)) == before, "a cancelled session left a ballot"
+    assert len(ledger_rows(station)) == before, "a cancelled session left a ballot"
     card = insert(voters.eligible[2])
     voter.wait_screen("pin")
     voter.pin(PIN)

@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from booth_fixtures import PIN, Voters, chain_rows, terminal_data_dir
+from booth_fixtures import PIN, Voters, ledger_rows, terminal_data_dir
 from playwright.sync_api import Page, expect, sync_playwright
 
 from appliance.config import load_config
 from appliance.runner import BoothRunner
 from appliance.simulators.jpki_card import VirtualJpkiCard
 from election.chain import tracking_code
+from infra.broker import Broker
 from station_hub.station import Station
 
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "booth"
@@ -42,8 +43,11 @@ def screen(page: Page, name: str) -> None:
 
 
 def test_full_flow_in_chromium(
-    page: Page, station: Station, voters: Voters, hub, pcscd, card_slot, tmp_path: Path
+    page: Page, station: Station, voters: Voters, hub, broker: Broker, pcscd, card_slot, tmp_path: Path
 ) -> None:
+    """Card to receipt with one challenge; the receipt shows the tracking code at once, says the
+    ballot waits on this terminal while the station is out of reach, and "received" only once
+    the station's ledger holds it."""
     config = terminal_data_dir(station, voters, "t1", tmp_path / "t1", pcscd.reader)
     with BoothRunner(load_config(config)) as runner:
         assert runner.ui is not None and runner.booth is not None and runner.booth.link.wait_online(10)
@@ -91,23 +95,28 @@ def test_full_flow_in_chromium(
             screen(page, "review")
             page.click("#t-seal")
             screen(page, "sealed")
+            # No ack can come while the broker is down: the code must be on the receipt before it.
+            broker.stop()
             page.click("#t-cast")
             screen(page, "receipt")
             code = page.locator("#tracking-code")
-            expect(code).to_be_visible(timeout=20_000)
+            expect(code).to_be_visible()
             expect(page.locator("#tracking-qr")).to_be_visible()
-            shot(page, "08-receipt")
+            expect(page.locator("#receipt-kept")).to_be_visible()
+            expect(page.locator("#receipt-held")).to_have_count(0)
+            shot(page, "08-receipt-before-the-ack")
             shown = code.inner_text().strip()
+            restarted = Broker(station, tmp_path / "mosquitto.log")
+            try:
+                expect(page.locator("#receipt-held")).to_be_visible(timeout=30_000)
+                expect(code).to_have_text(shown)
+                shot(page, "09-receipt-held")
+            finally:
+                restarted.stop()
         finally:
             card_slot.remove(card)
         page.click("#t-done")
         screen(page, "idle")
-    from station_hub.ledger_store import LedgerStore
-
-    store = LedgerStore(station.ledger_db)
-    try:
-        codes = {tracking_code(entry.entry_hash): entry.kind for entry, _ in store.ballots()}
-    finally:
-        store.close()
-    assert codes.get(shown) == "cast", f"tracking code {shown} is not a cast ballot in the hub's chain"
-    assert [kind for kind, _ in chain_rows(station)][-2:] == ["spoiled", "cast"]
+    held = {tracking_code(row.ballot_hash): row.kind for row in ledger_rows(station)}
+    assert held.get(shown) == "cast", f"tracking code {shown} is not a cast ballot the ledger holds"
+    assert sorted(held.values()) == ["cast", "spoiled"]

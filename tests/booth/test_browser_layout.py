@@ -27,6 +27,7 @@ from appliance.session import Session, State, Timeouts
 from appliance.session import events as ev
 from appliance.session.session import RETRYABLE_REFUSALS
 from appliance.ui.server import UiServer
+from election.chain import tracking_code
 from election.manifest import MANIFEST_VERSION, Manifest
 from infra.broker import free_port
 
@@ -67,6 +68,8 @@ def manifest() -> Manifest:
             "version": MANIFEST_VERSION,
             "election_id": "layout",
             "name": {"ja": "令和8年 東京都 統一選挙", "en": "2026 Tokyo general election"},
+            "batch_min": 2,
+            "mode": "rehearsal",
             "contests": [first, second],
         }
     )
@@ -326,11 +329,13 @@ def test_every_screen_fits_with_its_primary_action_in_view(
         kiosk.screen("sealed")
         page.click("#t-cast")
         kiosk.screen("receipt")
-        expect(page.locator("#kept")).to_be_visible()
-        kiosk.check("receipt-no-ack", "#t-done", "#ballot-reference")
-        booth.submit(ev.Acknowledged("cd" * 32, "ABCD-EFGH-JKLM-NPQR", 7))
-        expect(page.locator("#tracking-code")).to_be_visible()
-        kiosk.check("receipt-tracking-code", "#t-done", "#tracking-code", "#tracking-qr")
+        expect(page.locator("#receipt-kept")).to_be_visible()  # the harness has no link to the station
+        kiosk.check("receipt-kept", "#t-done", "#tracking-code", "#tracking-qr", "#receipt-kept")
+        booth.submit(ev.HubLink(True))
+        kiosk.check("receipt-sending", "#t-done", "#tracking-code", "#tracking-qr", "#receipt-sending")
+        booth.submit(ev.Held("cd" * 32))
+        kiosk.check("receipt-held", "#t-done", "#tracking-code", "#tracking-qr", "#receipt-held")
+        booth.submit(ev.HubLink(False))
         page.click("#t-done")
         kiosk.screen("idle")
         expect(page.locator("html")).to_have_attribute("lang", "ja")  # the next voter starts in the default
@@ -440,8 +445,7 @@ def test_keypad_only_vote_help_text_size_and_contrast(browser: Browser, booth: S
         kiosk.screen("sealed")
         keyboard.press("Enter")  # cast
         kiosk.screen("receipt")
-        booth.submit(ev.Acknowledged("cd" * 32, "ABCD-EFGH-JKLM-NPQR", 8))
-        expect(page.locator("#tracking-code")).to_have_text("ABCD-EFGH-JKLM-NPQR")
+        expect(page.locator("#tracking-code")).to_have_text(tracking_code(bytes.fromhex("cd" * 32)))
         keyboard.press("Enter")
         kiosk.screen("idle")
 

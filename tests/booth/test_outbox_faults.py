@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,13 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from booth_fixtures import PIN, Voters, chain_rows, terminal_data_dir
+from booth_fixtures import PIN, Voters, booth_set, ledger_rows, ledger_statement, terminal_data_dir
 
 from appliance.config import load_config
-from appliance.outbox import Outbox
 from appliance.runner import BoothRunner
 from appliance.simulators.jpki_card import VirtualJpkiCard
 from appliance.simulators.scripted_voter import ScriptedVoter
+from election.chain import tracking_code
+from election.encoding import canonical_bytes, parse_json, sha256
 from infra.broker import Broker
 from station_hub.station import Station
 
@@ -85,7 +87,17 @@ def processes() -> Iterator[list[BoothProcess]]:
 
 
 def cast_count(station: Station) -> int:
-    return sum(kind == "cast" for kind, _ in chain_rows(station))
+    """Cast ballots the ledger holds (chained or in its pool)."""
+    return sum(row.kind == "cast" for row in ledger_rows(station))
+
+
+def outbox_payloads(outbox: Path) -> list[bytes]:
+    """The submissions a booth's outbox owes the hub, as committed (read from its file)."""
+    db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in db.execute("SELECT payload FROM outbox")]
+    finally:
+        db.close()
 
 
 def vote_until_sealed(voter: ScriptedVoter) -> None:
@@ -111,14 +123,22 @@ def test_kill_9_after_commit_and_after_seal(
     booth.kill()
     card_slot.remove(card)
     assert cast_count(station) == before, "the ballot left before the failpoint"
-    outbox = Outbox(load_config(config).outbox)
-    assert outbox.depth() == 1, "the committed ballot is not in the outbox"
-    outbox.close()
+    [committed] = outbox_payloads(load_config(config).outbox)
+    submission = parse_json(committed)
+    statement = submission["statement"]
+    assert statement["sealed"] == len(booth_set(load_config(config).outbox))
 
-    # 2. Restarted: it resends; then a voter is killed after sealing (nothing committed).
+    # 2. Restarted: it resends the very bytes it committed, statement and all; then a voter is
+    #    killed after sealing (nothing committed).
     booth = BoothProcess(config, failpoint="after-seal")
     processes.append(booth)
     wait_until(lambda: cast_count(station) == before + 1, 20, "the outbox did not drain after the restart")
+    ballot_hash = sha256(canonical_bytes(submission["ballot"]))
+    [held] = [row for row in ledger_rows(station) if row.ballot_hash == ballot_hash]
+    assert parse_json(held.stored) == submission["ballot"]
+    committed_statement = (statement["sealed"], *(bytes.fromhex(statement[k]) for k in ("commitment", "signature")))
+    assert ledger_statement(station, "t2") == committed_statement, "the resend did not carry the committed statement"
+    wait_until(lambda: not outbox_payloads(load_config(config).outbox), 20, "the held ack did not empty the outbox")
     card = card_slot.insert(VirtualJpkiCard(voters.eligible[5]))
     booth.voter.wait_screen("pin")
     booth.voter.pin(PIN)
@@ -137,8 +157,8 @@ def test_kill_9_after_commit_and_after_seal(
     card_slot.remove(card)
     booth.stop()
     assert cast_count(station) == before + 2
-    hashes = [payload for _, payload in chain_rows(station)]
-    assert len(hashes) == len(set(hashes)), "a ballot is in the chain twice"
+    stored = [row.stored for row in ledger_rows(station)]
+    assert len(stored) == len(set(stored)), "the ledger holds a ballot twice"
 
 
 def test_broker_outage_during_voting(
@@ -158,13 +178,13 @@ def test_broker_outage_during_voting(
         voter.vote({"contest-1": ["candidate-2"], "contest-2": ["candidate-1"]})
         voter.seal()
         receipt = voter.cast(wait_for_code=False)
-        assert receipt["tracking_code"] is None and receipt["ballot_hash"], "the stored-ballot receipt is missing"
+        assert receipt["receipt"] == "kept", "the receipt claims more than that the ballot waits here"
+        assert receipt["tracking_code"] == tracking_code(bytes.fromhex(receipt["ballot_hash"]))
         assert runner.booth.outbox.depth() == 1
         restarted = Broker(station, tmp_path / "mosquitto.log")
         try:
-            view = voter.wait_screen("receipt", timeout=30, hub_online=True)
-            wait_until(lambda: voter.state()["tracking_code"] is not None, 20, "no ack after the broker came back")
-            assert view["ballot_hash"] == receipt["ballot_hash"]
+            view = voter.wait_screen("receipt", timeout=30, receipt="held")
+            assert view["tracking_code"] == receipt["tracking_code"]
             assert runner.booth.outbox.depth() == 0
             card_slot.remove(card)
         finally:

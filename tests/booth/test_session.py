@@ -7,7 +7,6 @@ import pytest
 from appliance.session import BUSY_STATES, ERROR_STATES, State, Timeouts, allowed
 from appliance.session._state import TRANSITIONS
 from appliance.session.events import (
-    Acknowledged,
     Authenticate,
     Authenticated,
     AuthenticationFailed,
@@ -21,6 +20,8 @@ from appliance.session.events import (
     CheckIn,
     CheckInFailed,
     EndSession,
+    Held,
+    HubLink,
     Key,
     KeyPress,
     PinEntered,
@@ -34,7 +35,7 @@ from appliance.session.events import (
     Tick,
 )
 from appliance.session.session import Session
-from election.chain import ballot_reference
+from election.chain import tracking_code
 from election.manifest import sample_manifest
 
 MANIFEST = sample_manifest(contests=2, selections=3, limit=1)
@@ -80,13 +81,18 @@ def test_full_flow_with_one_challenge_then_cast() -> None:
     assert session.handle(Tap("cast"), 10) == [CastBallot()]
     assert session.handle(Cast("cc" * 32), 11) == [EndSession()]
     view = session.view()
-    assert view["screen"] == "receipt" and view["tracking_code"] is None and view["ballot_hash"] == "cc" * 32
-    assert view["ballot_reference"] == ballot_reference(bytes.fromhex("cc" * 32))
+    assert view["screen"] == "receipt" and view["ballot_hash"] == "cc" * 32
+    assert view["tracking_code"] == tracking_code(bytes.fromhex("cc" * 32)), "the code is known at sealing"
+    assert view["receipt"] == "kept", "no link to the station: the ballot waits on this terminal"
     assert view["choices"] == {"contest-1": [], "contest-2": []}, "choices outlive the cast"
-    session.handle(Acknowledged("dd" * 32, "XXXX-XXXX-XXXX-XXXX", 3), 12)
-    assert session.view()["tracking_code"] is None, "an ack for another ballot was taken as ours"
-    session.handle(Acknowledged("cc" * 32, "ABCD-EFGH-IJKL-MNOP", 4), 12)
-    assert session.view()["tracking_code"] == "ABCD-EFGH-IJKL-MNOP"
+    session.handle(HubLink(True), 12)
+    assert session.view()["receipt"] == "sending"
+    session.handle(Held("dd" * 32), 12)
+    assert session.view()["receipt"] == "sending", "a held ack for another ballot was taken as ours"
+    session.handle(Held("cc" * 32), 12)
+    assert session.view()["receipt"] == "held"
+    session.handle(HubLink(False), 12)
+    assert session.view()["receipt"] == "held", "once held, always held"
     session.handle(Tap("done"), 13)
     assert session.state is State.IDLE and session.ballots_cast == 1
 

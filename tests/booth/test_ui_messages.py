@@ -44,9 +44,14 @@ def test_the_session_error_and_receipt_claim_nothing_unproven() -> None:
         error = CATALOGUE[language]["session_error_text"]
         assert "No ballot" not in error and "投票されていません" not in error and "投票はされていません" not in error
     assert "stored safely" not in json.dumps(CATALOGUE["en"]) and "will be delivered" not in json.dumps(CATALOGUE["en"])
-    assert "kept on this terminal" in CATALOGUE["en"]["kept"]
-    # The site's tracker indexes tracking codes only: the reference must not send voters there.
-    assert "published" not in CATALOGUE["en"]["ballot_reference"] and "公開" not in CATALOGUE["ja"]["ballot_reference"]
+    assert "kept on this terminal" in CATALOGUE["en"]["receipt_kept"]
+    # Before the held ack nothing says the station has the ballot; after it nothing says it is
+    # already in the record (it is published after the polls close).
+    for language in ("ja", "en"):
+        assert "ballot_reference" not in CATALOGUE[language]
+    assert "waiting" in CATALOGUE["en"]["receipt_sending"] and "Received" not in CATALOGUE["en"]["receipt_sending"]
+    assert "after the polls close" in CATALOGUE["en"]["receipt_held"]
+    assert "受け取りました" in CATALOGUE["ja"]["receipt_held"] and "締め切り後" in CATALOGUE["ja"]["receipt_held"]
 
 
 def test_the_english_counters_are_plural_forms() -> None:

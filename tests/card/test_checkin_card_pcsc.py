@@ -15,7 +15,6 @@ from card_fixtures import Cards, Connect
 from appliance.card import AuthMode, JpkiAuthenticator
 from appliance.card.testca import TestCa
 from appliance.simulators.jpki_card import VirtualJpkiCard
-from election.encoding import canonical_bytes
 from infra.broker import Broker, free_port
 from infra.mqtt import HubClient
 from station_hub.ledger_service import LedgerService
@@ -97,7 +96,7 @@ def test_the_card_on_the_reader_proves_itself_to_the_roll(
         authenticator = JpkiAuthenticator(reader, mode, booth_trust)
         authenticator.authenticate(card.credential(mode).secret)
         ballot = t1.seal(CHOICES, t1.check_in(CardOnReader(authenticator)))
-        assert t1.submit(canonical_bytes(ballot.to_json()))["result"] == "accepted"
+        assert t1.submit(t1.submission(ballot))["result"] == "held"
         reader.release()
         card_slot.empty()  # type: ignore[attr-defined]
         # The booth's older CRL let the revoked card through; the roll's fresh one does not.

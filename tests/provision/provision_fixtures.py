@@ -23,9 +23,11 @@ Flash = Callable[..., subprocess.CompletedProcess[str]]
 def small_manifest(election_id: str = "test-2026") -> Manifest:
     return Manifest.from_json(
         {
-            "version": 1,
+            "version": 2,
             "election_id": election_id,
             "name": {"en": election_id, "ja": election_id},
+            "batch_min": 2,
+            "mode": "rehearsal",
             "contests": [
                 {
                     "id": "mayor",

@@ -123,7 +123,7 @@ def _ballot_in_outbox(data: Path) -> None:
     Outbox(data / "outbox" / "outbox.db").close()
     db = sqlite3.connect(data / "outbox" / "outbox.db")
     db.execute(
-        "INSERT INTO outbox (device_seq, kind, ballot_hash, payload_hash, payload) VALUES (1, 'cast', ?, ?, ?)",
+        "INSERT INTO outbox (kind, ballot_hash, payload_hash, payload) VALUES ('cast', ?, ?, ?)",
         (b"\x01" * 32, b"\x02" * 32, b"{}"),
     )
     db.commit()

@@ -206,16 +206,14 @@ function reviewScreen(view) {
 }
 
 function receiptScreen(view, qr) {
+  // The tracking code derives from the ballot: known at once. What is said about the ballot's
+  // journey claims only what is true: kept here until the station's ledger holds it.
   const text = el("div", { class: "receipt-text" }, el("h1", {}, t("receipt_title")));
   const body = [el("div", { class: "receipt" }, text)];
-  if (view.tracking_code) {
-    text.append(el("p", { class: "small" }, t("tracking")), el("p", { class: "code", id: "tracking-code" }, view.tracking_code), el("p", { class: "small" }, t("receipt_text")));
-    body[0].append(el("img", { class: "qr", id: "tracking-qr", src: qr, alt: view.tracking_code }));
-  } else {
-    text.append(el("p", { id: "kept" }, t("kept")), el("p", { class: "small", id: "code-later" }, t("code_later")));
-    if (!view.hub_online) text.append(el("p", { class: "small", id: "hub-down" }, t("hub_down")));
-    if (view.ballot_reference) text.append(el("p", { class: "small" }, t("ballot_reference")), el("p", { class: "code", id: "ballot-reference" }, view.ballot_reference));
-  }
+  text.append(el("p", { class: "small" }, t("tracking")), el("p", { class: "code", id: "tracking-code" }, view.tracking_code));
+  body[0].append(el("img", { class: "qr", id: "tracking-qr", src: qr, alt: view.tracking_code }));
+  text.append(el("p", { id: `receipt-${view.receipt}` }, t(`receipt_${view.receipt}`)));
+  text.append(el("p", { class: "small" }, t("receipt_text")));
   return { body, actions: [targetButton("done", t("done"), "primary")] };
 }
 
