@@ -1,24 +1,29 @@
 """Municipal roll throughput (issue 17): card-proven check-ins per second through the real path,
-and PostgreSQL's commit latency for the atomic mark.
+PostgreSQL's commit latency for the atomic mark, and what a streaming replica costs.
 
-Starts a real PostgreSQL (Debian ``postgresql``; fsync and synchronous_commit ON, unlike the
-tests), a real central Mosquitto (mutual TLS), the municipal roll service, and ``--stations``
-early/common station hubs (each its own Mosquitto and station roll relay). Terminals (software
-JPKI test cards: the card's own ~1-5 s signing time is not counted) check voters in over both
-request/response rounds: terminal → station broker → relay → central broker → municipal roll
-(JPKI chain + CRL + card signature, atomic mark, RSA-3072 blind signature) → back.
+Starts a real PostgreSQL primary (Debian ``postgresql``; fsync and synchronous_commit ON,
+unlike the tests) and a real streaming replica of it (``pg_basebackup -R``,
+infra/pgserver.py), a real central Mosquitto (mutual TLS), the municipal roll service, and
+``--stations`` early/common station hubs (each its own Mosquitto and station roll relay; their
+polls opened). Terminals (software JPKI test cards: the card's own ~1-5 s signing time is not
+counted) check voters in over both request/response rounds: terminal → station broker →
+relay → central broker → municipal roll (JPKI chain + CRL + card signature, atomic mark,
+RSA-3072 blind signature) → back.
 
-Prints: check-ins/s through the real path with S stations x T terminals; check-ins/s through
-the store + core in-process (1 and 2 threads, no MQTT); the latency of one atomic mark (one
-UPDATE … RETURNING, one commit) with median and 99th percentile.
+Prints: the latency of one atomic mark (one UPDATE … RETURNING, one commit), median and 99th
+percentile, on the primary alone; marks/s committed from 1 and from 16 connections at once
+(alone and with the synchronous replica); the replica's lag (commit on the primary returned → the
+mark visible on the replica) with asynchronous streaming; the commit latency with synchronous
+replication (``synchronous_commit = remote_apply``: the commit returns once the replica has
+applied it); then, with the replica kept synchronous, check-ins/s through the store + core
+in-process (1 and 2 threads, no MQTT) and through the real path with S stations x T terminals.
 
-Usage: .venv/bin/python benchmarks/bench_municipal_roll.py [--voters N] [--stations S]
+Usage: .venv/bin/python benchmarks/bench_municipal_roll.py [--voters N] [--stations S] [--no-replica]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
@@ -29,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,6 +55,7 @@ from gateway.municipal_roll import (
     grant_relay_identity,
 )
 from infra.broker import Broker, free_port
+from infra.pgserver import PostgresServer
 from infra.pki import Role
 from protocol.messages import CheckinChallenge, CheckinChallengeRequest, CheckinGranted, CheckinRequest
 from protocol.messages import checkin_binding as binding_of
@@ -58,7 +64,6 @@ from station_hub.municipal_relay import RelayService, install_municipal_link, re
 from station_hub.station import init_station
 from station_hub.terminal_client import CheckinRefused, TerminalClient
 
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/usr/lib/postgresql/bin"))
 MUNICIPALITY = "bench-city"
 
 
@@ -68,32 +73,6 @@ class Card:
 
     def sign(self, message: bytes) -> bytes:
         return self.key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-
-
-@contextlib.contextmanager
-def postgres(root: Path) -> Iterator[str]:
-    """A real PostgreSQL with durable commits (fsync on), as ``nobody`` when run as root."""
-    data = root / "pgdata"
-    data.mkdir(parents=True)
-    as_user: list[str] = []
-    user = os.environ.get("USER", "postgres")
-    if os.geteuid() == 0:
-        for path in (root, data):
-            shutil.chown(path, "nobody")
-        os.chmod(root, 0o755)
-        as_user, user = ["runuser", "-u", "nobody", "--"], "nobody"
-    port = free_port()
-    subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)  # fmt: skip
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on"
-    subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "pg.log"),
-                    "-w", "-t", "60", "start"], check=True, capture_output=True)  # fmt: skip
-    try:
-        yield f"postgresql://{user}@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True)  # fmt: skip
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def electorate(root: Path, count: int) -> tuple[TestCa, list[Card]]:
@@ -107,30 +86,90 @@ def electorate(root: Path, count: int) -> tuple[TestCa, list[Card]]:
     return ca, cards
 
 
-def commit_latency(url: str, modulus_length: int, samples: int) -> tuple[float, float, str]:
+def percentiles(timings: list[float]) -> tuple[float, float]:
+    timings = sorted(timings)
+    return statistics.median(timings), timings[int(0.99 * (len(timings) - 1))]
+
+
+def commit_latency(url: str, modulus_length: int, samples: int, name: str = "latency") -> tuple[float, float, str]:
     """Median and p99 (ms) of one atomic mark on its own connection (one statement, one commit)."""
     store = MunicipalStore(url)
     try:
-        store.add_municipality("latency", modulus_length)
+        store.add_municipality(name, modulus_length)
         keys = [secrets.token_bytes(32) for _ in range(samples)]
-        store.import_voters("latency", keys)
-        store.set_polls("latency", "open")
+        store.import_voters(name, keys)
+        store.set_polls(name, "open")
         timings = []
         for key in keys:
             blinded = secrets.token_bytes(modulus_length)
             began = time.perf_counter()
-            assert store.mark("latency", key, blinded)
+            assert store.mark(name, key, blinded)
             timings.append((time.perf_counter() - began) * 1000)
         settings = store._db.execute("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
         fsync, sync = settings.fetchone()
     finally:
         store.close()
-    timings.sort()
-    return (
-        statistics.median(timings),
-        timings[int(0.99 * (len(timings) - 1))],
-        f"fsync={fsync} synchronous_commit={sync}",
-    )
+    return (*percentiles(timings), f"fsync={fsync} synchronous_commit={sync}")
+
+
+def mark_rate(url: str, modulus_length: int, connections: int, per_connection: int, name: str) -> float:
+    """Marks/s committed by ``connections`` connections at once (each its own voters): what one
+    primary sustains, PostgreSQL sharing WAL flushes between concurrent commits (group commit)."""
+    stores = [MunicipalStore(url) for _ in range(connections)]
+    try:
+        stores[0].add_municipality(name, modulus_length)
+        shares = [[secrets.token_bytes(32) for _ in range(per_connection)] for _ in range(connections)]
+        stores[0].import_voters(name, [key for share in shares for key in share])
+        stores[0].set_polls(name, "open")
+        barrier = threading.Barrier(connections + 1)
+
+        def mark(store: MunicipalStore, keys: list[bytes]) -> None:
+            barrier.wait()
+            for key in keys:
+                assert store.mark(name, key, secrets.token_bytes(modulus_length))
+
+        threads = [threading.Thread(target=mark, args=(st, sh)) for st, sh in zip(stores, shares, strict=True)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        began = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        return connections * per_connection / (time.perf_counter() - began)
+    finally:
+        for store in stores:
+            store.close()
+
+
+def replica_lag(primary_url: str, replica_url: str, modulus_length: int, samples: int) -> tuple[float, float]:
+    """Median and p99 (ms) from a mark's commit returning on the primary to the mark being
+    visible on the asynchronous streaming replica (polled on one open connection)."""
+    import psycopg
+
+    name = "lag"
+    store = MunicipalStore(primary_url)
+    watcher = psycopg.connect(replica_url, autocommit=True)
+    try:
+        store.add_municipality(name, modulus_length)
+        keys = [secrets.token_bytes(32) for _ in range(samples)]
+        store.import_voters(name, keys)
+        store.set_polls(name, "open")
+        query = "SELECT blinded IS NOT NULL FROM mr_voters WHERE municipality = %s AND voter_key = %s"
+        deadline = time.monotonic() + 30
+        while watcher.execute(query, (name, keys[-1])).fetchone() is None:  # the register reached the replica
+            assert time.monotonic() < deadline, "the replica never received the register"
+            time.sleep(0.01)
+        timings = []
+        for key in keys:
+            assert store.mark(name, key, secrets.token_bytes(modulus_length))
+            committed = time.perf_counter()
+            while not watcher.execute(query, (name, key)).fetchone()[0]:
+                pass
+            timings.append((time.perf_counter() - committed) * 1000)
+    finally:
+        watcher.close()
+        store.close()
+    return percentiles(timings)
 
 
 def core_rate(url: str, municipality, cards: list[Card], threads: int) -> float:
@@ -190,10 +229,13 @@ def main() -> None:
     parser.add_argument("--terminals", type=int, default=2, help="terminals per station")
     parser.add_argument("--latency-samples", type=int, default=500)
     parser.add_argument("--roll-processes", type=int, default=2, help="municipal-roll processes (0: a thread here)")
+    parser.add_argument("--no-replica", dest="replica", action="store_false",
+                        help="no streaming replica (the primary alone throughout)")  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-mr-", dir="/tmp"))
     processes: list = []
     rolls: list[subprocess.Popen] = []
+    servers = ExitStack()
     try:
         print(f"making {args.voters} JPKI test cards …", flush=True)
         ca, cards = electorate(root, args.voters)
@@ -206,9 +248,27 @@ def main() -> None:
         _t, publics, context = ceremony(manifest, 3, 2)
         package = root / "package"
         write_election_package(RecordWriter(package), manifest, context, publics)
-        with postgres(Path(tempfile.mkdtemp(prefix="bench-mr-pg-", dir="/tmp"))) as admin_url:
+        with servers:
+            pg_root = Path(tempfile.mkdtemp(prefix="bench-mr-pg-", dir="/tmp"))  # short: socket paths are limited
+            servers.callback(shutil.rmtree, pg_root, ignore_errors=True)
+            print("starting PostgreSQL (primary) …", flush=True)
+            primary = servers.enter_context(PostgresServer(pg_root / "primary"))
+            admin_url = primary.url
             modulus = municipality.core().modulus_length
             median, p99, settings = commit_latency(admin_url, modulus, args.latency_samples)
+            alone = [mark_rate(admin_url, modulus, n, args.latency_samples // n * 2, f"rate-{n}") for n in (1, 16)]
+            replication = "no replica"
+            if args.replica:
+                print("starting a streaming replica (pg_basebackup -R) …", flush=True)
+                replica = servers.enter_context(primary.replica(pg_root / "replica", name="replica_1"))
+                primary.wait_streaming(replica.name)
+                lag = replica_lag(admin_url, replica.url, modulus, args.latency_samples)
+                primary.configure(synchronous_standby_names=replica.name, synchronous_commit="remote_apply")
+                sync = commit_latency(admin_url, modulus, args.latency_samples, name="latency-sync")
+                synced = [mark_rate(admin_url, modulus, n, args.latency_samples // n * 2, f"rate-sync-{n}")
+                          for n in (1, 16)]  # fmt: skip
+                replication = "synchronous replica (remote_apply)"
+            print("measuring check-ins …", flush=True)
             store = MunicipalStore(admin_url)
             store.add_municipality(MUNICIPALITY, modulus)
             store.import_voters(MUNICIPALITY, keys)
@@ -252,6 +312,7 @@ def main() -> None:
                                        token_public_pem=municipality.token_public_file.read_bytes())  # fmt: skip
                 processes.append(Broker(station, root / f"{station_id}.log"))
                 relay = RelayService(station, timeout=10.0)
+                relay.store.set_polls("open")  # the station's own polls (opened by its officials in a real run)
                 threading.Thread(target=relay.run, daemon=True).start()
                 relays.append((station, relay))
             for _station, relay in relays:
@@ -292,10 +353,20 @@ def main() -> None:
                 process.wait(10)
             where = "in this process" if service else f"in {len(rolls)} processes"
             print(f"machine: {os.cpu_count()} cores; PostgreSQL {settings}")
-            print(f"atomic mark (UPDATE … WHERE blinded IS NULL RETURNING, one commit): "
+            print(f"atomic mark (UPDATE … WHERE blinded IS NULL RETURNING, one commit), primary alone: "
                   f"median {median:.2f} ms, p99 {p99:.2f} ms over {args.latency_samples}")  # fmt: skip
-            print(f"store + core in-process: {rate1:.0f} check-ins/s (1 thread), {rate2:.0f} check-ins/s (2 threads)")
-            print(f"real path (municipal roll {where}), {args.stations} stations x {args.terminals} terminals, "
+            print(f"marks/s committed, primary alone: {alone[0]:.0f} on 1 connection, {alone[1]:.0f} on 16 at once")
+            if args.replica:
+                print(f"marks/s committed, synchronous replica: {synced[0]:.0f} on 1 connection, "
+                      f"{synced[1]:.0f} on 16 at once")  # fmt: skip
+                print(f"replica lag, asynchronous streaming (commit returned → visible on the replica): "
+                      f"median {lag[0]:.2f} ms, p99 {lag[1]:.2f} ms")  # fmt: skip
+                print(f"atomic mark with a synchronous replica ({sync[2]}): "
+                      f"median {sync[0]:.2f} ms, p99 {sync[1]:.2f} ms")  # fmt: skip
+            print(f"store + core in-process ({replication}): {rate1:.0f} check-ins/s (1 thread), "
+                  f"{rate2:.0f} check-ins/s (2 threads)")  # fmt: skip
+            print(f"real path (municipal roll {where}; {replication}), {args.stations} stations x "
+                  f"{args.terminals} terminals, "
                   f"{len(real)} voters: "
                   f"{len(real) / elapsed:.0f} check-ins/s ({elapsed:.1f} s; 2 MQTT round trips each)")  # fmt: skip
             print(f"voters marked on the municipal roll: {checked}")

@@ -7,7 +7,12 @@ over a pseudo-terminal to the PN532 emulator), scripted voters going through the
 session and UI API — some challenge their ballot first —, polls opened and closed by the
 operator, forwarding, tally, decryption by 3 of 5 trustees, and ``election verify``.
 
-    polling-station-demo [--voters-per-booth N] [--out DIR]
+With ``--common-place`` (the default): a municipal roll on PostgreSQL, an early-voting place
+and a common polling place with a booth each (demo/multi_site.py); a voter votes early, tries
+again at the common place on election day and is refused; the centre reconciles check-ins,
+ballots and marks.
+
+    polling-station-demo [--voters-per-booth N] [--out DIR] [--no-common-place]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from appliance.simulators.pn532_emulator import Pn532Emulator, PtyPn532
 from appliance.simulators.scripted_voter import ScriptedVoter
 from appliance.simulators.vpcd import VpcdCardLink
 from demo.linking import link_station
+from demo.multi_site import MultiSite
 from election.manifest import Manifest
 from election.record import DirectoryRecord
 from election.simulation import ceremony_to_files
@@ -239,6 +245,7 @@ def run(
     seed: int | None,
     pcscd: PrivatePcscd | None = None,
     *,
+    common_place: bool = False,
     batch_min: int = 3,
     observed: list[Booth] | None = None,
 ) -> bool:
@@ -287,6 +294,10 @@ def run(
     link_station(central, station.directory)
 
     with ExitStack() as stack:
+        # Issue 17: the municipal roll and its early/common places (their identities must be in
+        # the central broker's ACL, so before it starts).
+        # Its own random source: the election-day voters' choices stay those of the seed.
+        site = stack.enter_context(MultiSite(out, central, package, random.Random(seed), say)) if common_place else None
         say("central broker and 2 gateway workers (shared subscription)")
         stack.enter_context(CentralOffice(central, workers=2, log_dir=logs / "central"))
         say("station hub: Mosquitto, ledger, roll, forwarder")
@@ -331,6 +342,9 @@ def run(
             if not booth.runner.booth.link.wait_online(20):
                 raise RuntimeError(f"booth {booth.terminal} did not reach the hub")
 
+        if site is not None:
+            site.start(stack, logs)
+            site.early_voting(manifest)
         officials = officials_cards(station, out / "officials", pcscd)
         report = polls(station, "open", officials)
         say(f"polls opened by {OPERATOR} with the station manager's and a witness's cards (pcscd, PIN on the "
@@ -356,18 +370,25 @@ def run(
         say(f"polls closed with both officials' cards; signed closing report: {report.get('ballots')} ballots, "
             f"{report.get('check_ins')} check-ins, final head position {report.get('position')}")  # fmt: skip
 
-        say("waiting for the central office to hold the station's whole chain")
-        wait_until_complete(central, [STATION_ID], timeout=120)
+        refused = site.common_place(manifest) if site is not None else True
+        places = [STATION_ID, *(site.station_ids if site is not None else [])]
+        say(f"waiting for the central office to hold the whole chain of {', '.join(places)}")
+        wait_until_complete(central, places, timeout=120)
+        reconciled = True
+        if site is not None:
+            lines, reconciled = site.reconciliation()
+            say("the centre's reconciliation (`gateway status`): check-ins vs ballots vs marks")
+            for line in lines:
+                click.echo(f"         {line}")
         record = out / "record"
         say(f"export of the election record, tally, decryption by {QUORUM} of {TRUSTEES} trustees")
         summary, results = export_and_tally(central, record, rng.sample(key_files, QUORUM))
 
     expected: dict[tuple[str, str], int] = {}
-    for booth in booths:
-        for choices in booth.cast:
-            for contest, marked in choices.items():
-                for selection in marked:
-                    expected[contest, selection] = expected.get((contest, selection), 0) + 1
+    for choices in [c for booth in booths for c in booth.cast] + (site.cast if site is not None else []):
+        for contest, marked in choices.items():
+            for selection in marked:
+                expected[contest, selection] = expected.get((contest, selection), 0) + 1
     click.echo("")
     click.echo(f"RESULTS ({results.ballot_count} ballots cast, {sum(b.challenges for b in booths)} challenged "
                f"and spoiled; trustees present: {', '.join(results.trustees_present)})")  # fmt: skip
@@ -393,7 +414,7 @@ def run(
     click.echo(f"  voter's tracking code {code}: {where}")
     for problem in summary.problems:
         click.echo(f"  export problem: {problem}")
-    ok = verification.passed and totals_match and found is not None and not summary.problems
+    ok = verification.passed and totals_match and found is not None and not summary.problems and refused and reconciled
     passed = len(CHECKS) - len(verification.failed_checks())
     verdict = "election verified" if ok else "PROBLEMS"
     say(f"{verdict}: {verification.ballots_checked} ballots, {passed}/{len(CHECKS)} checks passed; record in {record}")
@@ -406,10 +427,12 @@ def run(
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="working folder (default out/election-<time>)")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="drives the voters' choices")
-def main(voters_per_booth: int, challenge_every: int, out: Path | None, seed: int | None) -> None:
+@click.option("--common-place/--no-common-place", default=True, show_default=True,
+              help="also an early-voting and a common polling place on one municipal roll (PostgreSQL)")  # fmt: skip
+def main(voters_per_booth: int, challenge_every: int, out: Path | None, seed: int | None, common_place: bool) -> None:
     """Run a whole election on this machine through the real parts and verify it."""
     out = (out or Path("out") / f"election-{datetime.now():%Y%m%d-%H%M%S}").resolve()
-    if not run(out, voters_per_booth, challenge_every, seed):
+    if not run(out, voters_per_booth, challenge_every, seed, common_place=common_place):
         sys.exit(1)
 
 

@@ -119,10 +119,14 @@ def run(directory: Path, name: str, database: str | None) -> None:
     serve(central, name, database)
 
 
-@main.command(help="Every station's chain head, completeness and the incidents flagged.")
+@main.command(help="Every station's chain head, completeness and the incidents flagged; with a municipal roll, "
+              "the reconciliation of check-ins, ballots and marks per station and per municipality. Exit 1 on an "
+              "open incident or a discrepancy.")  # fmt: skip
 @CENTRAL_DIR
 @click.option("--database", default=None)
 def status(directory: Path, database: str | None) -> None:
+    from gateway.reconcile import report_lines
+
     store = _open(directory).store(database)
     try:
         for station_id in store.station_ids():
@@ -131,11 +135,14 @@ def status(directory: Path, database: str | None) -> None:
             done = "complete" if state.complete else "incomplete"
             click.echo(f"{station_id}: position {state.head.position}, {state.state}, {done}")
         incidents = store.incidents()
+        reconciliation, discrepancy = report_lines(directory, store)
     finally:
         store.close()
     for incident in incidents:
         click.echo(f"  ! {incident.describe()}")
-    if any(not incident.resolved for incident in incidents):
+    for line in reconciliation:
+        click.echo(line)
+    if any(not incident.resolved for incident in incidents) or discrepancy:
         sys.exit(1)
 
 
@@ -189,14 +196,22 @@ def tally(record: Path, keys: tuple[Path, ...], workers: int, cluster: str | Non
     click.echo(f"results: {record / 'results.json'}, {record / NIST_RESULTS_FILE}")
 
 
-@main.command(help="Find a voter's TRACKING_CODE in the central store.")
+@main.command(
+    help="Find a voter's TRACKING_CODE in the central store: the station and batch that hold the ballot "
+    "(exit 1 if it is not there yet, 2 for a code typed with I, O, 0 or 1, which no code has)."
+)
 @CENTRAL_DIR
 @click.argument("tracking_code")
 @click.option("--database", default=None)
 def lookup(directory: Path, tracking_code: str, database: str | None) -> None:
+    from election.chain import TrackingCodeTypo
+
     store = _open(directory).store(database)
     try:
         found = store.find_tracking_code(tracking_code)
+    except TrackingCodeTypo as typo:
+        click.echo(f"{typo}: the letters are A–Z without I and O, the digits 2–9; please check the code", err=True)
+        sys.exit(2)
     finally:
         store.close()
     if found is None:
@@ -206,7 +221,7 @@ def lookup(directory: Path, tracking_code: str, database: str | None) -> None:
     counted = {"cast": "counted in the tally", "late": "chained late (after the polls closed): counted"}.get(
         entry.kind, "challenged and spoiled: not counted"
     )
-    click.echo(f"{entry.tracking_code}: station {station_id}, position {entry.position}, {counted}")
+    click.echo(f"{entry.tracking_code}: station {station_id}, batch {entry.batch}, {counted}")
 
 
 @main.command(
@@ -224,6 +239,14 @@ def self_test(directory: Path, as_json: bool) -> None:
     click.echo(report.json_text() if as_json else report.text())
     sys.exit(0 if report.ok else 1)
 
+
+def _add_municipal_roll() -> None:
+    from gateway.municipal_cli import municipal_roll  # init, serve, marks (docs/municipal-roll.md)
+
+    main.add_command(municipal_roll)
+
+
+_add_municipal_roll()
 
 if __name__ == "__main__":
     main()

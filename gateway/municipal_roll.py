@@ -28,12 +28,13 @@ a passphrase if one is given), ``token.pem``, ``salt.key`` and ``jpki/anchors``,
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import secrets
 import shutil
-import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,19 +65,23 @@ from protocol.messages import (
     decode_checkin_message,
 )
 from protocol.municipal import (
+    MUNICIPAL_KINDS,
     MUNICIPAL_ROLL_NAME,
+    MunicipalGrant,
     RollMarks,
     municipal_roll_identity,
     parse_checkin_topic,
     relay_identity,
     reply_topic,
     shared_checkin_subscription,
+    station_of_identity,
 )
 
 log = logging.getLogger("gateway.municipal_roll")
 TOKEN_KEY_BITS = 3072
-MUNICIPAL_KINDS = ("early", "common")
 POLLS_STATES = ("pending", "open", "closed")
+POLLS_COMMANDS = {"open": ("pending", "open"), "close": ("open", "closed")}
+"""command → (the state it leaves, the state it makes): pending → open → closed, never back."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mr_municipalities (
@@ -88,6 +93,10 @@ CREATE TABLE IF NOT EXISTS mr_stations (
     station_id text PRIMARY KEY,
     municipality text NOT NULL REFERENCES mr_municipalities,
     kind text NOT NULL CHECK (kind IN ('early', 'common'))
+);
+CREATE TABLE IF NOT EXISTS mr_day_stations (
+    station_id text PRIMARY KEY,
+    municipality text NOT NULL REFERENCES mr_municipalities
 );
 CREATE TABLE IF NOT EXISTS mr_station_marks (
     station_id text PRIMARY KEY,
@@ -154,11 +163,67 @@ class MunicipalStore:
         check_station_id(station_id)
         if kind not in MUNICIPAL_KINDS:
             raise GatewayError(f"a station on the municipal roll is early or common, not {kind!r}")
+        day = self._db.execute("SELECT 1 FROM mr_day_stations WHERE station_id = %s", (station_id,)).fetchone()
+        if day is not None:
+            raise GatewayError(f"station {station_id} is an election-day station (its own roll), not {kind}")
         self._db.execute(
             "INSERT INTO mr_stations VALUES (%s, %s, %s) ON CONFLICT (station_id) "
             "DO UPDATE SET municipality = excluded.municipality, kind = excluded.kind",
             (station_id, municipality, kind),
         )
+
+    def add_day_station(self, station_id: str, municipality: str) -> None:
+        """An election-day station of ``municipality`` (its own roll; early marks in, its marks
+        back at close). Known so that reconciliation lists it before its marks come back."""
+        check_station_id(station_id)
+        self.modulus_length(municipality)  # refuses an unknown municipality
+        with self._db.transaction():
+            if self.station(station_id) is not None:
+                raise GatewayError(f"station {station_id} checks in at the municipal roll: it is not election-day")
+            row = self._db.execute(
+                "INSERT INTO mr_day_stations VALUES (%s, %s) ON CONFLICT (station_id) DO UPDATE "
+                "SET station_id = excluded.station_id RETURNING municipality",
+                (station_id, municipality),
+            ).fetchone()
+            if row[0] != municipality:
+                raise GatewayError(f"station {station_id} is an election-day station of {row[0]}, not {municipality}")
+
+    def stations(self) -> list[tuple[str, str, str]]:
+        """(station, municipality, kind) of every station the municipal roll knows, by station id;
+        kind ``early``, ``common`` or ``election_day``."""
+        query = ("SELECT station_id, municipality, kind FROM mr_stations UNION ALL "
+                 "SELECT station_id, municipality, 'election_day' FROM mr_day_stations ORDER BY 1")  # fmt: skip
+        return [(row[0], row[1], row[2]) for row in self._db.execute(query).fetchall()]
+
+    def municipalities(self) -> list[str]:
+        query = "SELECT municipality FROM mr_municipalities ORDER BY municipality"
+        return [row[0] for row in self._db.execute(query).fetchall()]
+
+    def tallies(self, municipality: str) -> tuple[int, int, int]:
+        """(eligible, checked in at early/common places, marked by election-day stations' marks)."""
+        elsewhere = b"\xff" * self.modulus_length(municipality)
+        row = self._db.execute(
+            "SELECT count(*), count(blinded) FILTER (WHERE blinded <> %s), count(*) FILTER (WHERE blinded = %s) "
+            "FROM mr_voters WHERE municipality = %s",
+            (elsewhere, elsewhere, municipality),
+        ).fetchone()
+        return row[0], row[1], row[2]
+
+    def change_polls(self, municipality: str, command: str) -> str:
+        """``open`` (pending → open) or ``close`` (open → closed), never back; returns the new state."""
+        if command not in POLLS_COMMANDS:
+            raise GatewayError(f"polls command {command!r} is not open or close")
+        before, after = POLLS_COMMANDS[command]
+        row = self._db.execute(
+            "UPDATE mr_municipalities SET polls = %s WHERE municipality = %s AND polls = %s RETURNING 1",
+            (after, municipality, before),
+        ).fetchone()
+        if row is None:
+            state = self.polls(municipality)
+            done = {"open": "opened", "close": "closed"}[command]
+            raise GatewayError(f"the polls of {municipality} are {state}: they cannot be {done}"
+                               + (" again" if state == after else ""))  # fmt: skip
+        return after
 
     def station(self, station_id: str) -> tuple[str, str] | None:
         """(municipality, kind) of a station on the municipal roll, None if it is not."""
@@ -167,8 +232,11 @@ class MunicipalStore:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
-    def import_voters(self, municipality: str, keys: Iterable[bytes]) -> int:
-        """Add voter keys (before the polls open); returns how many were new."""
+    def import_voters(
+        self, municipality: str, keys: Iterable[bytes], progress: Callable[[str, int, int], None] | None = None
+    ) -> int:
+        """Add voter keys (before the polls open), in one transaction; returns how many were new.
+        ``progress(stage, done, total)`` is told as rows are copied (a register of millions)."""
         if self.polls(municipality) != "pending":
             raise GatewayError("voters can only be imported before the polls open")
         rows = [(municipality, key) for key in sorted(set(keys))]
@@ -178,8 +246,10 @@ class MunicipalStore:
         with self._db.transaction(), self._db.cursor() as cursor:
             cursor.execute("CREATE TEMP TABLE mr_import (municipality text, voter_key bytea) ON COMMIT DROP")
             with cursor.copy("COPY mr_import FROM STDIN") as copy:
-                for row in rows:
+                for done, row in enumerate(rows, 1):
                     copy.write_row(row)
+                    if progress is not None and (done % 10_000 == 0 or done == len(rows)):
+                        progress("copying voter keys", done, len(rows))
             cursor.execute(
                 "INSERT INTO mr_voters (municipality, voter_key) SELECT municipality, voter_key FROM mr_import "
                 "ON CONFLICT DO NOTHING"
@@ -264,6 +334,11 @@ class MunicipalStore:
             }
         twice = [key for key in rest if key in known]
         return len(marked), twice, len(rest) - len(twice)
+
+    def all_station_marks(self) -> dict[str, tuple[int, int, int]]:
+        """station → (marked, voted twice, not registered) of every election-day station's marks."""
+        query = "SELECT station_id, marked, voted_twice, not_registered FROM mr_station_marks"
+        return {row[0]: (row[1], row[2], row[3]) for row in self._db.execute(query).fetchall()}
 
     def station_marks(self, station_id: str) -> tuple[bytes, int, int, int] | None:
         """(digest, marked, voted twice, not registered) of the station's imported marks, if any."""
@@ -459,6 +534,8 @@ def import_station_marks(
     central_dir: Path, store: MunicipalStore, municipality: str, station_id: str, payload: bytes, base_hash: bytes
 ) -> MarksImport:
     """An election-day station's marks after close, checked against its central-link certificate."""
+    if store.station(station_id) is not None:
+        raise GatewayError(f"station {station_id} checks in at the municipal roll: it has no marks of its own")
     path = Path(central_dir) / "certs" / f"{station_id}.pem"
     try:
         key = x509.load_pem_x509_certificate(path.read_bytes()).public_key()
@@ -466,8 +543,6 @@ def import_station_marks(
         raise GatewayError(f"station {station_id} is not linked to the centre ({error})") from error
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise GatewayError(f"station {station_id}: its link certificate carries no Ed25519 key")
-    if store.station(station_id) is not None:
-        raise GatewayError(f"station {station_id} checks in at the municipal roll: it has no marks of its own")
     try:
         marks = RollMarks.verify(payload, key, municipality=municipality, origin=station_id, base_hash=base_hash)
     except FormatError as error:
@@ -478,6 +553,7 @@ def import_station_marks(
         if earlier[0] != digest:
             raise GatewayError(f"station {station_id} already sent other marks: refused (reconcile by hand)")
         return MarksImport(station_id, *earlier[1:])
+    store.add_day_station(station_id, municipality)
     marked, twice, unknown = store.mark_voted_elsewhere(municipality, marks.voter_keys)
     if twice:
         log.warning("station %s: %d voters were already marked on the municipal roll", station_id, len(twice))
@@ -499,6 +575,43 @@ def grant_relay_identity(central_dir: Path, station_id: str, csr_pem: bytes) -> 
         return certificate_pem(StationCA.load(Path(central_dir) / "ca").issue_for_csr(csr_pem, Role.ROLL))
     except PkiError as error:
         raise GatewayError(f"station {station_id}: {error}") from error
+
+
+def grant_municipal_link(central_dir: Path, csr_pem: bytes, municipality: str, kind: str) -> MunicipalGrant:
+    """``gateway municipal-roll add-station``: make the station named by the request (its CN is
+    ``<station>.roll``) an ``early`` or ``common`` polling place of ``municipality`` and answer
+    with the grant it installs (``station-hub municipal-link``). A station already registered
+    at the centre is refused unless it is already on the municipal roll (a renewed grant): its
+    registration carried its own token key, and the centre would refuse the municipality's."""
+    from gateway.central import Central
+
+    central = Central.open(central_dir)
+    config = MunicipalConfig.read(config_path(central.directory))
+    chosen = config.municipality(municipality)
+    if kind not in MUNICIPAL_KINDS:
+        raise GatewayError(f"a polling place on the municipal roll is early or common, not {kind!r}")
+    try:
+        request = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as error:
+        raise GatewayError("not a certificate signing request (`station-hub municipal-request` writes one)") from error
+    names = [str(n.value) for n in request.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    station_id = station_of_identity(names[0]) if len(names) == 1 else None
+    if station_id is None:
+        raise GatewayError(f"the request names {names}, not a station roll (<station>.roll)")
+    if not request.is_signature_valid:
+        raise GatewayError(f"station {station_id}: the request's signature does not verify")
+    store = MunicipalStore(config.database)
+    try:
+        on_roll = store.station(station_id)
+        if central.cert_file(station_id).exists() and on_roll is None:
+            raise GatewayError(f"station {station_id} is already registered at the centre with its own token key: "
+                               "it must join the municipal roll before `gateway register-station`")  # fmt: skip
+        store.add_station(station_id, municipality, kind)  # refuses an election-day station
+        certificate = grant_relay_identity(central.directory, station_id, csr_pem)
+    finally:
+        store.close()
+    return MunicipalGrant(station_id, municipality, kind, central.host, central.port, central.ca_file.read_bytes(),
+                          certificate, chosen.token_public_file.read_bytes())  # fmt: skip
 
 
 # --- the decision with the store -------------------------------------------------------------
@@ -600,8 +713,9 @@ class MunicipalRollService:
         self.client = make_client(site, identity)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
-        self.client.on_subscribe = lambda *a: self.connected.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.identity = identity
 
     def _roll(self) -> MunicipalRoll:
         roll = getattr(self._local, "roll", None)
@@ -617,6 +731,10 @@ class MunicipalRollService:
             log.error("the central broker refused the municipal roll: %s", reason)
             return
         client.subscribe(shared_checkin_subscription(), qos=1)  # several processes split the load
+
+    def _on_subscribe(self, *args: Any) -> None:
+        log.info("%s serving check-ins of %s on the central broker", self.identity, ", ".join(sorted(self.cores)))
+        self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._pool.submit(self._handle, message)
@@ -670,29 +788,146 @@ class MunicipalRollService:
             self.close()
 
 
-def read_municipal_config(path: Path) -> dict[str, Any]:
-    """``{"database": URL, "municipalities": [directory, …]}`` (a directory's name is its municipality)."""
+MUNICIPAL_DIR = "municipal"
+"""The municipal roll's folder inside the central office's directory: ``config.json`` and one
+folder per municipality (its keys, salt and JPKI trust)."""
+CONFIG_VERSION = 1
+PASSPHRASE_ENV = "MUNICIPAL_TOKEN_PASSPHRASE"
+"""Seals the municipalities' token keys (as ``STATION_ROLL_PASSPHRASE`` seals a station's)."""
+MAX_MUNICIPALITIES = 2000
+"""Japan has 1,741 municipalities (plus Tokyo's 23 wards); one process may serve them all."""
+
+
+def config_path(central_dir: Path) -> Path:
+    return Path(central_dir) / MUNICIPAL_DIR / "config.json"
+
+
+@dataclass(frozen=True)
+class MunicipalConfig:
+    """``{"version": 1, "database": URL, "municipalities": [directory, …]}``: the PostgreSQL
+    server of the municipal roll and the municipalities it serves (a directory's name is its
+    municipality; a relative directory is relative to the file's folder)."""
+
+    path: Path
+    database: str
+    directories: tuple[Path, ...]
+
+    @classmethod
+    def read(cls, path: Path) -> MunicipalConfig:
+        path = Path(path)
+        try:
+            data = parse_json(path.read_bytes(), max_size=1_000_000)
+        except OSError as error:
+            raise GatewayError(f"{path}: {error.strerror} (run `gateway municipal-roll init` first)") from error
+        except FormatError as error:
+            raise GatewayError(f"{path}: {error}") from error
+        if not isinstance(data, dict) or set(data) - {"version"} != {"database", "municipalities"}:
+            raise GatewayError(f"{path}: expected database and municipalities")
+        database, directories = data["database"], data["municipalities"]
+        if not (isinstance(database, str) and database.startswith(("postgresql://", "postgres://"))):
+            raise GatewayError(f"{path}: database must be a PostgreSQL URL (postgresql://…)")
+        if not (isinstance(directories, list) and len(directories) <= MAX_MUNICIPALITIES
+                and all(isinstance(d, str) and d for d in directories)):  # fmt: skip
+            raise GatewayError(f"{path}: municipalities must be a list of directories")
+        resolved = tuple(path.parent / d for d in directories)
+        for directory in resolved:
+            try:
+                check_station_id(directory.name, "municipality")
+            except FormatError as error:
+                raise GatewayError(f"{path}: {error}") from error
+        return cls(path, database, resolved)
+
+    def municipalities(self) -> list[Municipality]:
+        return [Municipality(directory, directory.name) for directory in self.directories]
+
+    def municipality(self, name: str) -> Municipality:
+        for municipality in self.municipalities():
+            if municipality.municipality == name:
+                return municipality
+        known = ", ".join(m.municipality for m in self.municipalities()) or "none yet"
+        raise GatewayError(f"municipality {name} is not on the municipal roll (it has: {known})")
+
+    def write(self) -> None:
+        names = [os.path.relpath(d, self.path.parent) for d in self.directories]
+        document = {"version": CONFIG_VERSION, "database": self.database, "municipalities": names}
+        write_private(self.path, (json.dumps(document, indent=1) + "\n").encode())  # the URL may hold a password
+
+
+def read_municipal_config(path: Path) -> MunicipalConfig:
+    return MunicipalConfig.read(path)
+
+
+def init_municipal_roll(central_dir: Path, database: str, processes: int) -> MunicipalConfig:
+    """The municipal roll at a central office: its configuration, its schema on ``database``, and
+    a central-broker identity ``municipal-roll-N`` for each of ``processes`` serving processes.
+    Run again to add processes (the configuration and the register are kept)."""
+    from gateway.central import Central
+
+    central = Central.open(central_dir)
+    path = config_path(central.directory)
+    if path.exists():
+        config = MunicipalConfig.read(path)
+        if config.database != database:
+            raise GatewayError(f"{path} already names another database; edit it by hand to move the register")
+    else:
+        config = MunicipalConfig(path, database, ())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    MunicipalStore(database).close()  # reachable, schema made
+    config.write()
+    for index in range(1, processes + 1):
+        if not central.cert_file(municipal_roll_identity(index)).exists():
+            central.issue(municipal_roll_identity(index), Role.ROLL)
+    return config
+
+
+def add_municipality(
+    central_dir: Path,
+    name: str,
+    *,
+    jpki_anchors: list[Path],
+    jpki_crls: list[Path],
+    roll_salt: bytes | None = None,
+    passphrase: bytes | None = None,
+    key_bits: int = TOKEN_KEY_BITS,
+) -> Municipality:
+    """A new municipality on the municipal roll: its keys and trust in its own folder, its
+    partition of the register; its voters come next (``import-voters``), then its stations."""
+    config = MunicipalConfig.read(config_path(central_dir))
     try:
-        data = parse_json(Path(path).read_bytes(), max_size=1_000_000)
-    except (OSError, FormatError) as error:
-        raise GatewayError(f"{path}: {error}") from error
-    if not isinstance(data, dict) or set(data) != {"database", "municipalities"}:
-        raise GatewayError(f"{path}: expected database and municipalities")
-    return data
+        check_station_id(name, "municipality")
+    except FormatError as error:
+        raise GatewayError(str(error)) from error
+    if any(m.municipality == name for m in config.municipalities()):
+        raise GatewayError(f"municipality {name} is already on the municipal roll")
+    if not jpki_anchors or not jpki_crls:
+        raise GatewayError("a municipality needs the JPKI issuing CA (--jpki-ca) and its CRL (--jpki-crl)")
+    store = MunicipalStore(config.database)  # reachable before any key is made
+    try:
+        municipality = create_municipality(config.path.parent / name, name, jpki_anchors=jpki_anchors,
+                                           jpki_crls=jpki_crls, roll_salt=roll_salt, passphrase=passphrase,
+                                           key_bits=key_bits)  # fmt: skip
+        store.add_municipality(name, (municipality.token_public_key().key_size + 7) // 8)
+    finally:
+        store.close()
+    MunicipalConfig(config.path, config.database, (*config.directories, municipality.directory)).write()
+    return municipality
 
 
 def serve(site: BrokerSite, config_path: Path, *, workers: int = 2, identity: str = municipal_roll_identity(1)) -> None:
     """Run one municipal-roll process until SIGTERM (run one per core: they share the check-ins)."""
-    config = read_municipal_config(config_path)
-    municipalities = [Municipality(Path(d), Path(d).name) for d in config["municipalities"]]
-    service = MunicipalRollService(site, config["database"], municipalities, workers=workers, identity=identity)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: service.stop())
-    service.run()
+    from infra.service import run_service
+
+    config = MunicipalConfig.read(config_path)
+    secret = os.environ.get(PASSPHRASE_ENV)
+    passphrases = {m.municipality: secret.encode() for m in config.municipalities()} if secret else None
+    service = MunicipalRollService(site, config.database, config.municipalities(), workers=workers,
+                                   identity=identity, passphrases=passphrases)  # fmt: skip
+    run_service(service, identity)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m gateway.municipal_roll CENTRAL_DIR CONFIG [--workers N]``."""
+    """``python -m gateway.municipal_roll CENTRAL_DIR CONFIG [--workers N]`` (also
+    ``gateway municipal-roll serve``)."""
     import argparse
 
     from gateway.central import Central

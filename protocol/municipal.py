@@ -19,12 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from election.encoding import HASH_SIZE, canonical_bytes, hex_bytes, parse_json
+from election.encoding import HASH_SIZE, canonical_bytes, hex_bytes, parse_json, strict_int
 from election.errors import FormatError
 from election.ids import check_device_id, check_station_id
+from protocol.errors import Reason, Refusal
+from protocol.registration import REGISTRATION_VERSION, _document, _pem
 
 ROLL_ROOT = "central/roll"
 MUNICIPAL_ROLL_NAME = "municipal-roll"
@@ -34,6 +39,9 @@ RELAY_SUFFIX = ".roll"
 """A station roll's identity at the central broker is ``<station id>.roll``."""
 STATION_KINDS = ("election_day", "early", "common")
 """``election_day``: its own roll, offline; ``early``/``common``: check-ins at the municipal roll."""
+MUNICIPAL_KINDS = ("early", "common")
+"""The kinds of station whose voters check in at the municipal roll (no roll of their own)."""
+MIN_TOKEN_KEY_BITS = 2048
 
 
 SHARE_GROUP = "municipal-roll"
@@ -158,3 +166,85 @@ class RollMarks:
         if list(keys) != sorted(set(keys)):
             raise FormatError("marks: voter_keys must be sorted and distinct")
         return cls(municipality, origin, base_hash, keys)
+
+
+# --- the municipal link grant (centre → an early/common station, carried as a file) ---------
+
+
+@dataclass(frozen=True, slots=True)
+class MunicipalGrant:
+    """What makes a station an early-voting or common polling place of ``municipality``: the
+    centre's answer to the station roll's certificate request (``station-hub municipal-request``
+    → ``gateway municipal-roll add-station`` → ``station-hub municipal-link``).
+
+    It carries the central broker's address and CA, the station roll's certificate for the
+    central broker (CN ``<station>.roll``, made from the station's own request: the centre
+    never sees the key), and the municipality's token key, which the station installs as its
+    own token key so that its terminals blind with it and its registration at the centre
+    carries it (every token of the municipality verifies against one key). A file a technician
+    carries from the centre is outside input: :meth:`decode` is strict and total."""
+
+    station_id: str
+    municipality: str
+    kind: str
+    host: str
+    port: int
+    ca_pem: bytes
+    certificate_pem: bytes
+    token_key_pem: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": REGISTRATION_VERSION,
+            "type": "municipal_link",
+            "station_id": self.station_id,
+            "municipality": self.municipality,
+            "kind": self.kind,
+            "host": self.host,
+            "port": self.port,
+            "ca": self.ca_pem.decode("ascii"),
+            "certificate": self.certificate_pem.decode("ascii"),
+            "token_key": self.token_key_pem.decode("ascii"),
+        }
+
+    def encode(self) -> bytes:
+        return canonical_bytes(self.to_json())
+
+    @classmethod
+    def decode(cls, payload: bytes) -> MunicipalGrant:
+        """Total: the grant or :class:`protocol.errors.Refusal` (reason ``malformed`` or
+        ``too_large``), never another exception."""
+        try:
+            return cls._decode(payload)
+        except Refusal:
+            raise
+        except (FormatError, ValueError, TypeError, UnsupportedAlgorithm) as error:  # cryptography's loaders
+            raise Refusal(Reason.MALFORMED, str(error)) from None
+
+    @classmethod
+    def _decode(cls, payload: bytes) -> MunicipalGrant:
+        fields = {"version", "type", "station_id", "municipality", "kind", "host", "port", "ca", "certificate",
+                  "token_key"}  # fmt: skip
+        data = _document(payload, "municipal_link", fields)
+        station_id = check_station_id(data["station_id"], "municipal_link.station_id")
+        municipality = check_station_id(data["municipality"], "municipal_link.municipality")
+        if data["kind"] not in MUNICIPAL_KINDS:
+            raise FormatError(f"municipal_link.kind: expected one of {MUNICIPAL_KINDS}")
+        host = data["host"]
+        if not (isinstance(host, str) and 0 < len(host) <= 253 and host.isascii() and host.isprintable()):
+            raise FormatError("municipal_link.host: expected a host name or address")
+        port = strict_int(data["port"], "municipal_link.port", minimum=1, maximum=65535)
+        ca = _pem(data["ca"], "municipal_link.ca")
+        certificate = _pem(data["certificate"], "municipal_link.certificate")
+        token_key = _pem(data["token_key"], "municipal_link.token_key")
+        x509.load_pem_x509_certificate(ca)
+        names = x509.load_pem_x509_certificate(certificate).subject.get_attributes_for_oid(
+            x509.NameOID.COMMON_NAME
+        )
+        if [str(name.value) for name in names] != [relay_identity(station_id)]:
+            raise FormatError(f"municipal_link.certificate: not for {relay_identity(station_id)}")
+        key = serialization.load_pem_public_key(token_key)
+        if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_TOKEN_KEY_BITS:
+            raise FormatError(f"municipal_link.token_key: expected an RSA public key of at least "
+                              f"{MIN_TOKEN_KEY_BITS} bits")  # fmt: skip
+        return cls(station_id, municipality, data["kind"], host, port, ca, certificate, token_key)

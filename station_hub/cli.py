@@ -22,6 +22,7 @@ from infra.logs import configure_logging
 from infra.mqtt import HubClient
 from infra.pki import PkiError, StationCA
 from station_hub.enrolment import COMMANDS as ENROLMENT_COMMANDS
+from station_hub.municipal_cli import COMMANDS as MUNICIPAL_COMMANDS
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.roll_service import roll_audit_paths, roll_log_id
@@ -534,6 +535,8 @@ def self_test(directory: Path, as_json: bool) -> None:
 
 
 for _command in ENROLMENT_COMMANDS:  # export-package, enroll (station_hub/enrolment.py)
+    main.add_command(_command)
+for _command in MUNICIPAL_COMMANDS:  # municipal-request|link, import-early-marks, export-marks (issue 17)
     main.add_command(_command)
 
 

@@ -15,12 +15,24 @@ does not answer within ``timeout`` seconds, the terminal gets ``roll_unreachable
 is checked in here. A check-in whose grant was lost on the way is healed by the booth's retry
 with the same blinded token (the municipal roll gives the identical answer, marks nothing).
 
+The station's own polls: the relay takes the officials' open/close commands as a station roll
+does (two officials' cards, checked against the station CA), refuses check-ins
+(``polls_not_open``) unless its station's polls are open, and when they close publishes the
+roll report with the number of voters checked in **here** — the closing report then carries
+it, and the centre reconciles it with the ballots and the municipal register. To count a retry
+once, it keeps the SHA-256 of each granted blinded token (never a voter key, never a time, in
+a ``WITHOUT ROWID`` table keyed by the digest, so nothing records their order). Its audit log
+holds totals only, as a station roll's does.
+
 Files: ``STATION_DIR/municipal/`` — ``link.json`` (station, municipality, kind, central broker),
-``ca.pem`` (the central CA), ``roll.key`` (made here, never leaves the station), ``roll.pem``.
+``ca.pem`` (the central CA), ``roll.key`` (made here, never leaves the station), ``roll.pem``,
+``relay.db`` (polls, granted digests).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import logging
 import queue
@@ -40,21 +52,31 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from audit.service import ServiceAudit
+from election.errors import FormatError
 from infra.certdir import read_json
 from infra.errors import SiteError
 from infra.files import private_pem, write_private
-from infra.link import BrokerLink
+from infra.link import BrokerLink, CentralLink
 from infra.mqtt import connect, make_client, publish_last_words, set_will
+from infra.officials import OfficialsRefused, OfficialsVerifier
+from infra.service import Vitals
+from infra.store import open_store
 from protocol.errors import CheckinReason, Refusal
 from protocol.messages import (
+    CheckinGranted,
     CheckinRefused,
     CheckinReply,
+    CheckinRequest,
+    PollsCommand,
+    RollReport,
     RollStatus,
     decode_checkin_message,
     decode_checkin_reply,
     offline_status,
 )
-from protocol.municipal import checkin_topic, relay_identity, reply_topic
+from protocol.municipal import MunicipalGrant, checkin_topic, relay_identity, reply_topic
+from station_hub.roll_service import roll_audit_paths, roll_log_id
 from station_hub.station import DeviceDirectory, Station
 
 log = logging.getLogger("station_hub.municipal_relay")
@@ -123,6 +145,83 @@ def install_municipal_link(
     return MunicipalLink.open(station.directory)
 
 
+def request_municipal_link(station: Station) -> bytes:
+    """``station-hub municipal-request``: the station roll's key (made here) and its certificate
+    request, for ``gateway municipal-roll add-station``. Refused once the station is registered
+    at the centre (its registration carried its own token key; it must join the municipal roll
+    first) or already linked to the municipal roll (a new key would cut the working link)."""
+    if MunicipalLink.exists(station.directory):
+        raise SiteError(f"station {station.station_id} is already linked to the municipal roll "
+                        f"({MunicipalLink.directory_of(station.directory)}/link.json)")  # fmt: skip
+    if CentralLink.exists(station.directory):
+        raise SiteError(f"station {station.station_id} is already registered at the central office with its own "
+                        "token key: a station joins the municipal roll before `station-hub registration`")  # fmt: skip
+    return relay_request(station)
+
+
+def install_municipal_grant(station: Station, payload: bytes) -> MunicipalLink:
+    """``station-hub municipal-link``: check the centre's grant (strict decoder, this station,
+    this station roll's key) and install it; the station is then an early/common polling place.
+    After registration only a grant carrying the same token key is accepted (a renewal)."""
+    try:
+        grant = MunicipalGrant.decode(payload)
+    except Refusal as refusal:
+        raise SiteError(f"municipal link grant refused: {refusal}") from refusal
+    if grant.station_id != station.station_id:
+        raise SiteError(f"the municipal link grant is for station {grant.station_id}, not {station.station_id}")
+    if not (MunicipalLink.directory_of(station.directory) / "roll.key").exists():
+        raise SiteError("no station roll key here: run `station-hub municipal-request` first")
+    if CentralLink.exists(station.directory) and station.token_public_file.read_bytes() != grant.token_key_pem:
+        raise SiteError("the station is registered at the central office with another token key: the grant "
+                        "would make the centre refuse its tokens (join the municipal roll, then register)")
+    try:
+        return install_municipal_link(station, municipality=grant.municipality, kind=grant.kind, host=grant.host,
+                                      port=grant.port, ca_pem=grant.ca_pem, certificate_pem=grant.certificate_pem,
+                                      token_public_pem=grant.token_key_pem)  # fmt: skip
+    except ValueError as error:
+        raise SiteError(f"municipal link grant refused: {error}") from error
+
+
+RELAY_SCHEMA_VERSION = 1
+RELAY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS granted (digest BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+class RelayStore:
+    """The relay's polls and the digests of the blinded tokens granted here (one per voter
+    checked in at this station; see the module doc). Thread-safe: one lock, one connection."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = open_store(path, RELAY_SCHEMA, RELAY_SCHEMA_VERSION, journal="delete", secure_delete=True)
+        self._lock = threading.Lock()
+
+    def polls(self) -> str:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'polls'").fetchone()
+        return row[0] if row else "pending"
+
+    def set_polls(self, state: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('polls', ?)", (state,))
+
+    def granted(self, blinded: bytes) -> None:
+        """A voter was checked in here with ``blinded`` (a retry with the same value counts once)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR IGNORE INTO granted VALUES (?)", (hashlib.sha256(blinded).digest(),))
+
+    def checked_in(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM granted").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
 class RelayService:
     """The station roll of an early/common station (see the module doc)."""
 
@@ -141,6 +240,10 @@ class RelayService:
         self._stop = threading.Event()
         self.central_ready = threading.Event()
         self.refusals = dict.fromkeys((reason.value for reason in CheckinReason), 0)
+        self.store = RelayStore(MunicipalLink.directory_of(station.directory) / "relay.db")
+        self.audit: ServiceAudit | None = None
+        self.vitals = Vitals()
+        self._officials: OfficialsVerifier | None = None
         self.client = make_client(station, "roll", clean_start=False)
         set_will(self.client, self.topics.roll_status, offline_status("roll_status"))
         self.client.on_connect = self._on_connect
@@ -157,12 +260,60 @@ class RelayService:
         if reason.is_failure:
             log.error("broker refused the roll relay: %s", reason)
             return
-        client.subscribe([(self.topics.checkin("+"), 1)])
-        # The polls of an early/common station are the municipal roll's; "open" here means only
-        # that the relay is up (the municipal roll refuses with polls_not_open when they are not).
-        client.publish(self.topics.roll_status, RollStatus(True, "open", 0).encode(), qos=1, retain=True)
+        client.subscribe([(self.topics.checkin("+"), 1), (self.topics.polls_control, 1)])
+        self._publish_status()
+        self.vitals.mark_ready()
+
+    def _publish_status(self) -> None:
+        """The station's polls (the municipality's own may still refuse: ``polls_not_open``).
+        ``eligible`` is 0: the register is the municipal roll's, not this station's."""
+        polls = self.store.polls()
+        self.client.publish(self.topics.roll_status, RollStatus(True, polls, 0).encode(),  # type: ignore[arg-type]
+                            qos=1, retain=True)  # fmt: skip
+        if polls == "closed":
+            report = RollReport(0, self.store.checked_in())
+            self.client.publish(self.topics.roll_report, report.encode(), 1, retain=True)
+
+    def _polls(self, payload: bytes) -> None:
+        """An officials' open/close command (checked as a station roll checks it: the ledger,
+        which holds the challenge, answers the operator; a replay is a no-op of the state machine)."""
+        command = PollsCommand.decode(payload)
+        if self._officials is None:
+            self._officials = OfficialsVerifier(self.station.directory, self.station.station_id,
+                                                self.station.election().manifest.base_hash)  # fmt: skip
+        try:
+            self._officials.check(command, dt.datetime.now(dt.UTC))
+        except OfficialsRefused as refused:
+            log.warning("refused the polls command %s: %s (%s)", command.command, refused.reason.value, refused.detail)
+            return
+        polls = self.store.polls()
+        if command.command == "open" and polls == "pending":
+            self.store.set_polls("open")
+            self._record_counts()
+            self._record("polls_opened", station=self.station.station_id)
+        elif command.command == "close" and polls == "open":
+            self.store.set_polls("closed")
+            self._record_counts()
+            self._record("polls_closed", station=self.station.station_id)
+        self._publish_status()
+
+    def _record(self, kind: str, **data: Any) -> None:
+        if self.audit is not None:
+            self.audit.record(kind, **data)
+
+    def _record_counts(self) -> None:
+        self._record("check_ins_counted", checked_in=self.store.checked_in(), **self.refusals)
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.topics.polls_control:
+            try:
+                self._polls(bytes(message.payload))
+            except FormatError as error:
+                log.warning("ignored a bad polls command: %s", error)
+            except Exception:  # one message never stops the relay
+                log.exception("internal error handling a polls command; ignored it")
+            client.ack(message.mid, message.qos)
+            return
         terminal = self.topics.terminal_id_of(message.topic, "checkin")
         if terminal is None:
             client.ack(message.mid, message.qos)
@@ -196,9 +347,13 @@ class RelayService:
                 return CheckinRefused(CheckinReason.REVOKED, f"the certificate of terminal {terminal} is revoked")
             return CheckinRefused(CheckinReason.NOT_A_TERMINAL, f"{terminal} holds no valid terminal certificate")
         try:
-            decode_checkin_message(payload, self.modulus_length)
+            message = decode_checkin_message(payload, self.modulus_length)
         except Refusal as error:
             return CheckinRefused(CheckinReason.MALFORMED, str(error))
+        polls = self.store.polls()
+        if polls != "open":
+            return CheckinRefused(CheckinReason.POLLS_NOT_OPEN, f"the polls of station {self.station.station_id} "
+                                  f"are {polls}")  # fmt: skip
         answer = self._ask(terminal, payload)
         if answer is None:
             return CheckinRefused(
@@ -206,10 +361,13 @@ class RelayService:
                 f"the municipal roll of {self.link.municipality} cannot be reached: no check-in here until it can",
             )
         try:
-            return decode_checkin_reply(answer, self.modulus_length)
+            reply = decode_checkin_reply(answer, self.modulus_length)
         except Refusal as error:
             log.error("the municipal roll sent an answer that is not a check-in reply: %s", error)
             return CheckinRefused(CheckinReason.ROLL_UNREACHABLE, "the municipal roll's answer was not understood")
+        if isinstance(reply, CheckinGranted) and isinstance(message, CheckinRequest):
+            self.store.granted(message.blinded)  # before the terminal hears of it: counted if it casts
+        return reply
 
     # --- central side ----------------------------------------------------------------------
 
@@ -268,11 +426,26 @@ class RelayService:
         self.central.disconnect()
         self.central.loop_stop()
         self._pool.shutdown(wait=True)
+        if self.audit is not None:
+            self._record_counts()
+            self.audit.stop()
+            self.audit = None
+        self.store.close()
 
     def run(self) -> None:
-        self.start()
+        log_path, key_path = roll_audit_paths(self.station)
+        self.audit = ServiceAudit.start(log_path, key_path, roll_log_id(self.station), "roll")
         try:
-            self._stop.wait()
+            self.start()
+        except BaseException:
+            self.audit.stop()
+            self.store.close()
+            raise
+        log.info("roll relay of station %s to the municipal roll of %s (%s), polls %s",
+                 self.station.station_id, self.link.municipality, self.link.kind, self.store.polls())  # fmt: skip
+        try:
+            while not self._stop.wait(1.0):
+                self.vitals.beat()  # the watchdog pings only while this loop turns
         finally:
             self.close()
 

@@ -33,18 +33,39 @@ TERMINALS = ("T01", "T02", "T03")
 
 def test_whole_election_on_one_machine_verifies(tmp_path: Path, pcscd, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "election"
-    assert run(out, voters_per_booth=VOTERS_PER_BOOTH, challenge_every=CHALLENGE_EVERY, seed=5, pcscd=pcscd)
+    assert run(out, voters_per_booth=VOTERS_PER_BOOTH, challenge_every=CHALLENGE_EVERY, seed=5, pcscd=pcscd,
+               common_place=True)  # fmt: skip
     printed = capsys.readouterr().out
+    check_common_place(out, printed)
     assert "decrypted totals EQUAL what the scripted voters chose" in printed
     assert "[PASS] 18." in printed and "found at station-1" in printed
     # The record stands on its own: a fresh verifier run over the files passes, and it holds
     # every ballot cast (2 per booth) plus the challenged ones, each chained at the station.
     report = verify_record(DirectoryRecord(out / "record"))
     assert report.passed
-    assert len(list((out / "record" / "ballots").iterdir())) == 6
+    assert len(list((out / "record" / "ballots").iterdir())) == 6 + 2  # and one at each municipal place
     assert len(list((out / "record" / "spoiled").iterdir())) == 3
     check_audit_logs(out)
     check_schemas(out)
+
+
+def check_common_place(out: Path, printed: str) -> None:
+    """Issue 17 in the demo (demo/multi_site.py): the voter who voted early at city-hall is refused
+    at the common place hall-2 by the booth itself; the centre's reconciliation agrees; each
+    place's roll relay logged totals only, in an audit log that verifies."""
+    assert "booth shows 'already_voted' — REFUSED, one person one vote" in printed
+    assert "city-hall (demo-city, early): 1 check-ins, 1 ballots" in printed
+    assert "hall-2 (demo-city, common): 1 check-ins, 1 ballots" in printed
+    assert "in all 2 check-ins, 2 ballots, 0 voted twice" in printed
+    for place in ("city-hall", "hall-2"):
+        directory = out / "municipal" / place / "roll" / "audit"
+        result = CliRunner().invoke(audit_log, ["verify", str(directory / "roll.log"), "--key",
+                                                str(directory / "audit.key.pub")])  # fmt: skip
+        assert result.exit_code == 0, f"{place}: {result.output}"
+        relay = entries(directory / "roll.log")
+        assert {e.kind for e in relay} <= {"log_created", "software_started", "check_ins_counted", "polls_opened",
+                                           "polls_closed", "software_stopped"}, place  # fmt: skip
+        assert [e.data["checked_in"] for e in relay if e.kind == "check_ins_counted"][-1] == 1, place
 
 
 def check_schemas(out: Path) -> None:

@@ -112,6 +112,7 @@ def make_early_station(root: Path, station_id: str, kind: str, package: Path, ce
                            token_public_pem=municipality.token_public_file.read_bytes())  # fmt: skip
     broker = Broker(station, root / f"{station_id}-mosquitto.log")
     relay = RelayService(station, timeout=timeout)
+    relay.store.set_polls("open")  # the officials' command is tested through the CLI (test_municipal_cli.py)
     thread = threading.Thread(target=relay.run, daemon=True)
     thread.start()
     return EarlyStation(station, broker, relay, thread)

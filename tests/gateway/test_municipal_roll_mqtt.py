@@ -96,6 +96,21 @@ def test_checked_in_early_is_refused_at_the_common_place(setup):
         other = b1.check_in(electorate.voters[1])
         assert tokens.verify(key, other.message, other.signature)
     assert marked(centre.url) == 2
+    # Each relay counts the voters checked in at its own station (its closing report's check-ins).
+    assert (early.relay.store.checked_in(), common.relay.store.checked_in()) == (1, 1)
+    common.relay.store.granted(b"\x01" * 384)
+    common.relay.store.granted(b"\x01" * 384)  # a retry with the same blinded token counts once
+    assert common.relay.store.checked_in() == 2
+
+
+def test_a_place_whose_polls_are_not_open_checks_nobody_in(setup):
+    electorate, centre, early, _common = setup
+    early.relay.store.set_polls("closed")
+    with TerminalClient(early.station, "a1").connect() as a1:
+        with pytest.raises(CheckinRefused) as refused:
+            a1.check_in(electorate.voters[9])
+        assert refused.value.reason == "polls_not_open" and "st-a" in str(refused.value)
+    assert marked(centre.url) == 0
 
 
 def test_concurrent_double_check_in_at_two_places_yields_one_token(setup):
