@@ -113,6 +113,7 @@ def test_no_stored_or_published_byte_keeps_casting_order(tmp_path: Path, pcscd) 
     assert any(path.name == CHAIN_FILE for path in found), "the scan must see the published chain"
     for path, offsets in found.items():
         z, used = order_z(offsets, ballots)
+        print(f"{path.relative_to(out)}: {len(offsets)} ballots, Z = {z:+.2f} over {used} batches")
         assert abs(z) < Z_BOUND, f"{path.relative_to(out)} keeps casting order (Z = {z:.2f} over {used} batches)"
         adjacent = adjacent_pairs(offsets, pairs)
         # At random, a cast ballot follows its voter's spoiled one with probability 1/(batch size).
