@@ -227,8 +227,8 @@ def run_voters(booth: Booth, manifest: Manifest, rng: random.Random, challenge_e
             voter.vote(choices)
             voter.seal()
             receipt = voter.cast(wait_for_code=True)
-            if receipt["tracking_code"] is None:
-                raise RuntimeError(f"{booth.terminal}: no acknowledgement from the hub for voter {number}")
+            if receipt["receipt"] != "held":
+                raise RuntimeError(f"{booth.terminal}: the hub did not confirm it holds voter {number}'s ballot")
             booth.cast.append(choices)
             booth.tracking_codes.append(receipt["tracking_code"])
             booth.finished.append(time.monotonic())
