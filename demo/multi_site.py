@@ -212,8 +212,8 @@ class MultiSite:
             voter.vote(choices)
             voter.seal()
             receipt = voter.cast(wait_for_code=True)
-            if receipt["tracking_code"] is None:
-                raise RuntimeError(f"{place.terminal}: no acknowledgement from {place.station.station_id}")
+            if receipt["receipt"] != "held":
+                raise RuntimeError(f"{place.terminal}: {place.station.station_id} did not confirm it holds the ballot")
             place.cast.append(choices)
             place.tracking_codes.append(receipt["tracking_code"])
             voter.tap("done")

@@ -15,6 +15,9 @@ Layout (``docs/formats.md`` describes each file)::
     results.json                the totals
     stations/<station_id>/      each station's ledger chain, keys and checkpoint
                                 (``election.stations``)
+    reconciliation.json         per station its kind, municipality, check-ins and ballots; per
+                                municipality its token key, marks and sums
+                                (``election.reconciliation``)
     results-nist.json           optional: the results as a NIST SP 1500-100 report (not verified)
 
 Nothing else belongs in it: the verifier refuses stray files and folders (a file left beside
@@ -35,6 +38,7 @@ from typing import Any, Protocol
 
 from election.encoding import canonical_bytes, parse_json
 from election.errors import FormatError
+from election.reconciliation import RECONCILIATION
 from election.stations import STATIONS
 
 MANIFEST = "manifest.json"
@@ -52,7 +56,7 @@ NIST_RESULTS = "results-nist.json"
 MAX_FILE_SIZE = 16 * 1024 * 1024
 """Most bytes of one ``.json`` file of the record (``chain.jsonl`` has its own bound)."""
 RECORD_VERSION = 2
-ROOT_FILES = (MANIFEST, CONTEXT, DEVICES, TALLY, RESULTS)
+ROOT_FILES = (MANIFEST, CONTEXT, DEVICES, TALLY, RESULTS, RECONCILIATION)
 """The mandatory files at the top of the record."""
 OPTIONAL_ROOT_FILES = (NIST_RESULTS,)
 FOLDERS = (TRUSTEES, BALLOTS, SPOILED, DECRYPTION, DEVICE_STATEMENTS, STATIONS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,15 @@ from election.encoding import canonical_bytes
 from election.group import Point
 from election.keyceremony import Trustee, TrusteePublic, joint_public_key, run_local_ceremony
 from election.manifest import Manifest
+from election.reconciliation import (
+    ELECTION_DAY,
+    MUNICIPAL_KINDS,
+    RECONCILIATION,
+    MunicipalityLine,
+    Reconciliation,
+    StationLine,
+    StationMarks,
+)
 from election.record import (
     BALLOTS,
     CONTEXT,
@@ -101,6 +110,8 @@ class SimulatedStation:
         self.pool: list[PoolBallot] = []
         self.check_ins = 0
         self.closed_position: int | None = None
+        self.municipality: str | None = None
+        self.kind = ELECTION_DAY
 
     def issue_token(self) -> Token:
         """Check-in: the terminal blinds a fresh message, the roll signs it blind, the terminal unblinds."""
@@ -165,6 +176,16 @@ class SimulatedStation:
         out.write(f"{folder}/{CHECKPOINT_FILE}", checkpoint.sign(self.ledger_key))
         if self.closed_position is not None:
             out.write(f"{folder}/{CLOSING_FILE}", sign_document(self.closing_report(devices), self.ledger_key))
+
+    def reconciliation_line(self) -> StationLine:
+        """This station in ``reconciliation.json``: its roll's count once closed; an election-day
+        station of a municipality sends back one mark per check-in (nobody voted twice here)."""
+        check_ins = self.check_ins if self.closed_position is not None else None
+        marks = None
+        if self.kind == ELECTION_DAY and self.municipality is not None and check_ins is not None:
+            marks = StationMarks(check_ins, 0, 0)
+        ballots = sum(1 for entry in self.entries if entry.kind in COUNTED_KINDS)
+        return StationLine(self.station_id, self.kind, self.municipality, check_ins, ballots, marks)
 
 
 Progress = Callable[[str, int, int], None]
@@ -257,7 +278,12 @@ class SimulatedElection:
         device_count: int = 3,
         station_count: int = 1,
         seed: int | None = None,
+        places: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
+        """``places``: station id → (municipality, kind) for stations of a municipality (kind
+        ``early``, ``common`` or ``election_day``); the early and common places of one
+        municipality share its token key, as at the municipal roll. Others are election-day
+        stations outside any municipality."""
         self.manifest = manifest
         self.rng = random.Random(seed)
         self.quorum = quorum
@@ -268,6 +294,16 @@ class SimulatedElection:
         self.stations = [
             SimulatedStation(f"station-{i + 1}", manifest.base_hash, manifest.batch_min) for i in range(station_count)
         ]
+        self.token_keys: dict[str, rsa.RSAPrivateKey] = {}
+        for station in self.stations:
+            municipality, kind = (places or {}).get(station.station_id, (None, ELECTION_DAY))
+            station.municipality, station.kind = municipality, kind
+            if municipality is not None:
+                key = self.token_keys.get(municipality)
+                if key is None:
+                    key = self.token_keys[municipality] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                if kind in MUNICIPAL_KINDS:
+                    station.roll_key = key
         self.cast: list[SealedBallot] = []
         self.spoiled: list[tuple[SealedBallot, BallotOpening]] = []
         self.outcome = SimulationOutcome()
@@ -348,7 +384,24 @@ class SimulatedElection:
             progress("trustees decrypting", i + 1, len(present))
         self.outcome.results = decrypt_totals(tally, shares, self.publics, self.quorum)
         out.write(RESULTS, self.outcome.results.to_json(manifest))
+        out.write(RECONCILIATION, self.reconciliation().to_json())
         return self.outcome
+
+    def reconciliation(self) -> Reconciliation:
+        """What the centre would publish: every station's figures; per municipality its token
+        key, a register of exactly the voters who came, and every one of them marked once."""
+        lines = [station.reconciliation_line() for station in self.stations]
+        municipalities = []
+        for name, key in self.token_keys.items():
+            mine = [line for line in lines if line.municipality == name]
+            closed = all(line.check_ins is not None for line in mine)
+            early = sum(line.check_ins or 0 for line in mine if line.kind in MUNICIPAL_KINDS)
+            day = sum(line.marks.marked for line in mine if line.marks is not None)
+            check_ins = sum(line.check_ins or 0 for line in mine) if closed else None
+            municipalities.append(MunicipalityLine(name, key.public_key(), "closed" if closed else "open",
+                                                   early + day, check_ins, sum(line.ballots for line in mine),
+                                                   early, day, 0, 0))  # fmt: skip
+        return Reconciliation.make(self.manifest.base_hash, lines, municipalities)
 
 
 def simulate(
@@ -363,6 +416,7 @@ def simulate(
     spoil_rate: float = 0.05,
     seed: int | None = None,
     progress: Progress = lambda stage, done, total: None,
+    places: Mapping[str, tuple[str, str]] | None = None,
 ) -> SimulationOutcome:
     """Run the election and write its complete record; returns what the voters chose."""
     election = SimulatedElection(
@@ -372,6 +426,7 @@ def simulate(
         device_count=device_count,
         station_count=station_count,
         seed=seed,
+        places=places,
     )
     for voter in range(ballots):
         election.vote(voter, spoil_rate)

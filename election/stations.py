@@ -66,27 +66,41 @@ class StationKeys:
             raise FormatError(f"station: expected exactly the fields {sorted(fields)}")
         check_version(data, STATION_VERSION, "station")
         station_id = check_station_id(data["station_id"])
-        der = hex_bytes(data["roll_key"], None, "station.roll_key")
-        if len(der) > 2 * MAX_ROLL_KEY_BITS // 8:
-            raise FormatError("station.roll_key: too long for an RSA key of at most 8192 bits")
-        try:
-            roll_key = serialization.load_der_public_key(der)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise FormatError("station.roll_key: not a DER SubjectPublicKeyInfo") from None
-        if not isinstance(roll_key, rsa.RSAPublicKey) or not (
-            MIN_ROLL_KEY_BITS <= roll_key.key_size <= MAX_ROLL_KEY_BITS
-        ):
-            raise FormatError(f"station.roll_key: an RSA key of {MIN_ROLL_KEY_BITS} to {MAX_ROLL_KEY_BITS} bits")
-        exponent = roll_key.public_numbers().e
-        if exponent % 2 == 0 or not 3 <= exponent < 2**32:
-            raise FormatError("station.roll_key: the public exponent must be odd, from 3 to 2^32 − 1")
-        if _der_hex(roll_key) != data["roll_key"]:
-            raise FormatError("station.roll_key: not the key's canonical DER encoding")
+        roll_key = parse_roll_key(data["roll_key"], "station.roll_key")
         try:
             ledger_key = Ed25519PublicKey.from_public_bytes(hex_bytes(data["ledger_key"], 32, "station.ledger_key"))
         except ValueError:
             raise FormatError("station.ledger_key: not an Ed25519 public key") from None
         return cls(station_id, ledger_key, roll_key)
+
+
+def parse_roll_key(value: Any, what: str) -> rsa.RSAPublicKey:
+    """A roll (token) key as the record writes it: the canonical DER SubjectPublicKeyInfo, in
+    hex, of an RSA key of 2048 to 8192 bits with an odd exponent from 3 to 2^32 − 1.
+
+    Shared by ``station.json`` and the municipalities of ``reconciliation.json``, so that a
+    station's roll key and its municipality's token key are judged by the same rule and
+    compared by the same bytes."""
+    der = hex_bytes(value, None, what)
+    if len(der) > 2 * MAX_ROLL_KEY_BITS // 8:
+        raise FormatError(f"{what}: too long for an RSA key of at most 8192 bits")
+    try:
+        roll_key = serialization.load_der_public_key(der)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise FormatError(f"{what}: not a DER SubjectPublicKeyInfo") from None
+    if not isinstance(roll_key, rsa.RSAPublicKey) or not (MIN_ROLL_KEY_BITS <= roll_key.key_size <= MAX_ROLL_KEY_BITS):
+        raise FormatError(f"{what}: an RSA key of {MIN_ROLL_KEY_BITS} to {MAX_ROLL_KEY_BITS} bits")
+    exponent = roll_key.public_numbers().e
+    if exponent % 2 == 0 or not 3 <= exponent < 2**32:
+        raise FormatError(f"{what}: the public exponent must be odd, from 3 to 2^32 − 1")
+    if _der_hex(roll_key) != value:
+        raise FormatError(f"{what}: not the key's canonical DER encoding")
+    return roll_key
+
+
+def roll_key_hex(key: rsa.RSAPublicKey) -> str:
+    """The record's form of a roll or token key (what :func:`parse_roll_key` reads)."""
+    return _der_hex(key)
 
 
 def _der_hex(key: rsa.RSAPublicKey) -> str:

@@ -10,6 +10,11 @@ that owns the folder (``trustees/`` 3, ``ballots/`` and ``spoiled/`` 6, ``device
 8, ``decryption/`` 14, ``stations/`` 16), a stray entry at the top fails check 19. Nothing in a
 record goes unread.
 
+Check 20 (issue 17) reads ``reconciliation.json``: the centre's figures per station and per
+municipality, held to what the record recomputes (ballots from the chains, check-ins from the
+signed closing reports), and every early/common polling place's roll key held to its
+municipality's token key, each of its ballots' tokens verified under that key.
+
 Record format 2 keeps no casting order, so completeness is shown without one: each device's
 signed statement counts and commits to the set of its ballots (check 8), and each station's
 chain is a chain of batches sorted by ballot hash (check 16).
@@ -35,6 +40,7 @@ from election.ids import check_device_id, check_station_id, check_trustee_id
 from election.keyceremony import TrusteePublic, joint_public_key
 from election.manifest import Manifest
 from election.pool import ordered_chunks
+from election.reconciliation import ELECTION_DAY, MUNICIPAL_KINDS, RECONCILIATION, Reconciliation
 from election.record import (
     BALLOTS,
     CONTEXT,
@@ -65,6 +71,7 @@ from election.stations import (
     STATIONS,
     StationKeys,
     parse_chain_lines,
+    roll_key_hex,
 )
 from election.tally import DecryptionShare, EncryptedTally, Results, TallyAccumulator, combined_share
 from election.tokens import verify as verify_token
@@ -98,10 +105,16 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(18, "every cast ballot spends a token its station's roll signed; spoiled ballots carry none"),
     Check(19, "the record folder holds exactly the documented files and folders"),
+    Check(
+        20,
+        "the reconciliation's figures are the record's; every early/common place's roll key is its municipality's "
+        "token key and each of its tokens verifies under it",
+    ),
 )
 FOLDER_OWNERS = {TRUSTEES: 3, BALLOTS: 6, SPOILED: 6, DEVICE_STATEMENTS: 8, DECRYPTION: 14, STATIONS: 16}
 """The check that fails for a missing folder or a stray entry inside it."""
 LAYOUT_CHECK = 19
+RECONCILIATION_CHECK = 20
 _TITLES = {check.number: check.title for check in CHECKS}
 _MAX_PROBLEMS_SHOWN = 20
 
@@ -201,6 +214,14 @@ class _Verifier:
         self.progress = progress or (lambda done, total: None)
         self.chained: dict[bytes, _ChainedBallot] = {}
         self.roll_keys: dict[str, rsa.RSAPublicKey] = {}
+        self.municipal_keys: dict[str, tuple[str, rsa.RSAPublicKey, bool]] = {}
+        """Each early/common station → (its municipality, the municipality's token key, whether
+        that is the station's roll key: then check 18's token verification answers for 20)."""
+        self.token_keys: dict[str, rsa.RSAPublicKey] = {}
+        """Every municipality's token key, to name the one a stray token was signed with."""
+        self.unverified_closing: set[str] = set()
+        """Stations whose closing report is present but failed check 16 (or whose chain did, so
+        it could not be held to it): check 20 does not fail them again for their check-ins."""
 
     def read(self, number: int, name: str) -> Any:
         """One file's JSON; None (after failing check ``number``) if missing, unreadable or ``null``
@@ -228,8 +249,9 @@ class _Verifier:
             return None
 
     def fail_from(self, first: int, reason: str) -> None:
-        for number in range(first, LAYOUT_CHECK):  # the layout check never depends on content
-            self.report.fail(number, f"not checked: {reason}")
+        for check in CHECKS:  # the layout check never depends on content
+            if check.number >= first and check.number != LAYOUT_CHECK:
+                self.report.fail(check.number, f"not checked: {reason}")
 
     def run(self) -> None:
         self.check_layout()
@@ -248,6 +270,7 @@ class _Verifier:
             self.report.fail(4, "no trustee data to derive the joint public key from")
         devices = self.load_devices()
         self.load_stations(manifest)
+        self.check_reconciliation(manifest)
         accumulator = self.check_ballots(manifest, context, devices)
         tally = self.check_tally(manifest, accumulator)
         shares = self.check_shares(manifest, context, trustees, tally)
@@ -406,6 +429,12 @@ class _Verifier:
                 setattr(counts, entry.kind, getattr(counts, entry.kind) + 1)
             if hashes is not None:
                 self.check_heads(folder, station_id, manifest, keys.ledger_key, entries, hashes, closing, counts)
+            if (
+                CLOSING_FILE in (self.source.listing(folder) or {})
+                and counts.check_ins is None
+                and (closing is None or closing["check_ins"] is not None)
+            ):
+                self.unverified_closing.add(station_id)
             for entry in entries:
                 where = f"{folder} entry {entry.position}"
                 if entry.ballot_hash in self.chained:
@@ -481,6 +510,66 @@ class _Verifier:
         if check_ins is not None and counts.counted > check_ins:
             self.report.fail(18, f"{folder}: {counts.counted} ballots counted, the roll checked in only {check_ins}")
 
+    def check_reconciliation(self, manifest: Manifest) -> None:
+        """Check 20 on ``reconciliation.json`` (formats.md §13), before the ballots are read so
+        that each early/common place's tokens are checked under its municipality's key as they
+        stream past (``check_station_membership``).
+
+        What the record recomputes is compared: the station list (every station folder, no
+        other), each station's counted ballots (its chain) and check-ins (its verified closing
+        report). What it cannot (the kinds, the marks of the municipal registers) is held to
+        the keys and to the file's own rules (``Reconciliation.problems``): a station the centre
+        calls early or common must hold its municipality's token key as its roll key, and a
+        station called election-day must not hold any municipality's (it would be a municipal
+        place kept out of its municipality's sums)."""
+        number = RECONCILIATION_CHECK
+        document = self.load(number, RECONCILIATION, Reconciliation.from_json)
+        if document is None:
+            return
+        if document.base_hash != manifest.base_hash:
+            self.report.fail(number, f"{RECONCILIATION}: made for another election")
+        for problem in document.problems():
+            self.report.fail(number, f"{RECONCILIATION}: {problem}")
+        self.token_keys = {m.municipality: m.token_key for m in document.municipalities}
+        owners = {m.token_key_hex: m.municipality for m in document.municipalities}
+        folders = {name for name in self.source.folders(STATIONS) if _valid(check_station_id, name)}
+        listed = {s.station_id for s in document.stations}
+        for station_id in sorted(folders - listed):
+            self.report.fail(number, f"{RECONCILIATION}: station {station_id} of the record is not listed")
+        for station_id in sorted(listed - folders):
+            self.report.fail(number, f"{RECONCILIATION}: station {station_id} is listed but not in the record")
+        for line in document.stations:
+            where = f"{RECONCILIATION}: station {line.station_id}"
+            if line.station_id not in folders:
+                continue
+            counts = self.report.stations.get(line.station_id)
+            if counts is None:
+                self.report.fail(number, f"{where}: not checked: its chain could not be read (check 16)")
+            else:
+                if line.ballots != counts.counted:
+                    self.report.fail(number, f"{where}: {line.ballots} ballots, its chain counts {counts.counted}")
+                if line.check_ins != counts.check_ins and line.station_id not in self.unverified_closing:
+                    signed = "no verified closing report with check-ins" if counts.check_ins is None else (
+                        f"{counts.check_ins} in its signed closing report")  # fmt: skip
+                    self.report.fail(number, f"{where}: {line.check_ins} check-ins, {signed}")
+            roll_key = self.roll_keys.get(line.station_id)
+            municipality = document.municipality(line.municipality)
+            if roll_key is None:
+                self.report.fail(number, f"{where}: not checked: its station.json could not be read (check 16)")
+                continue
+            owner = owners.get(roll_key_hex(roll_key))
+            if line.kind in MUNICIPAL_KINDS and municipality is not None:
+                same = owner == municipality.municipality
+                self.municipal_keys[line.station_id] = (municipality.municipality, municipality.token_key, same)
+                if not same:
+                    held = f"municipality {owner}'s" if owner else "its own"
+                    name = municipality.municipality
+                    self.report.fail(number, f"{where}: {_article(line.kind)} {line.kind} polling place of {name} "
+                                             f"whose roll key is {held}, not {name}'s token key")  # fmt: skip
+            elif line.kind == ELECTION_DAY and owner is not None:
+                self.report.fail(number, f"{where}: listed as election-day, yet its roll key is municipality "
+                                         f"{owner}'s token key")  # fmt: skip
+
     def check_station_membership(self, where: str, ballot: _BallotFacts, kind: str) -> None:
         """Checks 17 and 18 for one ballot: its chain entry and its token."""
         if kind == "spoiled" and ballot.token is not None:
@@ -494,18 +583,32 @@ class _Verifier:
         chained.found = True
         if ("cast" if chained.kind == "late" else chained.kind) != kind:
             self.report.fail(17, f"{where}: recorded as {kind}, chained as {chained.kind} ({chained.where})")
+        if kind != "cast" or ballot.token is None:
+            return
+        token = ballot.token
         roll_key = self.roll_keys.get(chained.station)
-        if (
-            kind == "cast"
-            and ballot.token is not None
-            and (roll_key is None or not verify_token(roll_key, ballot.token.message, ballot.token.signature))
-        ):
+        valid = roll_key is not None and verify_token(roll_key, token.message, token.signature)
+        if not valid:
             self.report.fail(18, f"{where}: the token is not signed by station {chained.station}'s roll")
+        municipal = self.municipal_keys.get(chained.station)
+        if municipal is None:
+            return
+        name, key, same = municipal
+        if not (valid if same else verify_token(key, token.message, token.signature)):
+            signer = None
+            if len(self.report.outcomes[RECONCILIATION_CHECK].problems) < _MAX_PROBLEMS_SHOWN:  # bounded work
+                others = (other for other, k in self.token_keys.items()
+                          if other != name and verify_token(k, token.message, token.signature))  # fmt: skip
+                signer = next(others, None)
+            by = f", it is signed by municipality {signer}'s key" if signer else ""
+            self.report.fail(RECONCILIATION_CHECK, f"{where}: chained at {chained.station}, a polling place of "
+                                                   f"{name}, its token does not verify under {name}'s token "
+                                                   f"key{by}")  # fmt: skip
 
     def check_ballots(
         self, manifest: Manifest, context: ElectionContext, devices: dict[str, Ed25519PublicKey]
     ) -> TallyAccumulator:
-        """Checks 6–12 on every ballot, then 8, 9, 17 and 18 across them.
+        """Checks 6–12 on every ballot, then 8, 9, 17, 18 and 20 (municipal tokens) across them.
 
         The per-ballot work (parsing and validating every point, the device signature, every
         proof, a spoiled ballot's opening) is stateless and runs in ``workers`` processes over
@@ -779,6 +882,10 @@ class _Merge:
 
 def check_title(number: int) -> str:
     return _TITLES[number]
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _valid(check: Callable[[str, str], str], name: str) -> bool:

@@ -159,6 +159,8 @@ def export(directory: Path, record: Path, database: str | None) -> None:
     store = central.store(database)
     try:
         summary = export_record(central, store, record, ProgressLine())
+    except GatewayError as error:  # the municipal roll's database unreachable: no record without its keys
+        raise click.ClickException(f"{error}: nothing was exported") from error
     finally:
         store.close()
     stations = ", ".join(f"{s} ({n} entries)" for s, n in summary.stations.items())

@@ -21,6 +21,10 @@ What must hold, once every station of a municipality has closed and sent its mar
                        Σ check-ins = marks (early/common + election-day) + voted twice + not registered
                        voted twice = 0
 
+The same figures go into the election record as ``reconciliation.json`` (gateway/export.py,
+``election.reconciliation``), where the verifier's check 20 holds them to the chains and the
+closing reports.
+
 A figure not known yet (polls open, no closing report at the centre, marks not sent back) is
 shown as pending, never as a discrepancy. Every discrepancy is a line starting ``!`` and makes
 ``gateway status`` exit 1. The figures are counts only: no voter key leaves the register here.
@@ -154,9 +158,22 @@ def reconcile(stations: Iterable[StationFigures], municipalities: Iterable[Munic
     return result
 
 
-def gather(central_dir: Path, store: Any) -> Reconciliation | None:
-    """The figures of the central store (``store``: :class:`gateway.store.Store`, its public
-    queries only) and of the municipal roll, if this central office runs one (else None)."""
+@dataclass(frozen=True)
+class MunicipalSnapshot:
+    """What the municipal roll knows, read once: for ``gateway status`` and for the record's
+    ``reconciliation.json`` (gateway/export.py), so both show the same figures."""
+
+    kinds: dict[str, tuple[str, str]]
+    """station → (municipality, kind: ``early``, ``common`` or ``election_day``)."""
+    marks: dict[str, tuple[int, int, int]]
+    """election-day station → (marked, voted twice, not registered) of the marks it sent back."""
+    municipalities: tuple[MunicipalFigures, ...]
+    token_keys: dict[str, Any]
+    """municipality → its token key (``rsa.RSAPublicKey``), which its early/common places use."""
+
+
+def municipal_snapshot(central_dir: Path) -> MunicipalSnapshot | None:
+    """The municipal roll's side of the reconciliation, if this central office runs one (else None)."""
     from gateway.municipal_roll import MunicipalConfig, MunicipalStore, config_path
 
     path = config_path(central_dir)
@@ -173,12 +190,23 @@ def gather(central_dir: Path, store: Any) -> Reconciliation | None:
             municipalities.append(MunicipalFigures(name, roll.polls(name), eligible, early, day))
     finally:
         roll.close()
+    keys = {m.municipality: config.municipality(m.municipality).token_public_key() for m in municipalities}
+    return MunicipalSnapshot(kinds, marks, tuple(municipalities), keys)
+
+
+def gather(central_dir: Path, store: Any) -> Reconciliation | None:
+    """The figures of the central store (``store``: :class:`gateway.store.Store`, its public
+    queries only) and of the municipal roll, if this central office runs one (else None)."""
+    snapshot = municipal_snapshot(central_dir)
+    if snapshot is None:
+        return None
     stations = []
-    for station_id in sorted(set(store.station_ids()) | set(kinds)):
+    for station_id in sorted(set(store.station_ids()) | set(snapshot.kinds)):
         check_ins, ballots = closing_counts(store.verified_closing_report(station_id))
-        municipality, kind = kinds.get(station_id, (None, ""))
-        stations.append(StationFigures(station_id, municipality, kind, check_ins, ballots, marks.get(station_id)))
-    return reconcile(stations, municipalities)
+        municipality, kind = snapshot.kinds.get(station_id, (None, ""))
+        stations.append(StationFigures(station_id, municipality, kind, check_ins, ballots,
+                                       snapshot.marks.get(station_id)))  # fmt: skip
+    return reconcile(stations, snapshot.municipalities)
 
 
 def report_lines(central_dir: Path, store: Any) -> tuple[list[str], bool]:

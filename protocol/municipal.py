@@ -238,9 +238,7 @@ class MunicipalGrant:
         certificate = _pem(data["certificate"], "municipal_link.certificate")
         token_key = _pem(data["token_key"], "municipal_link.token_key")
         x509.load_pem_x509_certificate(ca)
-        names = x509.load_pem_x509_certificate(certificate).subject.get_attributes_for_oid(
-            x509.NameOID.COMMON_NAME
-        )
+        names = x509.load_pem_x509_certificate(certificate).subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         if [str(name.value) for name in names] != [relay_identity(station_id)]:
             raise FormatError(f"municipal_link.certificate: not for {relay_identity(station_id)}")
         key = serialization.load_pem_public_key(token_key)

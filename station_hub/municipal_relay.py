@@ -26,7 +26,8 @@ holds totals only, as a station roll's does.
 
 Files: ``STATION_DIR/municipal/`` — ``link.json`` (station, municipality, kind, central broker),
 ``ca.pem`` (the central CA), ``roll.key`` (made here, never leaves the station), ``roll.pem``,
-``relay.db`` (polls, granted digests).
+``token.pem`` (the municipality's token key as granted, so that ``station-hub self-test`` can
+tell that ``public/token.pem`` is still it), ``relay.db`` (polls, granted digests).
 """
 
 from __future__ import annotations
@@ -107,6 +108,15 @@ class MunicipalLink(BrokerLink):
             raise SiteError(f"{directory}/link.json: kind must be early or common")
         return cls(directory, data["station_id"], data["host"], data["port"], data["municipality"], data["kind"])
 
+    @property
+    def token_key_file(self) -> Path:
+        """The municipality's token key as the grant carried it (``public/token.pem`` must be it)."""
+        return self.directory / "token.pem"
+
+    @property
+    def relay_db(self) -> Path:
+        return self.directory / "relay.db"
+
 
 def relay_request(station: Station) -> bytes:
     """Make the station roll's central key (kept here) and a signing request for ``<station>.roll``."""
@@ -138,6 +148,7 @@ def install_municipal_link(
         raise SiteError("the municipal roll link certificate is not for this station roll's key")
     (directory / "ca.pem").write_bytes(ca_pem)
     (directory / "roll.pem").write_bytes(certificate_pem)
+    (directory / "token.pem").write_bytes(token_public_pem)
     station.token_public_file.write_bytes(token_public_pem)
     config = {"version": LINK_VERSION, "station_id": station.station_id, "municipality": municipality,
               "kind": kind, "host": host, "port": port}  # fmt: skip
@@ -172,8 +183,10 @@ def install_municipal_grant(station: Station, payload: bytes) -> MunicipalLink:
     if not (MunicipalLink.directory_of(station.directory) / "roll.key").exists():
         raise SiteError("no station roll key here: run `station-hub municipal-request` first")
     if CentralLink.exists(station.directory) and station.token_public_file.read_bytes() != grant.token_key_pem:
-        raise SiteError("the station is registered at the central office with another token key: the grant "
-                        "would make the centre refuse its tokens (join the municipal roll, then register)")
+        raise SiteError(
+            "the station is registered at the central office with another token key: the grant "
+            "would make the centre refuse its tokens (join the municipal roll, then register)"
+        )
     try:
         return install_municipal_link(station, municipality=grant.municipality, kind=grant.kind, host=grant.host,
                                       port=grant.port, ca_pem=grant.ca_pem, certificate_pem=grant.certificate_pem,

@@ -25,6 +25,15 @@ ones in :mod:`infra.selftest`):
   at its schema version and its chain verifies (``LedgerStore.load``);
 - the broker configuration and ACL exist and name existing files; ``mosquitto`` is on PATH;
   the station's port is free, or answers TLS with a certificate of the station CA.
+
+An **early-voting or common polling place** (``STATION_DIR/municipal/link.json``, issue 17) has
+no roll of its own: its roll service relays check-ins to the municipal roll, which signs tokens
+with the municipality's key, installed as ``public/token.pem``. For such a station the roll
+token key check asks instead that ``public/token.pem`` is the municipality's key as granted
+(``municipal/token.pem``) and never the station's own ``roll/token.key``; a ``municipal link``
+check judges the station roll's identity for the central broker (``<station>.roll``, from the
+central CA, in date, its key matching); the relay's database replaces the roll database; the
+roll salt and the JPKI trust are not used there and say so.
 """
 
 from __future__ import annotations
@@ -76,8 +85,10 @@ from infra.selftest import (
     usable_crl,
     warned,
 )
+from protocol.municipal import relay_identity
 from station_hub.ledger_store import SCHEMA_VERSION as LEDGER_SCHEMA_VERSION
 from station_hub.ledger_store import LedgerStore, attach_pool
+from station_hub.municipal_relay import RELAY_SCHEMA_VERSION, MunicipalLink
 from station_hub.roll import ROLL_SCHEMA_VERSION
 from station_hub.station import ROLL_PASSPHRASE_ENV, Station
 
@@ -162,6 +173,75 @@ def judge_token_key(public: rsa.RSAPublicKey | str, sealed: bool | str, private:
             f"a real station is made with {ROLL_PASSPHRASE_ENV} set, which seals it",
         )
     return passed(name, f"{bits}, sealed, opens with the passphrase and matches public/token.pem")
+
+
+def judge_relay_token_key(
+    public: rsa.RSAPublicKey | str, granted: rsa.RSAPublicKey | str | None, own: Any, link: MunicipalLink
+) -> CheckResult:
+    """An early/common place blinds with its municipality's key: ``public`` (public/token.pem)
+    must be ``granted`` (municipal/token.pem, the key the grant carried; None: a link installed
+    before it was kept), and never the station's own roll key (``own``: the opened roll/token.key,
+    or None/a reason when it could not be opened): with it the terminals would blind for a key
+    the municipal roll does not sign with, and every check-in would fail at the booth."""
+    name = "roll token key"
+    place = f"{_article(link.kind)} {link.kind} polling place of {link.municipality}"
+    regrant = f"install the municipal grant again: station-hub municipal-link {link.directory.parent} GRANT"
+    if isinstance(public, str):
+        return failed(name, f"public/token.pem: {public}", regrant)
+    if isinstance(granted, str):
+        return failed(name, f"municipal/token.pem: {granted}", regrant)
+    bits = f"RSA-{public.key_size}"
+    if isinstance(own, rsa.RSAPrivateKey) and public_der(own.public_key()) == public_der(public):
+        if granted is not None and public_der(granted) == public_der(public):
+            return failed(name, f"roll/token.key is {link.municipality}'s private token key: it must stay at the "
+                                "municipal roll", "remove it from this hub and ask the central office to replace "
+                                f"{link.municipality}'s token key")  # fmt: skip
+        return failed(name, f"{place}, but public/token.pem is this station's own roll key, not "
+                            f"{link.municipality}'s: the municipal roll's tokens would not verify",
+                      f"{regrant}; then re-export the station package")  # fmt: skip
+    if granted is None:
+        return warned(name, f"{place}: public/token.pem ({bits}) cannot be compared with the key the grant "
+                            "carried (municipal/token.pem is missing: the link predates it)", regrant)  # fmt: skip
+    if public_der(granted) != public_der(public):
+        return failed(name, f"{place}, but public/token.pem is not {link.municipality}'s token key as granted: "
+                            "terminals would blind tokens the municipal roll does not sign",
+                      f"{regrant}; then re-export the station package")  # fmt: skip
+    return passed(name, f"{place}: public/token.pem is {link.municipality}'s token key ({bits}, as granted); "
+                        "the municipal roll signs the tokens, this station's roll/token.key is not used")  # fmt: skip
+
+
+def judge_municipal_link(link: MunicipalLink | str, station_id: str, now: dt.datetime) -> CheckResult:
+    """The station roll's identity for the central broker (``<station>.roll``), from the central
+    CA the grant carried, in date, its key here: without it the relay reaches no municipal roll
+    and every voter is told the roll is unreachable."""
+    name = "municipal link"
+    regrant = "ask the central office for a new grant (gateway municipal-roll add-station) and install it"
+    if isinstance(link, str):
+        return failed(name, link, regrant)
+    if link.station_id != station_id:
+        return failed(name, f"municipal/link.json is for station {link.station_id}, not {station_id}", regrant)
+    ca = read_certificate(link.ca_file)
+    if isinstance(ca, str):
+        return failed(name, f"municipal/ca.pem: {ca}", regrant)
+    result = check_identity(name, relay_identity(station_id), Role.ROLL, read_certificate(link.cert_file("")),
+                            read_private_key(link.key_file("")), ca, None, now, reissue=regrant)  # fmt: skip
+    if result.ok:
+        return replace(result, detail=f"{link.kind} polling place of {link.municipality}, central broker "
+                                      f"{link.host}:{link.port}, {result.detail}")  # fmt: skip
+    return result
+
+
+def judge_relay_db(state: StoreState) -> CheckResult:
+    name = "roll relay database"
+    if not state.exists:
+        return passed(name, "not created yet: the relay makes municipal/relay.db at its first start")
+    if state.error:
+        return failed(name, f"municipal/relay.db: {state.error}", "restore it from the station backup")
+    if state.version != RELAY_SCHEMA_VERSION:
+        return failed(name, f"schema version {state.version}, this software reads {RELAY_SCHEMA_VERSION}",
+                      "install the software version the station was made with")  # fmt: skip
+    return passed(name, f"schema {state.version}, {state.facts['checked_in']} checked in here, "
+                        f"polls {state.facts['polls']} (the register is the municipal roll's)")  # fmt: skip
 
 
 def judge_salt(mode: int | str, salt: bytes | str) -> CheckResult:
@@ -352,6 +432,43 @@ def observe_roll(station: Station) -> StoreState:
         db.close()
 
 
+def observe_relay(link: MunicipalLink) -> StoreState:
+    path = link.relay_db
+    if not path.exists():
+        return StoreState(False)
+    try:
+        db = open_read_only(path)
+    except (OSError, sqlite3.Error) as error:
+        return StoreState(True, str(error))
+    try:
+        version = schema_version(db)
+        if version != RELAY_SCHEMA_VERSION:
+            return StoreState(True, None, version)
+        checked = db.execute("SELECT count(*) FROM granted").fetchone()[0]
+        row = db.execute("SELECT value FROM meta WHERE name = 'polls'").fetchone()
+        return StoreState(True, None, version, {"checked_in": checked, "polls": row[0] if row else "pending"})
+    except sqlite3.Error as error:
+        return StoreState(True, str(error))
+    finally:
+        db.close()
+
+
+def _granted_key(link: MunicipalLink) -> rsa.RSAPublicKey | str | None:
+    try:
+        key = serialization.load_pem_public_key(link.token_key_file.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"cannot read it: {error.strerror}"
+    except (ValueError, TypeError):
+        return "not a PEM public key"
+    return key if isinstance(key, rsa.RSAPublicKey) else "not an RSA public key"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _pem_folder(folder: Path, load: Callable[[bytes], Any]) -> list[tuple[str, Any]]:
     if not folder.is_dir():
         return []
@@ -483,17 +600,31 @@ def hub_checks(station: Station, context: HubContext) -> list[CheckResult]:
     key_names = sorted(p.name.removesuffix(".key") for p in keys_dir.glob("*.key")) if keys_dir.is_dir() else []
     hub_identities = [cn for cn, _role, _extra in identities] + ["forwarder"]
     results.append(judge_terminal_keys(station.terminals, key_names, hub_identities, training=sealed is False))
-    results.append(judge_token_key(public, sealed, private))
-    results.append(judge_salt(*_salt_state(station)))
-    results.append(
-        judge_jpki(
-            _pem_folder(station.jpki_dir / "anchors", _certificate),
-            _pem_folder(station.jpki_dir / "crls", _crl),
-            now,
-            directory,
+    relay: MunicipalLink | str | None = None
+    if MunicipalLink.exists(directory):
+        try:
+            relay = MunicipalLink.open(directory)
+        except (SiteError, OSError) as error:
+            relay = f"municipal/link.json: {error}"
+        results.append(judge_municipal_link(relay, station.station_id, now))
+    if isinstance(relay, MunicipalLink):
+        results.append(judge_relay_token_key(public, _granted_key(relay), private, relay))
+        unused = f"not used at {_article(relay.kind)} {relay.kind} polling place: the municipal roll "
+        results.append(passed("roll salt", unused + "derives the voter keys"))
+        results.append(passed("JPKI trust", unused + "checks the cards"))
+        results.append(judge_relay_db(observe_relay(relay)))
+    else:
+        results.append(judge_token_key(public, sealed, private))
+        results.append(judge_salt(*_salt_state(station)))
+        results.append(
+            judge_jpki(
+                _pem_folder(station.jpki_dir / "anchors", _certificate),
+                _pem_folder(station.jpki_dir / "crls", _crl),
+                now,
+                directory,
+            )
         )
-    )
-    results.append(judge_roll_db(observe_roll(station), directory))
+        results.append(judge_roll_db(observe_roll(station), directory))
     results.append(judge_ledger_db(observe_ledger(station)))
 
     config = read_text(station.broker_config)

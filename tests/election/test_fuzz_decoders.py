@@ -28,6 +28,7 @@ from election.encoding import canonical_bytes, parse_json
 from election.errors import ElectionError, FormatError
 from election.keyceremony import Trustee, TrusteePublic
 from election.manifest import Manifest
+from election.reconciliation import Reconciliation
 from election.record import FILE, FOLDER
 from election.stations import StationKeys, parse_chain_lines
 from election.tally import DecryptionShare, EncryptedTally, Results
@@ -71,6 +72,7 @@ DECODERS: dict[str, tuple[Decoder, bytes]] = {
     "checkpoint": (lambda d: Checkpoint.from_signed(d, LEDGER_KEY), _file("stations/station-1/checkpoint.json")),
     "station": (StationKeys.from_json, _file("stations/station-1/station.json")),
     "device statement": (DeviceStatement.from_json, _file("device_statements")),
+    "reconciliation": (Reconciliation.from_json, _file("reconciliation.json")),
 }
 
 

@@ -213,7 +213,7 @@ def test_verification_page_lists_every_check(site: dict[str, bytes]) -> None:
     html = site["verification.html"].decode()
     for check in CHECKS:
         assert re.search(rf'<li class="check pass" id="check-{check.number}">', html)
-    assert "all 19 checks pass" in read_page(site, "index.html").text
+    assert "all 20 checks pass" in read_page(site, "index.html").text
 
 
 def test_the_same_record_gives_the_same_site(record: Path, site: dict[str, bytes]) -> None:
@@ -313,6 +313,9 @@ def resign_station(record: Path, station: str, late: int, check_ins_extra: int) 
         "unreachable": {}, "late": {},
     }  # fmt: skip
     (folder / "closing.json").write_bytes(canonical_bytes(sign_document(body, key)))
+    reconciliation = json.loads((record / "reconciliation.json").read_bytes())  # the centre's figures follow
+    reconciliation["stations"][station].update(check_ins=body["check_ins"], ballots=counted)
+    (record / "reconciliation.json").write_bytes(canonical_bytes(reconciliation))
 
 
 def test_late_ballots_and_closing_report(record: Path, tmp_path: Path) -> None:
@@ -320,7 +323,7 @@ def test_late_ballots_and_closing_report(record: Path, tmp_path: Path) -> None:
     shutil.copytree(record, copy)
     resign_station(copy, "station-1", late=2, check_ins_extra=1)
     files = build_site(DirectoryRecord(copy))
-    assert "all 19 checks pass" in read_page(files, "index.html").text, read_page(files, "verification.html").text
+    assert "all 20 checks pass" in read_page(files, "index.html").text, read_page(files, "verification.html").text
     page = read_page(files, "stations.html")
     (table,) = page.tables
     assert table[0][2] == "締切後 Late"

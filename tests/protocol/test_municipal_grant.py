@@ -36,8 +36,16 @@ def grant(tmp_path_factory: pytest.TempPathFactory) -> MunicipalGrant:
     ca = StationCA.create(tmp_path_factory.mktemp("central") / "ca", "central")
     roll = ca.issue(ed25519.Ed25519PrivateKey.generate().public_key(), "st-a.roll", Role.ROLL)
     token = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return MunicipalGrant("st-a", "kaga", "early", "127.0.0.1", 8884, certificate_pem(ca.certificate),
-                          certificate_pem(roll), _public_pem(token))
+    return MunicipalGrant(
+        "st-a",
+        "kaga",
+        "early",
+        "127.0.0.1",
+        8884,
+        certificate_pem(ca.certificate),
+        certificate_pem(roll),
+        _public_pem(token),
+    )
 
 
 def decode_or_refuse(payload: bytes, valid: MunicipalGrant) -> None:

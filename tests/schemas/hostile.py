@@ -12,9 +12,10 @@ FREE_TEXT_KEYS = frozenset(
      "OtherType", "ca", "certificate", "link_request"}
 )  # fmt: skip
 """Keys whose strings are text for people (or PEM): a trailing newline is allowed there."""
-MAP_KEYS = frozenset({"terminals", "devices", "late", "unreachable"})
+MAP_KEYS = frozenset({"terminals", "devices", "late", "unreachable", "stations", "municipalities"})
 """Objects whose keys are data (terminal ids), not field names (``late``, ``unreachable``: a closing
-report's late ballots and unreachable terminals' heads, per terminal)."""
+report's late ballots and unreachable terminals' heads, per terminal; ``stations``, ``municipalities``:
+reconciliation.json's, per station and per municipality)."""
 _FIXED_HEX = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}|[0-9a-f]{128}")
 HUGE = 10**300
 """Far beyond 2^63 (and still printable: Python refuses repr() beyond 4300 digits)."""

@@ -6,6 +6,7 @@ ballots, challenges, stations, tally, decryption), plus the published test-vecto
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ from schema_tools import SCHEMAS, assert_invalid, assert_valid, errors
 
 from election.cli import main as election_cli
 from election.encoding import canonical_bytes, parse_json
-from election.manifest import Manifest
-from election.record import DirectoryRecord
-from election.simulation import ceremony_to_files
+from election.manifest import Manifest, sample_manifest
+from election.record import DirectoryRecord, RecordWriter
+from election.simulation import ceremony_to_files, simulate
 from election.tally import Results
 from election.verify import verify_record
 from gateway.results import nist_results
@@ -30,6 +31,7 @@ TOP_FILES = {
     "tally.json": "tally.schema.json",
     "results.json": "results.schema.json",
     "results-nist.json": "results-nist.schema.json",
+    "reconciliation.json": "reconciliation.schema.json",
 }
 FOLDER_FILES = {
     "trustees": "trustee.schema.json",
@@ -207,3 +209,44 @@ def test_targeted_hostile_record_values_are_refused(simulated: Path, schema: str
     assert not errors(schema, document)
     mutate(document)
     assert_invalid(schema, document, f"{relative}: {what}")
+
+
+@pytest.fixture(scope="module")
+def municipal_reconciliation(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The ``reconciliation.json`` of a simulated record with an early, a common and an
+    election-day station of one municipality (issue 17), beside an election-day station of none."""
+    out = tmp_path_factory.mktemp("municipal") / "record"
+    places = {"station-1": ("kaga", "early"), "station-2": ("kaga", "common"), "station-3": ("kaga", "election_day")}
+    simulate(sample_manifest(1, 2, 1), RecordWriter(out), 8, trustee_count=1, quorum=1, device_count=4,
+             station_count=4, spoil_rate=0.2, seed=5, places=places)  # fmt: skip
+    assert verify_record(DirectoryRecord(out)).passed
+    return parse_json((out / "reconciliation.json").read_bytes())
+
+
+def test_a_municipal_reconciliation_follows_its_schema_and_hostile_variants_do_not(municipal_reconciliation: Any):
+    assert_valid("reconciliation.schema.json", municipal_reconciliation)
+    assert municipal_reconciliation["municipalities"]["kaga"]["check_ins"] is not None
+    checked = 0
+    for label, variant in [*root_variants(municipal_reconciliation), *variants(municipal_reconciliation)]:
+        assert_invalid("reconciliation.schema.json", variant, label)
+        checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize(
+    ("mutate", "what"),
+    [
+        (lambda d: d["stations"]["station-1"].update(kind="late"), "an unknown kind"),
+        (lambda d: d["stations"]["station-1"].update(kind="election-day"), "election-day with a hyphen"),
+        (lambda d: d["stations"]["station-4"].update(municipality=""), "an empty municipality"),
+        (lambda d: d["stations"]["station-3"]["marks"].update(extra=1), "an extra mark figure"),
+        (lambda d: d["municipalities"]["kaga"].update(polls="closing"), "the station polls' closing state"),
+        (lambda d: d["municipalities"]["kaga"].update(token_key="00" * 300), "a token key that is no DER sequence"),
+        (lambda d: d["municipalities"].update({"Kaga City": d["municipalities"]["kaga"]}), "an id with a space"),
+        (lambda d: d["stations"].update({"station-1\n": d["stations"]["station-1"]}), "a station id with a newline"),
+    ],
+)  # fmt: skip
+def test_targeted_hostile_reconciliation_values_are_refused(municipal_reconciliation: Any, mutate: Any, what: str):
+    document = copy.deepcopy(municipal_reconciliation)
+    mutate(document)
+    assert_invalid("reconciliation.schema.json", document, what)
