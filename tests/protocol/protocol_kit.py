@@ -22,13 +22,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from election import tokens
 from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token, seal_ballot
-from election.chain import ChainEntry, ChainHead, ChainState, Checkpoint, PoolBallot, genesis_hash
+from election.chain import COUNTED_KINDS, ChainEntry, ChainHead, ChainState, Checkpoint, PoolBallot, genesis_hash
 from election.context import ElectionContext
 from election.devices import DeviceStatement
 from election.encoding import canonical_bytes, parse_json, sha256
 from election.errors import ElectionError
 from election.keyceremony import Trustee, TrusteePublic
 from election.manifest import Manifest, sample_manifest
+from election.reconciliation import ELECTION_DAY, RECONCILIATION, Reconciliation, StationLine
 from election.record import (
     BALLOTS,
     DEVICE_STATEMENTS,
@@ -371,6 +372,9 @@ def write_record(subs: Sequence[Sub], root: Path) -> DirectoryRecord:
         writer.write(f"decryption/{trustee.trustee_id}.json", share.to_json(k.manifest, tally))
     results = decrypt_totals(tally, shares, list(k.publics), k.context.quorum)
     writer.write(RESULTS, results.to_json(k.manifest))
+    counted = sum(1 for entry in entries if entry.kind in COUNTED_KINDS)
+    station = StationLine(STATION_ID, ELECTION_DAY, None, None, counted)
+    writer.write(RECONCILIATION, Reconciliation.make(k.manifest.base_hash, [station]).to_json())
     return DirectoryRecord(root)
 
 
