@@ -52,12 +52,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from election import tokens
-from election.ballot import BallotOpening, SealedBallot
+from election.ballot import Token
 from election.chain import ChainEntry, ChainHead, ChainState, PoolBallot
 from election.devices import DeviceStatement, set_commitment
 from election.encoding import canonical_bytes, sha256
@@ -108,6 +110,30 @@ class _Bucket:
         return min(budget.burst, self.level + max(0.0, now - self.at) * budget.rate) >= 1
 
 
+class HeldBallot(Protocol):
+    """What the ledger and its store need of a held ballot (a :class:`SealedBallot` has it too)."""
+
+    @property
+    def ballot_hash(self) -> bytes: ...
+    @property
+    def ballot_id(self) -> bytes: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def token(self) -> Token | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BallotFacts:
+    """The identifying fields of a parsed, held ballot: what crosses back from a check worker
+    instead of the whole sealed ballot (its ciphertexts and proofs are in ``Held.stored``)."""
+
+    ballot_hash: bytes
+    ballot_id: bytes
+    device_id: str
+    token: Token | None
+
+
 @dataclass(frozen=True, slots=True)
 class Held:
     """A ballot for the pool; acknowledge only after it is durable.
@@ -117,13 +143,18 @@ class Held:
     ``statement`` is the device's new latest statement, None when the one held is as recent.
     """
 
-    ballot: SealedBallot
+    ballot: HeldBallot
     kind: str
     stored: bytes
     statement: DeviceStatement | None
+    ack_bytes: bytes | None = None
+    """The encoded acknowledgement, when a check worker already made it."""
 
     def ack(self) -> AckHeld:
         return AckHeld(self.ballot.ballot_hash)
+
+    def encoded_ack(self) -> bytes:
+        return self.ack_bytes if self.ack_bytes is not None else self.ack().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +166,9 @@ class Duplicate:
     def ack(self) -> AckHeld:
         return AckHeld(self.ballot_hash)
 
+    def encoded_ack(self) -> bytes:
+        return self.ack().encode()
+
 
 @dataclass(frozen=True, slots=True)
 class Refused:
@@ -144,6 +178,9 @@ class Refused:
 
     def ack(self) -> AckRefused:
         return AckRefused(self.payload_hash, self.reason, self.detail)
+
+    def encoded_ack(self) -> bytes:
+        return self.ack().encode()
 
 
 Decision = Held | Duplicate | Refused
@@ -227,6 +264,110 @@ class BatchEntry:
     device_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Unparsed:
+    """A payload refused before it is a ballot (``too_large``, ``malformed``)."""
+
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Examined:
+    """What the checks that depend on nothing but the payload and the sender's key found: made
+    by :class:`Examiner`, in a worker process or here. The core judges it in the order of the
+    module docstring, so a failed check here refuses only when no earlier rule did.
+
+    Signature, statement, token, proofs and opening are checked only as far as they can decide
+    (a check after one that failed is reported as failed too, unread: the earlier one refuses)."""
+
+    ballot: BallotFacts
+    base_hash: bytes
+    spoiled: bool
+    stored: bytes
+    """What the store keeps (see :class:`Held`)."""
+    statement: DeviceStatement
+    signature_ok: bool
+    """The device signature verifies under the sender's key (False when there is no key)."""
+    statement_ok: bool
+    token_ok: bool
+    """The roll's signature on the token verifies (False when there is no token)."""
+    proof_failures: tuple[str, ...]
+    opening_failures: tuple[str, ...]
+    ack: bytes
+    """The held acknowledgement, encoded (the same for a resend)."""
+
+
+Examination = Examined | Unparsed
+
+
+class Examiner:
+    """The stateless checks of one payload: parse (schema, encoding, every group element), ballot
+    hash, device signature and statement signature under the sender's key, the roll's signature
+    on the token, and (``check_proofs``) the zero-knowledge proofs and a spoiled ballot's
+    opening. Picklable, so that they run on every core; the ledger then decides each payload
+    alone, in order, from what was found here and its own state (:meth:`LedgerCore.decide`)."""
+
+    def __init__(self, manifest: Manifest, joint_key: Point, token_key: rsa.RSAPublicKey, check_proofs: bool) -> None:
+        self.manifest, self.joint_key, self.token_key, self.check_proofs = manifest, joint_key, token_key, check_proofs
+        self.base_hash = manifest.base_hash
+        self._keys: dict[bytes, Ed25519PublicKey] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        der = self.token_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return {"manifest": self.manifest.to_json(), "joint_key": self.joint_key, "token_key": der,
+                "check_proofs": self.check_proofs}  # fmt: skip
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        token_key = serialization.load_der_public_key(state["token_key"])  # type: ignore[arg-type]
+        assert isinstance(token_key, rsa.RSAPublicKey)
+        self.__init__(Manifest.from_json(state["manifest"]), state["joint_key"], token_key,  # type: ignore[misc]
+                      bool(state["check_proofs"]))  # type: ignore[arg-type]  # fmt: skip
+
+    def examine_raw(self, payload: bytes, key: bytes | None) -> Examination:
+        """:meth:`examine` with the sender's key as its 32 raw bytes (what crosses to a worker)."""
+        if key is None:
+            return self.examine(payload, None)
+        public = self._keys.get(key)
+        if public is None:
+            public = self._keys[key] = Ed25519PublicKey.from_public_bytes(key)
+        return self.examine(payload, public)
+
+    def examine(self, payload: bytes, key: Ed25519PublicKey | None) -> Examination:
+        try:
+            submission = BallotSubmission.decode(payload, self.manifest)
+        except Refusal as refusal:
+            return Unparsed(Reason(refusal.reason), refusal.detail)
+        ballot, opening, statement = submission.ballot, submission.opening, submission.statement
+        sealed = ballot.to_json()
+        ballot_bytes = canonical_bytes(sealed)  # its hash is the ballot hash (SealedBallot.ballot_hash)
+        if opening is None:
+            stored = ballot_bytes
+        else:
+            stored = canonical_bytes({"ballot": sealed, "opening": opening.to_json(self.manifest)})
+        facts = BallotFacts(sha256(ballot_bytes), ballot.ballot_id, ballot.device_id, ballot.token)
+        signature_ok = statement_ok = token_ok = False
+        proof_failures: tuple[str, ...] = ()
+        opening_failures: tuple[str, ...] = ()
+        if key is not None and ballot.base_hash == self.base_hash:
+            signature_ok = ballot.signature_valid(key)
+        if signature_ok:
+            try:
+                statement.verify(key)  # type: ignore[arg-type]
+                statement_ok = True
+            except SignatureError:
+                pass
+        if statement_ok and opening is None and ballot.token is not None:
+            token_ok = tokens.verify(self.token_key, ballot.token.message, ballot.token.signature)
+        if token_ok or (statement_ok and opening is not None and ballot.token is None):
+            if self.check_proofs:
+                proof_failures = tuple(ballot.proof_failures(self.manifest, self.joint_key))
+            if opening is not None and not proof_failures:
+                opening_failures = tuple(opening.opening_failures(ballot, self.manifest, self.joint_key))
+        return Examined(facts, ballot.base_hash, opening is not None, stored, statement, signature_ok, statement_ok,
+                        token_ok, proof_failures, opening_failures, AckHeld(facts.ballot_hash).encode())  # fmt: skip
+
+
 class LedgerCore:
     def __init__(
         self,
@@ -240,51 +381,66 @@ class LedgerCore:
         check_proofs: bool = True,
     ) -> None:
         self.manifest = manifest
+        self.base_hash = manifest.base_hash
         self.joint_key = joint_key
         self.devices = devices
         self.token_key = token_key
         self.state = state
         self.genesis = genesis
         self.check_proofs = check_proofs
+        self.examiner = Examiner(manifest, joint_key, token_key, check_proofs)
         self._refusals: dict[str, _Bucket] = {}
-        self._verdict: ProofVerdict | None = None
         self._spoiled: dict[str, _Bucket] = {}
         self._quiet_since: float | None = None
         """When the last ballot joined the pool (or the core first looked at a restored pool)."""
 
-    def decide(self, payload: bytes, sender: str, now: float = 0.0, *, verdict: ProofVerdict | None = None) -> Decision:
+    def rate_limited(self, sender: str, now: float) -> bool:
+        """Whether ``sender``'s next message is answered ``rate_limited`` (and not even parsed)."""
+        bucket = self._refusals.get(sender)
+        return bucket is not None and not bucket.has(REFUSAL_BUDGET, now)
+
+    def decide(
+        self,
+        payload: bytes,
+        sender: str,
+        now: float = 0.0,
+        *,
+        examined: Examination | None = None,
+        device: Ed25519PublicKey | str | None = None,
+    ) -> Decision:
         """Judge one payload from terminal ``sender`` at monotonic time ``now``; a held ballot
-        joins the mirror's pool. ``verdict``: the payload's proof and opening checks, already
-        made by :func:`proof_verdict` in a worker process (they depend on nothing but the payload)."""
-        self._verdict = verdict
-        payload_hash = sha256(payload)
+        joins the mirror's pool. ``examined``: what :class:`Examiner` found of the payload (in a
+        worker process) with ``device``, the sender's lookup it was given; without them both
+        are made here. The decision is the same either way."""
         refusals = self._refusals.setdefault(sender, _Bucket(REFUSAL_BUDGET.burst, now))
         if not refusals.has(REFUSAL_BUDGET, now):
-            return Refused(Reason.RATE_LIMITED, "too many refused messages from this terminal; wait", payload_hash)
+            return Refused(Reason.RATE_LIMITED, "too many refused messages from this terminal; wait", sha256(payload))
+        if examined is None or device is None:
+            device = self.devices(sender)
+            examined = self.examiner.examine(payload, None if isinstance(device, str) else device)
         try:
-            submission = BallotSubmission.decode(payload, self.manifest)
-            ballot, opening = submission.ballot, submission.opening
-            device = self.state.held.get(ballot.ballot_hash)
-            if device is not None:
-                if device != sender:
-                    raise Refusal(Reason.DEVICE_MISMATCH, f"a ballot of {device} sent by {sender}")
+            if isinstance(examined, Unparsed):
+                raise Refusal(examined.reason, examined.detail)
+            ballot = examined.ballot
+            holder = self.state.held.get(ballot.ballot_hash)
+            if holder is not None:
+                if holder != sender:
+                    raise Refusal(Reason.DEVICE_MISMATCH, f"a ballot of {holder} sent by {sender}")
                 return Duplicate(ballot.ballot_hash)
-            self._check(submission, sender, now)
+            self._check(examined, device, sender, now)
         except Refusal as refusal:
             refusals.take(REFUSAL_BUDGET, now)
-            return Refused(Reason(refusal.reason), refusal.detail, payload_hash)
-        kind = self._kind(opening)
+            return Refused(Reason(refusal.reason), refusal.detail, sha256(payload))
+        kind = "spoiled" if examined.spoiled else "late" if self.state.polls == "closed" else "cast"
         token = None if ballot.token is None else ballot.token.message
         self.state.hold(ballot.ballot_hash, kind, ballot.device_id, token, ballot.ballot_id)
-        statement = self._newer(submission.statement)
+        statement = self._newer(examined.statement)
         if statement is not None:
             self.state.statements[statement.device_id] = statement
-        if opening is not None:
+        if examined.spoiled:
             self._spoiled[sender].take(SPOILED_BUDGET, now)
         self._quiet_since = now
-        sealed = ballot.to_json()
-        kept = sealed if opening is None else {"ballot": sealed, "opening": opening.to_json(self.manifest)}
-        return Held(ballot, kind, canonical_bytes(kept), statement)
+        return Held(ballot, kind, examined.stored, statement, examined.ack)
 
     def batch_due(self, now: float) -> bool:
         """Whether the pool is to be committed now: it holds ``batch_min`` ballots, or — after
@@ -302,10 +458,11 @@ class LedgerCore:
     def take_batch(self) -> list[BatchEntry]:
         """The whole pool as the next batch of the chain, sorted by ballot hash (empty for an
         empty pool); the mirror moves to its end. The caller commits it in one transaction."""
-        chain = ChainState(self.genesis, self.state.head)
+        entries = ChainState(self.genesis, self.state.head).next_batch(self.state.pool.values())
+        # next_batch linked each entry to the hash of the one before: hash each entry once
+        hashes = [entry.prev_hash for entry in entries[1:]] + [entries[-1].entry_hash] if entries else []
         batch = []
-        for entry in chain.next_batch(self.state.pool.values()):
-            entry_hash = chain.append(entry)
+        for entry, entry_hash in zip(entries, hashes, strict=True):
             batch.append(BatchEntry(entry, entry_hash, self.state.held[entry.ballot_hash]))
             self.state.chained(entry, entry_hash, self.state.held[entry.ballot_hash])
         return batch
@@ -320,110 +477,58 @@ class LedgerCore:
         state.unreachable = {name: state.device_head(name) for name in unreachable}
         return batch
 
-    def _kind(self, opening: BallotOpening | None) -> str:
-        if opening is not None:
-            return "spoiled"
-        return "late" if self.state.polls == "closed" else "cast"
-
     def _newer(self, statement: DeviceStatement) -> DeviceStatement | None:
         held = self.state.statements.get(statement.device_id)
         return statement if held is None or statement.sealed > held.sealed else None
 
-    def _check(self, submission: BallotSubmission, sender: str, now: float) -> None:
-        ballot, opening = submission.ballot, submission.opening
-        if ballot.base_hash != self.manifest.base_hash:
+    def _check(self, examined: Examined, device: Ed25519PublicKey | str, sender: str, now: float) -> None:
+        ballot = examined.ballot
+        if examined.base_hash != self.base_hash:
             raise Refusal(Reason.WRONG_ELECTION, "the ballot is for another election (base hash)")
         if self.state.polls == "pending":
             raise Refusal(Reason.POLLS_NOT_OPEN, f"the polls are {self.state.polls}")
         if ballot.device_id != sender:
             raise Refusal(Reason.DEVICE_MISMATCH, f"ballot of {ballot.device_id} sent by {sender}")
-        key = self.devices(ballot.device_id)
-        if isinstance(key, str):
-            reason, _, detail = key.partition(": ")
+        if isinstance(device, str):
+            reason, _, detail = device.partition(": ")
             raise Refusal(Reason(reason), detail or f"terminal {ballot.device_id}: {reason}")
-        if not ballot.signature_valid(key):
+        if not examined.signature_ok:
             raise Refusal(Reason.BAD_SIGNATURE, "the device signature does not verify")
-        self._check_statement(submission.statement, key)
+        self._check_statement(examined)
         if ballot.ballot_id in self.state.ballot_ids:
             raise Refusal(Reason.DUPLICATE_BALLOT_ID, "a ballot with this ballot id is already held")
-        if opening is not None:
-            self._check_spoiled(ballot, opening, sender, now)
+        if examined.spoiled:
+            self._check_spoiled(examined, sender, now)
             return
         if ballot.token is None:
             raise Refusal(Reason.NO_TOKEN, "a cast ballot needs a roll-signed token")
-        if not tokens.verify(self.token_key, ballot.token.message, ballot.token.signature):
+        if not examined.token_ok:
             raise Refusal(Reason.BAD_TOKEN, "the token is not signed by this station's roll")
         if ballot.token.message in self.state.used_tokens:
             raise Refusal(Reason.TOKEN_USED, "this token was already used for another ballot")
-        self._check_proofs(ballot)
+        self._check_proofs(examined)
 
-    def _check_statement(self, statement: DeviceStatement, key: Ed25519PublicKey) -> None:
+    def _check_statement(self, examined: Examined) -> None:
         """The statement is the device's (the decoder matched its id and election), signed by
         its key, and — where the ledger holds one of the same count — that very statement: a
         terminal that signs two different sets of the same size is broken or forged."""
-        try:
-            statement.verify(key)
-        except SignatureError:
-            raise Refusal(Reason.BAD_STATEMENT, "the device statement does not verify under the device's key") from None
+        statement = examined.statement
+        if not examined.statement_ok:
+            raise Refusal(Reason.BAD_STATEMENT, "the device statement does not verify under the device's key")
         held = self.state.statements.get(statement.device_id)
         if held is not None and held.sealed == statement.sealed and held != statement:
             raise Refusal(Reason.BAD_STATEMENT, f"the device signed another set of {statement.sealed} ballots")
 
-    def _check_spoiled(self, ballot: SealedBallot, opening: BallotOpening, sender: str, now: float) -> None:
-        if ballot.token is not None:
+    def _check_spoiled(self, examined: Examined, sender: str, now: float) -> None:
+        if examined.ballot.token is not None:
             raise Refusal(Reason.TOKEN_ON_SPOILED, "a spoiled ballot must not carry the voter's token")
         if not self._spoiled.setdefault(sender, _Bucket(SPOILED_BUDGET.burst, now)).has(SPOILED_BUDGET, now):
             raise Refusal(Reason.TOO_MANY_SPOILED, "this terminal challenged too many ballots in a short time")
-        self._check_proofs(ballot)
-        failures = (
-            list(self._verdict.opening_failures)
-            if self._verdict is not None
-            else opening.opening_failures(ballot, self.manifest, self.joint_key)
-        )
-        if failures:
-            raise Refusal(Reason.BAD_OPENING, "the opening does not reproduce the ballot: " + ", ".join(failures))
+        self._check_proofs(examined)
+        if examined.opening_failures:
+            failures = ", ".join(examined.opening_failures)
+            raise Refusal(Reason.BAD_OPENING, "the opening does not reproduce the ballot: " + failures)
 
-    def _check_proofs(self, ballot: SealedBallot) -> None:
-        if self.check_proofs:
-            failures = (
-                list(self._verdict.proof_failures)
-                if self._verdict is not None
-                else ballot.proof_failures(self.manifest, self.joint_key)
-            )
-            if failures:
-                raise Refusal(Reason.BAD_PROOF, "proofs do not verify: " + ", ".join(failures))
-
-
-@dataclass(frozen=True, slots=True)
-class ProofVerdict:
-    """What the expensive, stateless checks of one payload found (empty: all verify)."""
-
-    proof_failures: tuple[str, ...]
-    opening_failures: tuple[str, ...]
-
-
-class ProofChecker:
-    """The proof and opening checks of a payload, picklable for a worker process: the ledger
-    runs them for a whole batch on every core, then decides the batch in order, alone."""
-
-    def __init__(self, manifest: Manifest, joint_key: Point) -> None:
-        self.manifest, self.joint_key = manifest, joint_key
-
-    def __getstate__(self) -> dict[str, object]:
-        return {"manifest": self.manifest.to_json(), "joint_key": self.joint_key}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.manifest = Manifest.from_json(state["manifest"])
-        self.joint_key = state["joint_key"]  # type: ignore[assignment]
-
-    def __call__(self, payload: bytes) -> ProofVerdict | None:
-        """None when the payload does not even parse (the ledger refuses it as malformed)."""
-        try:
-            submission = BallotSubmission.decode(payload, self.manifest)
-        except Refusal:
-            return None
-        ballot, opening = submission.ballot, submission.opening
-        return ProofVerdict(
-            tuple(ballot.proof_failures(self.manifest, self.joint_key)),
-            () if opening is None else tuple(opening.opening_failures(ballot, self.manifest, self.joint_key)),
-        )
+    def _check_proofs(self, examined: Examined) -> None:
+        if self.check_proofs and examined.proof_failures:
+            raise Refusal(Reason.BAD_PROOF, "proofs do not verify: " + ", ".join(examined.proof_failures))

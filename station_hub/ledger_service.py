@@ -2,17 +2,20 @@
 signed statements out.
 
 The network thread only queues messages (manual acknowledgement, so the broker's PUBACK is
-withheld too); one worker thread decides the waiting messages with :class:`LedgerCore`, puts
-every accepted ballot into the pool in one durable transaction, and only then publishes the
-acknowledgements and releases the PUBACKs. A crash anywhere before that commit loses nothing the
-terminal was told; a crash after it makes the resend a duplicate, which gets the same
-acknowledgement. Then, whenever the core says a batch is due (the pool reached ``batch_min``;
-after the final close also :data:`station_hub.ledger.LATE_QUIET` seconds without a ballot —
-the timer lives here, the rule in the core), the pool is moved into the chain in one transaction.
+withheld too). One thread takes the waiting messages as a round: their stateless checks (parse,
+device and statement signatures, token, proofs: :class:`station_hub.ledger.Examiner`) run on the
+check worker processes, then :class:`LedgerCore` decides each in order, alone, and the round is
+committed in ONE durable transaction (group commit): every accepted ballot and, when they make
+the pool reach ``batch_min``, the whole pool as the next batch (a ballot that completes a batch
+goes straight into the chain). Only then are the acknowledgements published and the PUBACKs
+released. A crash anywhere before that commit loses nothing the terminal was told; a crash after
+it makes the resend a duplicate, which gets the same acknowledgement. After the final close a
+batch is also due when no ballot came for :data:`station_hub.ledger.LATE_QUIET` seconds (the
+timer lives here, the rule in the core): the pool then moves into the chain on its own.
 
-``POLLING_STATION_FAILPOINT=ledger-before-commit|ledger-after-commit`` (around the pool's
-commit) or ``ledger-before-batch|ledger-after-batch`` (around a batch's) stops the process
-there (infra/failpoints.py), so fault tests can kill it at that point.
+``POLLING_STATION_FAILPOINT=ledger-before-commit|ledger-after-commit`` (around a round's
+commit) or ``ledger-before-batch|ledger-after-batch`` (around a commit that makes a batch; a
+round's does both) stops the process there (infra/failpoints.py), so fault tests can kill it at that point.
 
 Audit log (docs/audit-log.md): ``ledger/audit/ledger.log``, signed with ``ledger/audit/audit.key``
 — the ledger's own storage, never shared with the roll. It records polls changes with the
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -67,7 +71,7 @@ from protocol.messages import (
     polls_result_topic,
 )
 from station_hub.forward_progress import confirmed_position
-from station_hub.ledger import BatchEntry, Decision, Held, LedgerCore, ProofChecker, ProofVerdict, Refused
+from station_hub.ledger import BatchEntry, Decision, Examination, Examiner, Held, LedgerCore, Refused
 from station_hub.ledger_store import LedgerStore
 from station_hub.station import DeviceDirectory, Station
 
@@ -92,7 +96,8 @@ class LedgerService:
         proof_workers: int = 1,
     ) -> None:
         self.station = station
-        self.proof_workers = proof_workers if check_proofs else 1
+        self.proof_workers = proof_workers
+        """Processes for the stateless checks of the ballots (parse, signatures, token, proofs)."""
         self.topics = station.topics
         self.checkpoint_interval = checkpoint_interval
         election = station.election()
@@ -108,7 +113,6 @@ class LedgerService:
             self.store.load(self.genesis, self.base_hash),
             check_proofs=check_proofs,
         )
-        self.proofs = ProofChecker(election.manifest, election.context.joint_public_key)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.key = station.signing_key("ledger")
         self.officials = OfficialsVerifier(station.directory, station.station_id, self.base_hash)
@@ -177,7 +181,7 @@ class LedgerService:
         next_tick = time.monotonic()
         try:
             if self.proof_workers > 1:
-                self._pool = proof_pool(self.proof_workers)
+                self._pool = proof_pool(self.proof_workers, self.core.examiner)
             while not self._stop.is_set():
                 self.vitals.beat()
                 timeout = max(0.0, next_tick - time.monotonic())
@@ -228,12 +232,12 @@ class LedgerService:
 
     def _handle(self, batch: list[mqtt.MQTTMessage]) -> None:
         pending: list[tuple[mqtt.MQTTMessage, str, Decision]] = []
-        verdicts = self._proof_verdicts(batch)
+        examined = self._examine(batch)
         for message in batch:
             sender = self.topics.terminal_id_of(message.topic, "ballot")
             if sender is not None:
-                verdict = verdicts.get(message.mid)
-                pending.append((message, sender, self._decide(bytes(message.payload), sender, verdict)))
+                found, device = examined.get(message.mid, (None, None))
+                pending.append((message, sender, self._decide(bytes(message.payload), sender, found, device)))
                 continue
             self._flush(pending)
             pending = []
@@ -241,27 +245,39 @@ class LedgerService:
             self.client.ack(message.mid, message.qos)
         self._flush(pending)
 
-    def _proof_verdicts(self, batch: list[mqtt.MQTTMessage]) -> dict[int, ProofVerdict | None]:
-        """The proof checks of every ballot of the batch, on every core (message id → verdict);
-        empty when there is no pool, a single ballot, or the pool broke (then the core checks
-        in this process, and a new pool is made for the next batch)."""
-        ballots = [m for m in batch if self.topics.terminal_id_of(m.topic, "ballot") is not None]
-        if self._pool is None or len(ballots) < 2:
+    def _examine(self, batch: list[mqtt.MQTTMessage]) -> dict[int, tuple[Examination, Ed25519PublicKey | str]]:
+        """The stateless checks of every ballot of the batch (parse, signatures, token, proofs),
+        on every core: message id → (what they found, the sender's key or why it has none).
+        Empty when there is no pool, a single ballot, or the pool broke (then the core checks in
+        this process, and a new pool is made for the next batch). A terminal already answered
+        ``rate_limited`` is left out: it costs no parsing. Each terminal's key is looked up once
+        per batch."""
+        now = time.monotonic()
+        jobs: list[tuple[int, bytes, str]] = []
+        for m in batch:
+            sender = self.topics.terminal_id_of(m.topic, "ballot")
+            if sender is not None and not self.core.rate_limited(sender, now):
+                jobs.append((m.mid, bytes(m.payload), sender))
+        if self._pool is None or len(jobs) < 2:
             return {}
-        payloads = [bytes(m.payload) for m in ballots]
-        chunk = max(1, len(payloads) // (4 * self.proof_workers))
+        devices = {sender: self.core.devices(sender) for sender in {sender for _, _, sender in jobs}}
+        raw = {sender: None if isinstance(key, str) else key.public_bytes_raw() for sender, key in devices.items()}
+        work = [(payload, raw[sender]) for _, payload, sender in jobs]
+        chunk = max(1, -(-len(work) // (2 * self.proof_workers)))
         try:
-            found = list(self._pool.map(self.proofs, payloads, chunksize=chunk))
+            found = list(self._pool.map(examine_job, work, chunksize=chunk))
         except concurrent.futures.process.BrokenProcessPool:
-            log.error("a proof-check worker died; checking this batch here and starting new workers")
+            log.error("a check worker died; checking this batch here and starting new workers")
             self._pool.shutdown(cancel_futures=True)
-            self._pool = proof_pool(self.proof_workers)
+            self._pool = proof_pool(self.proof_workers, self.core.examiner)
             return {}
-        return {m.mid: verdict for m, verdict in zip(ballots, found, strict=True)}
+        return {mid: (result, devices[sender]) for (mid, _, sender), result in zip(jobs, found, strict=True)}
 
-    def _decide(self, payload: bytes, sender: str, verdict: ProofVerdict | None = None) -> Decision:
+    def _decide(
+        self, payload: bytes, sender: str, examined: Examination | None, device: Ed25519PublicKey | str | None
+    ) -> Decision:
         try:
-            return self.core.decide(payload, sender, time.monotonic(), verdict=verdict)
+            return self.core.decide(payload, sender, time.monotonic(), examined=examined, device=device)
         except Exception:  # a bug must cost one refusal, never the service (docstring above)
             log.exception("internal error judging a message from %s; refused it", sender)
             return Refused(Reason.INTERNAL_ERROR, "the ledger could not judge this message", sha256(payload))
@@ -274,9 +290,7 @@ class LedgerService:
     def _flush(self, pending: list[tuple[mqtt.MQTTMessage, str, Decision]]) -> None:
         held = [d for _, _, d in pending if isinstance(d, Held)]
         if held:
-            failpoint("ledger-before-commit")
-            self.store.hold(held)
-            failpoint("ledger-after-commit")
+            self._commit_round(held)
         for message, sender, decision in pending:
             if isinstance(decision, Refused):
                 self.refused += 1
@@ -291,11 +305,28 @@ class LedgerService:
             if correlation:
                 properties = Properties(PacketTypes.PUBLISH)
                 properties.CorrelationData = correlation
-            self._publish(self.topics.ack(sender), decision.ack().encode(), properties=properties)
+            self._publish(self.topics.ack(sender), decision.encoded_ack(), properties=properties)
             self.client.ack(message.mid, message.qos)
 
+    def _commit_round(self, held: list[Held]) -> None:
+        """Group commit: the round's held ballots and, when they make the pool a batch, that
+        batch, in ONE durable transaction (a ballot that completes a batch never goes through
+        the pool's file)."""
+        batch = self.core.take_batch() if self.core.batch_due(time.monotonic()) else []
+        failpoint("ledger-before-commit")
+        if batch:
+            failpoint("ledger-before-batch")
+        self.store.commit(held, batch)
+        failpoint("ledger-after-commit")
+        if batch:
+            failpoint("ledger-after-batch")
+            self._batch_committed(batch)
+            if self.core.state.polls == "closed":
+                self._announce_polls()  # the closing report, signed again at the new head
+
     def _commit_due_batches(self) -> None:
-        """Move the pool into the chain whenever the core says a batch is due."""
+        """Move the pool into the chain whenever the core says a batch is due (after the final
+        close, when no ballot came for a while; rounds commit their own batches)."""
         while self.core.batch_due(time.monotonic()):
             batch = self.core.take_batch()
             failpoint("ledger-before-batch")
@@ -510,10 +541,34 @@ class LedgerService:
         self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
 
 
-def proof_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    """Worker processes for the proof checks, started from a fork server (the service has
-    threads: forking it could copy a held lock)."""
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+def proof_pool(workers: int, examiner: Examiner) -> concurrent.futures.ProcessPoolExecutor:
+    """Worker processes for the stateless checks, started from a fork server (the service has
+    threads: forking it could copy a held lock), each given the examiner once, and all started
+    now (not on the first ballots, which would wait for them)."""
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_install, initargs=(examiner,)
+    )
+    list(pool.map(_ready, range(workers)))
+    return pool
+
+
+_EXAMINER: Examiner | None = None
+"""The examiner of a check worker process (set by :func:`_install`)."""
+
+
+def _install(examiner: Examiner) -> None:
+    global _EXAMINER
+    _EXAMINER = examiner
+
+
+def _ready(_: int) -> bool:
+    return _EXAMINER is not None
+
+
+def examine_job(job: tuple[bytes, bytes | None]) -> Examination:
+    """In a check worker: examine one payload with the sender's raw Ed25519 key (None: none)."""
+    assert _EXAMINER is not None, "the pool's initializer installs the examiner"
+    return _EXAMINER.examine_raw(*job)
 
 
 def serve(station: Station, **options: Any) -> None:

@@ -79,6 +79,10 @@ CREATE TABLE IF NOT EXISTS intake.device_statements (
 ) WITHOUT ROWID
 """
 ENTRY_COLUMNS = "position, batch, prev_hash, ballot_hash, kind"
+_MOVE = (
+    "INSERT INTO entries SELECT ?, ?, ?, ballot_hash, ballot_id, kind, ?, device_id, token_message, ballot"
+    " FROM intake.pool WHERE ballot_hash = ?"
+)
 
 
 def pool_file(ledger: Path) -> Path:
@@ -155,23 +159,47 @@ class LedgerStore:
     def hold(self, held: Sequence[Held]) -> None:
         """Put ballots into the pool, and their devices' newer statements in place of the old
         ones, in one durable transaction (only then may the booths be acknowledged)."""
-        rows = [
-            (
-                h.ballot.ballot_hash,
-                h.ballot.ballot_id,
-                h.kind,
-                h.ballot.device_id,
-                h.ballot.token.message if h.ballot.token else None,
-                h.stored,
-            )
-            for h in held
-        ]
+        self.commit(held)
+
+    def commit(
+        self, held: Sequence[Held], batch: Sequence[BatchEntry] = (), meta: dict[str, str] | None = None
+    ) -> None:
+        """One durable transaction for a round of the service: the ``held`` ballots, their
+        devices' newer statements, and — when the round made the pool a batch — the ``batch``
+        (and ``meta``). A held ballot that is in the batch goes straight into the chain, never
+        through the pool; the pool's earlier ballots move into it. Only after this returns may
+        the booths be acknowledged. The pool's file is rebuilt only when pool rows were deleted
+        (module docstring)."""
+        in_batch = {b.entry.ballot_hash for b in batch}
+        fresh = {h.ballot.ballot_hash: h for h in held}
+        pooled = [_pool_row(h) for h in held if h.ballot.ballot_hash not in in_batch]
         latest = {h.statement.device_id: h.statement for h in held if h.statement is not None}
+        moved = []
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT INTO intake.pool VALUES (?, ?, ?, ?, ?, ?)", rows)
+            if pooled:
+                self._db.executemany("INSERT INTO intake.pool VALUES (?, ?, ?, ?, ?, ?)", pooled)
             if latest:  # the core offers only ever larger counts
                 self._rewrite_statements(latest)
+            for b in batch:  # in position order: within a batch, ballot-hash order
+                entry = b.entry
+                new = fresh.get(entry.ballot_hash)
+                if new is not None:
+                    row = _pool_row(new)
+                    self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                     (entry.position, entry.batch, entry.prev_hash, entry.ballot_hash, row[1],
+                                      row[2], b.entry_hash, row[3], row[4], row[5]))  # fmt: skip
+                    continue
+                key = (entry.position, entry.batch, entry.prev_hash, b.entry_hash, entry.ballot_hash)
+                if self._db.execute(_MOVE, key).rowcount != 1:
+                    raise SiteError(f"{self.path}: ballot {entry.ballot_hash.hex()} of the batch is not in the pool")
+                moved.append((entry.ballot_hash,))
+            if moved:
+                self._db.executemany("DELETE FROM intake.pool WHERE ballot_hash = ?", moved)
+            if meta:
+                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(meta.items()))
+        if moved:
+            self._db.execute("VACUUM intake")  # see the module docstring: no page keeps the pool's arrival layout
 
     def _rewrite_statements(self, latest: dict[str, DeviceStatement]) -> None:
         """Replace the terminals' statements by ``latest`` where given, rewriting the small table
@@ -186,19 +214,7 @@ class LedgerStore:
 
     def commit_batch(self, batch: Sequence[BatchEntry], meta: dict[str, str] | None = None) -> None:
         """Move a batch from the pool into the chain (and set ``meta``) in one transaction."""
-        insert = (
-            "INSERT INTO entries SELECT ?, ?, ?, ballot_hash, ballot_id, kind, ?, device_id, token_message, ballot"
-            " FROM intake.pool WHERE ballot_hash = ?"
-        )
-        rows = [(b.entry.position, b.entry.batch, b.entry.prev_hash, b.entry_hash, b.entry.ballot_hash) for b in batch]
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            for row in rows:
-                if self._db.execute(insert, row).rowcount != 1:
-                    raise SiteError(f"{self.path}: ballot {row[-1].hex()} of the batch is not in the pool")
-            self._db.executemany("DELETE FROM intake.pool WHERE ballot_hash = ?", [(row[-1],) for row in rows])
-            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted((meta or {}).items()))
-        self._db.execute("VACUUM intake")  # see the module docstring: no page keeps the pool's arrival layout
+        self.commit((), batch, meta)
 
     def _meta(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -227,3 +243,10 @@ class LedgerStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _pool_row(held: Held) -> tuple[bytes, bytes, str, str, bytes | None, bytes]:
+    """(ballot_hash, ballot_id, kind, device_id, token_message, ballot): a pool row's columns."""
+    ballot = held.ballot
+    return (ballot.ballot_hash, ballot.ballot_id, held.kind, ballot.device_id,
+            ballot.token.message if ballot.token else None, held.stored)  # fmt: skip

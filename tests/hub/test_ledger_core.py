@@ -210,35 +210,49 @@ def test_a_format_1_ledger_is_refused_with_its_reason(tmp_path: Path) -> None:
         LedgerStore(tmp_path / "ledger.db")
 
 
-def _ledger_files(directory: Path, submissions: list[tuple[str, bytes]]) -> dict[str, bytes]:
-    """The ledger's files after holding ``submissions`` one message at a time, in batches."""
+def _ledger_files(
+    directory: Path, submissions: list[tuple[str, bytes]], rounds: list[int] | None = None
+) -> dict[str, bytes]:
+    """The ledger's files after holding ``submissions`` one message at a time (pool commit, then
+    the batch), or as the service does, in rounds of ``rounds`` messages, each committed in one
+    transaction with the batch it completes (group commit)."""
     e = election()
     path = directory / "ledger.db"
     store = LedgerStore(path)
     store.set_polls("open")
     core = e.core(store.load(e.genesis, e.manifest.base_hash))
-    for sender, payload in submissions:
-        store.hold([hold(core, payload, sender)])
-        if core.batch_due(0.0):
-            store.commit_batch(core.take_batch())
+    if rounds is None:
+        for sender, payload in submissions:
+            store.hold([hold(core, payload, sender)])
+            if core.batch_due(0.0):
+                store.commit_batch(core.take_batch())
+    else:
+        start = 0
+        for size in rounds:
+            held = [hold(core, payload, sender) for sender, payload in submissions[start : start + size]]
+            start += size
+            store.commit(held, core.take_batch() if core.batch_due(0.0) else [])
+        assert start == len(submissions)
     store.close()
     files = {file.name: file.read_bytes() for file in directory.iterdir()}
     assert set(files) == {"ledger.db", "ledger-pool.db"}, "no journal or WAL left behind"
     return files
 
 
-def test_the_ledger_file_keeps_no_arrival_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rounds", [None, [1, 2, 1, 2], [3, 3]], ids=["one-by-one", "pool-and-round", "whole-rounds"])
+def test_the_ledger_file_keeps_no_arrival_order(tmp_path: Path, rounds: list[int] | None) -> None:
     """The same ballots arriving in two orders give byte-identical files (the chain's and the
     pool's), whose chain lists each batch in ballot-hash order. Each terminal's ballots come in
     its sealing order, as its outbox sends them; what differs is how the terminals interleave
-    within each batch, which is the order the voters walked in."""
+    within each batch, which is the order the voters walked in. The same holds for the service's
+    group commit: a round that completes a batch with ballots from the pool, or makes one alone."""
     booths = {"t1": Booth("t1"), "t2": Booth("t2")}
     batches = [[(device, booths[device].submit(spoiled=n == 1)[1]) for n, device in enumerate(["t1", "t2", "t1"])]
                for _ in range(2)]  # fmt: skip
     forward = [item for batch in batches for item in batch]
     interleaved = [item for batch in batches for item in [batch[1], batch[0], batch[2]]]  # t2 first, then t1, t1
     assert interleaved != forward
-    assert _ledger_files(tmp_path / "a", forward) == _ledger_files(tmp_path / "b", interleaved)
+    assert _ledger_files(tmp_path / "a", forward, rounds) == _ledger_files(tmp_path / "b", interleaved, rounds)
     db = sqlite3.connect(tmp_path / "a" / "ledger.db")
     try:
         db.execute("ATTACH DATABASE ? AS intake", (str(tmp_path / "a" / "ledger-pool.db"),))

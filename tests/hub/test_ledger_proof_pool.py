@@ -14,7 +14,7 @@ from test_ledger import CHOICES, open_polls, resign
 
 from election.chain import verify_chain
 from election.encoding import canonical_bytes, parse_json
-from station_hub.ledger import ProofChecker
+from station_hub.ledger import Examiner, Unparsed
 from station_hub.station import Station
 from station_hub.terminal_client import TerminalClient
 
@@ -26,12 +26,14 @@ def bad_proof(terminal: TerminalClient, ballot_json: dict) -> bytes:
     return resign(terminal, data)
 
 
-def test_the_proof_checker_crosses_a_process_boundary_and_judges_alike(station: Station) -> None:
+def test_the_examiner_crosses_a_process_boundary_and_judges_alike(station: Station) -> None:
     election = station.election()
-    checker = ProofChecker(election.manifest, election.context.joint_public_key)
-    copy = pickle.loads(pickle.dumps(checker))
-    assert copy.manifest.base_hash == election.manifest.base_hash
-    assert copy(b"{not json") is None
+    examiner = Examiner(election.manifest, election.context.joint_public_key, station.token_public_key(), True)
+    copy = pickle.loads(pickle.dumps(examiner))
+    assert copy.manifest.base_hash == election.manifest.base_hash and copy.check_proofs
+    assert copy.token_key.public_numbers() == examiner.token_key.public_numbers()
+    assert copy.examine_raw(b"{not json", None) == examiner.examine(b"{not json", None)
+    assert isinstance(copy.examine_raw(b"{not json", None), Unparsed)
 
 
 def burst(terminal: TerminalClient, station: Station, payloads: list[bytes]) -> dict[str, dict]:
