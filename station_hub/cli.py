@@ -204,7 +204,8 @@ def renew_crl(directory: Path, if_due: bool) -> None:
 @click.option("--no-proofs", is_flag=True, help="Skip ZK proof checks (benchmarks only).")
 @click.option("--checkpoint-interval", default=2.0, show_default=True)
 @click.option("--proof-workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="every core",
-              help="Processes checking each ballot (parse, signatures, token, proofs); the pool and chain are kept by one process.")  # fmt: skip
+              help="Processes checking each ballot (parse, signatures, token, proofs); "
+                   "one process keeps the pool and the chain.")  # fmt: skip
 def ledger(directory: Path, no_proofs: bool, checkpoint_interval: float, proof_workers: int) -> None:
     from station_hub.ledger_service import serve
 
