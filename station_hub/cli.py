@@ -21,21 +21,13 @@ from infra.link import CentralLink
 from infra.logs import configure_logging
 from infra.mqtt import HubClient
 from infra.pki import PkiError, StationCA
+from station_hub.cli_common import STATION_DIR, open_station
 from station_hub.enrolment import COMMANDS as ENROLMENT_COMMANDS
 from station_hub.municipal_cli import COMMANDS as MUNICIPAL_COMMANDS
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore, read_voter_keys
 from station_hub.roll_service import roll_audit_paths, roll_log_id
 from station_hub.station import Station, init_station
-
-STATION_DIR = click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-
-
-def _open(directory: Path) -> Station:
-    try:
-        return Station.open(directory)
-    except SiteError as error:
-        raise click.ClickException(str(error)) from error
 
 
 @click.group(help="Polling-station hub: ledger, roll, broker and monitoring.")
@@ -113,7 +105,7 @@ def init(directory: Path, station_id: str, election_dir: Path, terminals: tuple[
 def jpki_crl(directory: Path, crls: tuple[Path, ...]) -> None:
     from station_hub.station import install_jpki
 
-    install_jpki(_open(directory), [], list(crls))
+    install_jpki(open_station(directory), [], list(crls))
     click.echo(f"{len(crls)} CRL(s) installed")
 
 
@@ -150,7 +142,7 @@ def _import(station: Station, voters: Path) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 def import_voters(directory: Path, file: Path) -> None:
     try:
-        _import(_open(directory), file)
+        _import(open_station(directory), file)
     except SiteError as error:
         raise click.ClickException(str(error)) from error
 
@@ -162,7 +154,7 @@ def revoke(directory: Path, name: str) -> None:
     from infra.broker import drop_client, reload_broker
     from station_hub.station import write_acl
 
-    station = _open(directory)
+    station = open_station(directory)
     try:
         ca = StationCA.load(directory / "ca")
         serials = ca.revoke_name(name)  # crl.pem rewritten: the roll and the ledger refuse it now
@@ -189,7 +181,7 @@ def renew_crl(directory: Path, if_due: bool) -> None:
     from infra.broker import renew_site_crl
 
     try:
-        crl, reloaded = renew_site_crl(_open(directory), directory / "ca", if_due=if_due)
+        crl, reloaded = renew_site_crl(open_station(directory), directory / "ca", if_due=if_due)
     except PkiError as error:
         raise click.ClickException(str(error)) from error
     if crl is None:
@@ -209,7 +201,7 @@ def renew_crl(directory: Path, if_due: bool) -> None:
 def ledger(directory: Path, no_proofs: bool, checkpoint_interval: float, proof_workers: int) -> None:
     from station_hub.ledger_service import serve
 
-    serve(_open(directory), check_proofs=not no_proofs, checkpoint_interval=checkpoint_interval,
+    serve(open_station(directory), check_proofs=not no_proofs, checkpoint_interval=checkpoint_interval,
           proof_workers=proof_workers)  # fmt: skip
 
 
@@ -220,7 +212,7 @@ def roll(directory: Path) -> None:
     from station_hub.municipal_relay import MunicipalLink, RelayService
     from station_hub.roll_service import RollService
 
-    station = _open(directory)
+    station = open_station(directory)
     # An early-voting or common polling place checks voters in at the municipal roll (no roll here).
     service = RelayService(station) if MunicipalLink.exists(station.directory) else RollService(station)
     run_service(service, "roll")  # signals, sd_notify (READY, WATCHDOG, STOPPING)
@@ -237,7 +229,7 @@ def registration_command(directory: Path, out: Path) -> None:
     from station_hub.registration import registration
 
     try:
-        document = registration(_open(directory))
+        document = registration(open_station(directory))
     except SiteError as error:
         raise click.ClickException(str(error)) from error
     write_atomically(out, document.encode())
@@ -253,7 +245,7 @@ def link(directory: Path, link: Path) -> None:
     from station_hub.registration import install_link
 
     try:
-        grant = install_link(_open(directory), link.read_bytes())
+        grant = install_link(open_station(directory), link.read_bytes())
     except SiteError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"linked to the central broker at {grant.host}:{grant.port}")
@@ -266,7 +258,7 @@ def link(directory: Path, link: Path) -> None:
 def forward(directory: Path, timeout: float, batch: int) -> None:
     from station_hub.forwarder import serve
 
-    serve(_open(directory), timeout=timeout, batch_entries=batch)
+    serve(open_station(directory), timeout=timeout, batch_entries=batch)
 
 
 @main.command(
@@ -278,7 +270,7 @@ def forward(directory: Path, timeout: float, batch: int) -> None:
 def run(directory: Path, attach: bool) -> None:
     from station_hub.supervisor import Child, Supervisor, service_argv
 
-    station = _open(directory)
+    station = open_station(directory)
     try:  # a CRL past its date would make the broker refuse every identity
         renewed = StationCA.load(directory / "ca").renew_crl_if_due()
     except (PkiError, OSError):
@@ -332,7 +324,7 @@ def polls(directory: Path, command: str, operator: str, readers: tuple[str, ...]
     from infra.officials import training_officials
     from station_hub.operator import ClosingPending, PollsRefused
 
-    station = _open(directory)
+    station = open_station(directory)
     if unreachable and command != "close":
         raise click.UsageError("--declare-unreachable only goes with close")
     if training_cards and readers:
@@ -420,7 +412,7 @@ def issue_official_card(directory: Path, function: str, holder: str, training: b
     from infra.officials import issue_official_certificate, make_training_card
     from infra.pki import certificate_pem, common_name
 
-    station = _open(directory)
+    station = open_station(directory)
     if training == (public_key is not None):
         raise click.UsageError("give exactly one of --training or --public-key")
     try:
@@ -449,7 +441,7 @@ def issue_official_card(directory: Path, function: str, holder: str, training: b
 def monitor(directory: Path, operator: str, as_json: bool, wait: float) -> None:
     from station_hub.monitor import run_monitor, snapshot
 
-    station = _open(directory)
+    station = open_station(directory)
     if not as_json:
         run_monitor(station, operator)
         return
@@ -468,7 +460,7 @@ def dashboard(directory: Path, operator: str, host: str, port: int) -> None:
     from station_hub.dashboard import Dashboard
 
     try:
-        board = Dashboard(_open(directory), operator, host=host, port=port)
+        board = Dashboard(open_station(directory), operator, host=host, port=port)
     except SiteError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"dashboard on {board.url}")
@@ -498,7 +490,7 @@ def report(directory: Path, kind: str, operator: str | None, source: Path | None
         raise click.UsageError("give --pdf, --html or --json (or several)")
     if (operator is None) == (source is None):
         raise click.UsageError("give exactly one of --operator (read from the broker) or --from FILE")
-    station = _open(directory)
+    station = open_station(directory)
     election = station.election()
     try:
         payload = source.read_bytes() if source else fetch_report(station, operator, kind)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from infra.files import write_atomically
 from infra.pki import PkiError, Role, StationCA, certificate_pem, common_name, load_certificate, role_of
 from protocol.errors import Refusal
 from protocol.station_package import CARD_MODES, StationPackage
+from station_hub.cli_common import STATION_DIR, open_station
 from station_hub.station import DeviceDirectory, Station
 
 MAX_REQUEST_BYTES = 16 * 1024
@@ -189,15 +190,6 @@ def write_package(station: Station, out: Path, card_mode: str = "auth") -> Stati
 # --- the `station-hub export-package` and `station-hub enroll` commands -------------------
 # (registered by station_hub/cli.py; kept here so that the enrolment path lives in one module)
 
-_STATION_DIR = click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-
-
-def _open(directory: Path) -> Station:
-    try:
-        return Station.open(directory)
-    except SiteError as error:
-        raise click.ClickException(str(error)) from error
-
 
 @click.command(
     "export-package",
@@ -205,13 +197,13 @@ def _open(directory: Path) -> Station:
     "trust anchors and CRLs, roll public key, station CA and CRL, broker address, terminal ids "
     "(no private key). flash.sh --package consumes it (docs/provisioning.md).",
 )
-@_STATION_DIR
+@STATION_DIR
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--card-mode", type=click.Choice(CARD_MODES), default="auth", show_default=True,
               help="Which JPKI key the booths use.")  # fmt: skip
 def export_package_command(directory: Path, out: Path, card_mode: str) -> None:
     try:
-        package = write_package(_open(directory), out, card_mode)
+        package = write_package(open_station(directory), out, card_mode)
     except SiteError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"station package of {package.station_id} written to {out}: terminals {', '.join(package.terminals)}, "
@@ -224,12 +216,12 @@ def export_package_command(directory: Path, out: Path, card_mode: str) -> None:
     "DATA/device/request.csr) and write the certificate the station CA issues to OUT. The "
     "ledger and the roll accept it at once, without a restart.",
 )
-@_STATION_DIR
+@STATION_DIR
 @click.argument("request", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 def enroll_command(directory: Path, request: Path, out: Path) -> None:
     try:
-        enrolment = enroll(_open(directory), request.read_bytes())
+        enrolment = enroll(open_station(directory), request.read_bytes())
     except SiteError as error:
         raise click.ClickException(str(error)) from error
     write_atomically(out, enrolment.pem)

@@ -25,16 +25,8 @@ import click
 
 from infra.errors import SiteError
 from infra.files import write_atomically
+from station_hub.cli_common import STATION_DIR, open_station
 from station_hub.station import Station
-
-STATION_DIR = click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
-
-
-def _open(directory: Path) -> Station:
-    try:
-        return Station.open(directory)
-    except SiteError as error:
-        raise click.ClickException(str(error)) from error
 
 
 @click.command(
@@ -48,7 +40,7 @@ def _open(directory: Path) -> Station:
 def municipal_request(directory: Path, out: Path) -> None:
     from station_hub.municipal_relay import request_municipal_link
 
-    station = _open(directory)
+    station = open_station(directory)
     try:
         request = request_municipal_link(station)
     except SiteError as error:
@@ -68,7 +60,7 @@ def municipal_request(directory: Path, out: Path) -> None:
 def municipal_link(directory: Path, grant: Path) -> None:
     from station_hub.municipal_relay import install_municipal_grant
 
-    station = _open(directory)
+    station = open_station(directory)
     try:
         link = install_municipal_grant(station, grant.read_bytes())
     except SiteError as error:
@@ -107,7 +99,7 @@ def _not_municipal(station: Station, what: str) -> None:
 def import_early_marks_command(directory: Path, marks: Path, marks_key: Path, municipality: str) -> None:
     from station_hub.municipal_marks import import_early_marks, load_marks_key
 
-    station = _open(directory)
+    station = open_station(directory)
     _not_municipal(station, "mark")
     try:
         key = load_marks_key(marks_key.read_bytes())
@@ -128,7 +120,7 @@ def import_early_marks_command(directory: Path, marks: Path, marks_key: Path, mu
 def export_marks(directory: Path, out: Path, municipality: str) -> None:
     from station_hub.municipal_marks import export_station_marks
 
-    station = _open(directory)
+    station = open_station(directory)
     _not_municipal(station, "export")
     try:
         payload = export_station_marks(station, municipality)

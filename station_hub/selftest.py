@@ -404,8 +404,10 @@ def observe_ledger(station: Station) -> StoreState:
         store._db.close()
 
 
-def observe_roll(station: Station) -> StoreState:
-    path = station.roll_db
+def _observe_sqlite(
+    path: Path, version_wanted: int, facts: Callable[[sqlite3.Connection], dict[str, Any]]
+) -> StoreState:
+    """A service's SQLite store, read-only: absent, unreadable, of another schema, or its facts."""
     if not path.exists():
         return StoreState(False)
     try:
@@ -414,43 +416,38 @@ def observe_roll(station: Station) -> StoreState:
         return StoreState(True, str(error))
     try:
         version = schema_version(db)
-        if version != ROLL_SCHEMA_VERSION:
+        if version != version_wanted:
             return StoreState(True, None, version)
+        return StoreState(True, None, version, facts(db))
+    except sqlite3.Error as error:
+        return StoreState(True, str(error))
+    finally:
+        db.close()
+
+
+def _polls(db: sqlite3.Connection) -> str:
+    row = db.execute("SELECT value FROM meta WHERE name = 'polls'").fetchone()
+    return row[0] if row else "pending"
+
+
+def observe_roll(station: Station) -> StoreState:
+    def facts(db: sqlite3.Connection) -> dict[str, Any]:
         eligible = db.execute("SELECT count(*) FROM voters").fetchone()[0]
         try:
             modulus = (station.token_public_key().key_size + 7) // 8
             checked = db.execute("SELECT count(*) FROM voters WHERE blinded != ?", (bytes(modulus),)).fetchone()[0]
         except (OSError, SiteError, ValueError):
             checked = "?"
-        row = db.execute("SELECT value FROM meta WHERE name = 'polls'").fetchone()
-        return StoreState(
-            True, None, version, {"eligible": eligible, "checked_in": checked, "polls": row[0] if row else "pending"}
-        )
-    except sqlite3.Error as error:
-        return StoreState(True, str(error))
-    finally:
-        db.close()
+        return {"eligible": eligible, "checked_in": checked, "polls": _polls(db)}
+
+    return _observe_sqlite(station.roll_db, ROLL_SCHEMA_VERSION, facts)
 
 
 def observe_relay(link: MunicipalLink) -> StoreState:
-    path = link.relay_db
-    if not path.exists():
-        return StoreState(False)
-    try:
-        db = open_read_only(path)
-    except (OSError, sqlite3.Error) as error:
-        return StoreState(True, str(error))
-    try:
-        version = schema_version(db)
-        if version != RELAY_SCHEMA_VERSION:
-            return StoreState(True, None, version)
-        checked = db.execute("SELECT count(*) FROM granted").fetchone()[0]
-        row = db.execute("SELECT value FROM meta WHERE name = 'polls'").fetchone()
-        return StoreState(True, None, version, {"checked_in": checked, "polls": row[0] if row else "pending"})
-    except sqlite3.Error as error:
-        return StoreState(True, str(error))
-    finally:
-        db.close()
+    def facts(db: sqlite3.Connection) -> dict[str, Any]:
+        return {"checked_in": db.execute("SELECT count(*) FROM granted").fetchone()[0], "polls": _polls(db)}
+
+    return _observe_sqlite(link.relay_db, RELAY_SCHEMA_VERSION, facts)
 
 
 def _granted_key(link: MunicipalLink) -> rsa.RSAPublicKey | str | None:
