@@ -53,6 +53,7 @@ from appliance.outbox import Outbox, StoredCheckin
 from appliance.publisher import HubLink, HubUnreachable
 from appliance.session import Session, State, Timeouts
 from appliance.session import events as ev
+from appliance.session.session import RETRYABLE_REFUSALS
 from audit.service import ServiceAudit
 from election import tokens
 from election.ballot import BallotOpening, DeviceSigner, SealedBallot, Token, seal_ballot
@@ -502,12 +503,24 @@ class Booth:
         return ev.Authenticated()
 
     def _check_in(self) -> ev.Event:
+        """One check-in per authentication: the next voter's needs the PIN again. The one
+        exception is a refusal about the station, not the voter (hub or municipal roll
+        unreachable, stale CRL): the session then shows the retry screen with the card still
+        in, and "retry" repeats *this* check-in — the same stored blinded token, so the roll
+        grants it at most once — with the card this voter authenticated. Taking the card out
+        or cancelling ends the session, which forgets the card (``_forget``)."""
+        handle, card = self._voter_key, getattr(self, "_card", None)
+        self._card = None
+        assert handle is not None and card is not None, "check-in without an authenticated voter"
+        outcome = self._check_in_with(handle, card)
+        if isinstance(outcome, ev.CheckInFailed) and outcome.refusal in RETRYABLE_REFUSALS:
+            self._card = card
+        return outcome
+
+    def _check_in_with(self, handle: str, card: JpkiAuthenticator) -> ev.Event:
         """Card-proven check-in (docs/card-protocol.md §5): the roll's fresh challenge, the card's
         signature over it, the station, this terminal and the blinded token; the roll checks
         the certificate and derives the voter key itself."""
-        handle, card = self._voter_key, getattr(self, "_card", None)
-        self._card = None  # one check-in per authentication: the next needs the PIN again
-        assert handle is not None and card is not None, "check-in without an authenticated voter"
         stored = self.outbox.stored_checkin(handle)
         if stored is None:
             message = secrets.token_bytes(32)

@@ -772,32 +772,50 @@ def _refusals_json(rows: tuple[tuple[str, str, int], ...]) -> dict[str, dict[str
     return out
 
 
+MUNICIPAL_ROLL = ("reachable", "unreachable")
+"""What the relay of an early/common station says of its link to the municipal roll."""
+
+
 @dataclass(frozen=True, slots=True)
 class RollStatus:
+    """The roll's retained status. ``municipal_roll`` is set only by the roll relay of an
+    early/common station (issue 17): whether the municipal roll answered its latest request or
+    probe. A station roll omits the field, so its bytes are those of before; a reader takes the
+    document with or without it, and nothing else."""
+
     online: bool
     polls: PollsState | None = None
     eligible: int | None = None
+    municipal_roll: str | None = None
+    """``reachable`` or ``unreachable`` at an early/common station; None at any other."""
 
     def encode(self) -> bytes:
         if not self.online:
             return offline_status("roll_status")
-        return canonical_bytes(
-            {"version": MESSAGE_VERSION, "type": "roll_status", "online": True, "polls": self.polls,
-             "eligible": self.eligible}
-        )  # fmt: skip
+        document = {"version": MESSAGE_VERSION, "type": "roll_status", "online": True, "polls": self.polls,
+                    "eligible": self.eligible}  # fmt: skip
+        if self.municipal_roll is not None:
+            document["municipal_roll"] = _choice(self.municipal_roll, "roll_status.municipal_roll", MUNICIPAL_ROLL)
+        return canonical_bytes(document)
 
     @classmethod
     def decode(cls, payload: bytes) -> RollStatus:
         if _offline(payload, "roll_status"):
             _offline_document(payload, "roll_status")
             return cls(False)
-        data = _document(payload, "roll_status", {"version", "type", "online", "polls", "eligible"})
+        base = {"version", "type", "online", "polls", "eligible"}
+        try:
+            data = _document(payload, "roll_status", base)
+        except Refusal:
+            data = _document(payload, "roll_status", base | {"municipal_roll"})
         if data["online"] is not True:
             raise Refusal(Reason.MALFORMED, "roll_status.online: an online status says true")
+        municipal = data.get("municipal_roll")
         return cls(
             True,
             _choice(data["polls"], "roll_status.polls", POLLS_STATES),
             _count(data["eligible"], "roll_status.eligible"),
+            None if "municipal_roll" not in data else _choice(municipal, "roll_status.municipal_roll", MUNICIPAL_ROLL),
         )
 
 

@@ -152,6 +152,9 @@ class MonitorState:
         for name, online in (("ledger", self.ledger.online), ("roll", self.roll.online)):
             if not online:
                 alerts.append(f"{name} service offline")
+        if self.roll.online and self.roll.municipal_roll == "unreachable":
+            # An early/common place checks nobody in without the municipal roll (issue 17).
+            alerts.append("MUNICIPAL ROLL UNREACHABLE: nobody can be checked in here until it is back")
         for terminal in self.terminal_names():
             status = self.terminals.get(terminal)
             if status is None:
@@ -236,7 +239,8 @@ class MonitorState:
             f"polls {ledger.polls or '?'} · chain position {'?' if ledger.position is None else ledger.position} "
             f"head {head} · forward lag {lag} · "
             f"eligible {'?' if roll.eligible is None else roll.eligible} · "
-            f"last message {clock_text(self.last_message_at)}"
+            + (f"municipal roll {roll.municipal_roll} · " if roll.municipal_roll else "")
+            + f"last message {clock_text(self.last_message_at)}"
         )
 
     def to_json(self, now: float) -> dict[str, Any]:
@@ -252,6 +256,7 @@ class MonitorState:
             "ledger_online": ledger.online,
             "roll_online": self.roll.online,
             "eligible": self.roll.eligible,
+            "municipal_roll": self.roll.municipal_roll,
             "terminals": [
                 dict(zip(("terminal", "link", "reader", "tamper", "ballots_cast", "outbox", "seen"), row, strict=True))
                 for row in self.rows()

@@ -39,6 +39,7 @@ import logging
 import queue
 import signal
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ from infra.service import Vitals
 from infra.store import open_store
 from protocol.errors import CheckinReason, Refusal
 from protocol.messages import (
+    CheckinChallengeRequest,
     CheckinGranted,
     CheckinRefused,
     CheckinReply,
@@ -85,6 +87,13 @@ LINK_DIR = "municipal"
 LINK_VERSION = 1
 RELAY_TIMEOUT = 5.0
 """Seconds the relay waits for the municipal roll before telling the terminal it is unreachable."""
+PROBE_INTERVAL = 5.0
+"""Seconds between the relay's probes of the municipal roll (a challenge request as terminal
+``PROBE_TERMINAL``: it crosses the central broker and the roll's PostgreSQL, as a check-in
+does), so the monitor shows a cut link before a voter meets the retry screen."""
+PROBE_TERMINAL = "roll-probe"
+"""The terminal the probe names (no device has it: the challenge issued to it is never used
+and expires)."""
 
 
 @dataclass(frozen=True)
@@ -257,14 +266,19 @@ class RelayService:
         self.audit: ServiceAudit | None = None
         self.vitals = Vitals()
         self._officials: OfficialsVerifier | None = None
+        self.reachable = False
+        """Whether the municipal roll answered the latest request or probe (published in the
+        roll status; false until the first answer, so nothing claims a link not yet proven)."""
+        self._probing = threading.Lock()
+        self.probe_interval = PROBE_INTERVAL
         self.client = make_client(station, "roll", clean_start=False)
         set_will(self.client, self.topics.roll_status, offline_status("roll_status"))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.central = make_client(self.link, relay_identity(station.station_id))  # type: ignore[arg-type]
         self.central.on_connect = self._on_central_connect
-        self.central.on_disconnect = lambda *a: self.central_ready.clear()
-        self.central.on_subscribe = lambda *a: self.central_ready.set()
+        self.central.on_disconnect = self._on_central_disconnect
+        self.central.on_subscribe = self._on_central_subscribe
         self.central.on_message = self._on_central_message
 
     # --- station side ----------------------------------------------------------------------
@@ -281,7 +295,8 @@ class RelayService:
         """The station's polls (the municipality's own may still refuse: ``polls_not_open``).
         ``eligible`` is 0: the register is the municipal roll's, not this station's."""
         polls = self.store.polls()
-        self.client.publish(self.topics.roll_status, RollStatus(True, polls, 0).encode(),  # type: ignore[arg-type]
+        municipal = "reachable" if self.reachable else "unreachable"
+        self.client.publish(self.topics.roll_status, RollStatus(True, polls, 0, municipal).encode(),  # type: ignore[arg-type]
                             qos=1, retain=True)  # fmt: skip
         if polls == "closed":
             report = RollReport(0, self.store.checked_in())
@@ -368,6 +383,7 @@ class RelayService:
             return CheckinRefused(CheckinReason.POLLS_NOT_OPEN, f"the polls of station {self.station.station_id} "
                                   f"are {polls}")  # fmt: skip
         answer = self._ask(terminal, payload)
+        self._set_reachable(answer is not None)
         if answer is None:
             return CheckinRefused(
                 CheckinReason.ROLL_UNREACHABLE,
@@ -389,6 +405,42 @@ class RelayService:
             log.error("the central broker refused the station roll: %s", reason)
             return
         client.subscribe(reply_topic(self.station.station_id), qos=1)
+
+    def _on_central_subscribe(self, *args: Any) -> None:
+        self.central_ready.set()
+        self._pool.submit(self.probe)  # say "reachable" as soon as the roll answers, not a probe later
+
+    def _on_central_disconnect(self, *args: Any) -> None:
+        self.central_ready.clear()
+        self._set_reachable(False)  # the link is cut: say so now, not at the next probe
+
+    def _set_reachable(self, reachable: bool) -> None:
+        """Publish the roll status again when the municipal roll's reachability changed."""
+        if reachable != self.reachable:
+            self.reachable = reachable
+            state = "reachable again" if reachable else "UNREACHABLE: no check-in here until it is back"
+            log.warning("the municipal roll of %s is %s", self.link.municipality, state)
+            if self.client.is_connected():
+                self._publish_status()
+
+    def probe(self) -> bool:
+        """Ask the municipal roll for a challenge (as terminal ``PROBE_TERMINAL``); true if it
+        answered with a well-formed check-in reply. One probe at a time."""
+        if not self._probing.acquire(blocking=False):
+            return self.reachable
+        try:
+            answer = self._ask(PROBE_TERMINAL, CheckinChallengeRequest().encode())
+            try:
+                answered = answer is not None and decode_checkin_reply(answer, self.modulus_length) is not None
+            except Refusal:
+                answered = False
+            self._set_reachable(answered)
+            return answered
+        except Exception:  # a probe never stops the relay
+            log.exception("internal error probing the municipal roll")
+            return self.reachable
+        finally:
+            self._probing.release()
 
     def _on_central_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         correlation = getattr(message.properties, "CorrelationData", None)
@@ -457,8 +509,13 @@ class RelayService:
         log.info("roll relay of station %s to the municipal roll of %s (%s), polls %s",
                  self.station.station_id, self.link.municipality, self.link.kind, self.store.polls())  # fmt: skip
         try:
+            next_probe = 0.0
             while not self._stop.wait(1.0):
                 self.vitals.beat()  # the watchdog pings only while this loop turns
+                now = time.monotonic()
+                if now >= next_probe:
+                    next_probe = now + self.probe_interval
+                    self._pool.submit(self.probe)
         finally:
             self.close()
 
