@@ -76,6 +76,10 @@ class HubLink:
         self.status = {"reader": "unknown", "tamper": False}
         self._connected = threading.Event()
         self._last_send = time.monotonic()
+        self._published: set[bytes] = set()
+        """Ballots published at least once since start: only they are resent when acks are
+        overdue. A ballot just committed is published by the cast itself (``send``, with a
+        challenged one in the same burst), never first by a resend racing it."""
         self._lock = threading.Lock()
         self._replies: dict[bytes, tuple[threading.Event, list[bytes]]] = {}
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=terminal_id, protocol=mqtt.MQTTv5)
@@ -169,6 +173,7 @@ class HubLink:
 
     def _publish_item(self, item: OutboxItem) -> None:
         self._last_send = time.monotonic()
+        self._published.add(item.ballot_hash)
         self._client.publish(self.topics.ballot(self.terminal_id), item.payload, qos=1)
 
     def resend_if_due(self, now: float) -> None:
@@ -178,7 +183,8 @@ class HubLink:
             return
         self._last_send = now
         for item in self.outbox.unacknowledged():
-            self._publish_item(item)
+            if item.ballot_hash in self._published:
+                self._publish_item(item)
 
     def send(self, items: Sequence[OutboxItem]) -> None:
         """Publish released ballots now, back to back (one burst), if connected; else they go
