@@ -32,7 +32,6 @@ tell that ``public/token.pem`` is still it), ``relay.db`` (polls, granted digest
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -61,7 +60,6 @@ from infra.errors import SiteError
 from infra.files import private_pem, write_private
 from infra.link import BrokerLink, CentralLink
 from infra.mqtt import connect, make_client, publish_last_words, set_will
-from infra.officials import OfficialsRefused, OfficialsVerifier
 from infra.service import Vitals
 from infra.store import open_store
 from protocol.errors import CheckinReason, Refusal
@@ -71,7 +69,6 @@ from protocol.messages import (
     CheckinRefused,
     CheckinReply,
     CheckinRequest,
-    PollsCommand,
     RollReport,
     RollStatus,
     decode_checkin_message,
@@ -79,7 +76,7 @@ from protocol.messages import (
     offline_status,
 )
 from protocol.municipal import MunicipalGrant, checkin_topic, relay_identity, reply_topic
-from station_hub.roll_service import roll_audit_paths, roll_log_id
+from station_hub.roll_service import PollsGate, roll_audit_paths, roll_log_id
 from station_hub.station import DeviceDirectory, Station
 
 log = logging.getLogger("station_hub.municipal_relay")
@@ -265,7 +262,7 @@ class RelayService:
         self.store = RelayStore(MunicipalLink.directory_of(station.directory) / "relay.db")
         self.audit: ServiceAudit | None = None
         self.vitals = Vitals()
-        self._officials: OfficialsVerifier | None = None
+        self._officials = PollsGate(station)
         self.reachable = False
         """Whether the municipal roll answered the latest request or probe (published in the
         roll status; false until the first answer, so nothing claims a link not yet proven)."""
@@ -305,21 +302,15 @@ class RelayService:
     def _polls(self, payload: bytes) -> None:
         """An officials' open/close command (checked as a station roll checks it: the ledger,
         which holds the challenge, answers the operator; a replay is a no-op of the state machine)."""
-        command = PollsCommand.decode(payload)
-        if self._officials is None:
-            self._officials = OfficialsVerifier(self.station.directory, self.station.station_id,
-                                                self.station.election().manifest.base_hash)  # fmt: skip
-        try:
-            self._officials.check(command, dt.datetime.now(dt.UTC))
-        except OfficialsRefused as refused:
-            log.warning("refused the polls command %s: %s (%s)", command.command, refused.reason.value, refused.detail)
+        command = self._officials.authorized(payload)
+        if command is None:
             return
         polls = self.store.polls()
-        if command.command == "open" and polls == "pending":
+        if command == "open" and polls == "pending":
             self.store.set_polls("open")
             self._record_counts()
             self._record("polls_opened", station=self.station.station_id)
-        elif command.command == "close" and polls == "open":
+        elif command == "close" and polls == "open":
             self.store.set_polls("closed")
             self._record_counts()
             self._record("polls_closed", station=self.station.station_id)

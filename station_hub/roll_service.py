@@ -60,6 +60,30 @@ def roll_log_id(station: Station) -> str:
     return f"{station.station_id}.roll"
 
 
+class PollsGate:
+    """The officials' check of a polls command on a station's roll side (the station roll, or
+    the relay of an early/common place): the command, if the station manager's and a witness's
+    cards signed it (infra/officials.py). The roll side cannot see the ledger's challenge; it
+    checks the officials, the station, the election and the challenge's age, and its state
+    machine makes a replay a no-op."""
+
+    def __init__(self, station: Station) -> None:
+        self._station = station
+        self._verifier: OfficialsVerifier | None = None
+
+    def authorized(self, payload: bytes) -> str | None:
+        command = PollsCommand.decode(payload)
+        if self._verifier is None:
+            self._verifier = OfficialsVerifier(self._station.directory, self._station.station_id,
+                                               self._station.election().manifest.base_hash)  # fmt: skip
+        try:
+            self._verifier.check(command, dt.datetime.now(dt.UTC))
+        except OfficialsRefused as refused:
+            log.warning("refused the polls command %s: %s (%s)", command.command, refused.reason.value, refused.detail)
+            return None
+        return command.command
+
+
 class RollService:
     def __init__(self, station: Station, *, passphrase: bytes | None = None) -> None:
         self.station = station
@@ -76,7 +100,7 @@ class RollService:
         self.refusals = dict.fromkeys((reason.value for reason in COUNTED_REASONS), 0)
         """Check-ins refused since the service started, by reason (totals only: see the module doc)."""
         self.audit: ServiceAudit | None = None
-        self._officials: OfficialsVerifier | None = None
+        self._officials = PollsGate(station)
         self.client = make_client(station, "roll", clean_start=False)
         set_will(self.client, self.topics.roll_status, offline_status("roll_status"))
         self.vitals = Vitals()
@@ -147,20 +171,7 @@ class RollService:
         self.client.publish(self.topics.checkin_reply(terminal), reply.encode(), qos=1, properties=properties)
 
     def _authorized(self, payload: bytes) -> str | None:
-        """The command, if the station manager's and a witness's cards signed it (infra/officials.py).
-
-        The roll cannot see the ledger's challenge; it checks the officials, the station, the
-        election and the challenge's age, and the state machine makes a replay a no-op."""
-        command = PollsCommand.decode(payload)
-        if self._officials is None:
-            self._officials = OfficialsVerifier(self.station.directory, self.station.station_id,
-                                                self.station.election().manifest.base_hash)  # fmt: skip
-        try:
-            self._officials.check(command, dt.datetime.now(dt.UTC))
-        except OfficialsRefused as refused:
-            log.warning("refused the polls command %s: %s (%s)", command.command, refused.reason.value, refused.detail)
-            return None
-        return command.command
+        return self._officials.authorized(payload)
 
     def _polls(self, command: str | None) -> None:
         polls = self.store.polls()
