@@ -1,26 +1,37 @@
 """Ledger throughput and acknowledgement latency, and the roll's card-proven check-ins, over
 TLS on loopback (real Mosquitto).
 
-Prints ballots/s held (parse, device signature, device statement, token, durable commit in the
-pool or straight into a batch of the chain) without ZK proof checks on every core; the proof
-checks apart, as ballots/s per core on 1 and on 2 check workers side by side; and ack latency
-p50/p99 paced at 500 ballots/s. Goal (issue 18): >= 2,000/s without proofs on 2 cores, >= 1.8x
-from 1 to 2 workers with proofs, p99 < 200 ms at 500/s. The manifest's ``batch_min`` is
-:data:`BATCH_MIN` (20: production elections need >= 10; tests use 1-3, which makes a batch, a
-second transaction and a rebuild of the pool's file, due after nearly every ballot). Then
-card-proven check-ins/s and their latency p50/p99 (both rounds:
-challenge, then the JPKI test card's signature, which the roll checks against the CA, the CRL
-and the binding before it derives the voter key, marks the voter and blind-signs), with four
-terminals asking at once. Usage: .venv/bin/python benchmarks/bench_hub.py [--ballots N]
-[--paced N] [--rate R] [--checkins N]
+Prints, for 1 check worker and for one per core:
+
+- ballots/s held end to end (parse, device signature, device statement, token, durable commit
+  in the pool or straight into a batch of the chain; no ZK proof checks), with the four
+  terminals publishing and reading their acknowledgements on the same cores as the broker
+  and the ledger;
+- the same ledger draining a backlog that waited at the broker, with no terminal on these
+  cores (on site the terminals are other machines): the ledger's own capacity;
+- the proof checks apart: the check workers alone (parse, signatures, token, proofs) as
+  ballots/s per core, and end to end with proofs;
+- ack latency p50/p99 paced at 500 ballots/s;
+- the ledger's CPU per ballot in its own process and in its workers, for each run.
+
+Goal (issue 18): >= 2,000/s without proofs, >= 1.8x from 1 to 2 workers with proofs, p99 <
+200 ms at 500/s. The manifest's ``batch_min`` is :data:`BATCH_MIN` (20: production elections
+need >= 10; tests use 1-3, which makes a batch, a second transaction and a rebuild of the
+pool's file, due after nearly every ballot). Then card-proven check-ins/s and their latency
+p50/p99 (both rounds: challenge, then the JPKI test card's signature, which the roll checks
+against the CA, the CRL and the binding before it derives the voter key, marks the voter and
+blind-signs), with four terminals asking at once. Usage: .venv/bin/python
+benchmarks/bench_hub.py [--ballots N] [--paced N] [--rate R] [--checkins N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -44,9 +55,12 @@ from election.simulation import ceremony, write_election_package
 from infra.broker import Broker, free_port
 from infra.mqtt import HubClient
 from protocol.messages import BallotSubmission
+from station_hub.ledger import Examined, Examiner
+from station_hub.ledger_service import examine_job, proof_pool
+from station_hub.ledger_store import pool_file
 from station_hub.operator import change_polls
 from station_hub.roll import RollStore, read_voter_keys
-from station_hub.station import Station, init_station
+from station_hub.station import DeviceDirectory, Station, init_station
 from station_hub.terminal_client import TerminalClient
 
 TERMINALS = [f"t{i}" for i in range(1, 5)]
@@ -207,10 +221,6 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return used.get(pid, 0.0), below
 
 
-LAST_CPU: dict[str, float] = {}
-"""CPU seconds of the last run's ballots: the ledger's own process and its check workers."""
-
-
 def run(count: int, proofs: bool, rate: float | None, checkins: int = 0, proof_workers: int = 1) -> list[float]:
     """Ballots (``count``, sealed with directly signed tokens) or, with ``checkins``, card-proven
     check-ins; latencies, then the wall time. The ledger's CPU time over the ballots goes to
@@ -239,6 +249,93 @@ def run(count: int, proofs: bool, rate: float | None, checkins: int = 0, proof_w
                     process.wait(10)
 
 
+LAST_CPU: dict[str, float] = {}
+"""CPU seconds of the last run's ballots: the ledger's own process and its check workers."""
+
+
+def drain(count: int, proof_workers: int) -> tuple[int, float]:
+    """The ledger's own capacity: ``count`` ballots (no proof checks) wait at the broker for the
+    ledger's persistent session, published while it was stopped; then it starts and drains
+    them. Nobody reads the acknowledgements, so the cores hold only the broker and the ledger,
+    as on site, where the terminals are other machines. Returns (ballots drained, seconds
+    from the first commit to the last): the count is read from the ledger's files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        station, _ = make_station(Path(tmp))
+        ballots = seal_all(station, count)
+        with Broker(station):
+            command = [sys.executable, "-m", "station_hub.cli", "ledger", str(station.directory),
+                       "--proof-workers", str(proof_workers), "--no-proofs"]  # fmt: skip
+            roll = subprocess.Popen([sys.executable, "-m", "station_hub.cli", "roll", tmp + "/station"])
+            ledger = subprocess.Popen(command)
+            try:
+                with HubClient(station, "op1").connect() as operator:
+                    change_polls(operator, "open")
+                ledger.terminate()
+                ledger.wait(10)
+                for terminal, payloads in ballots.items():
+                    with HubClient(station, terminal).connect() as client:
+                        sent = [client._client.publish(station.topics.ballot(terminal), payload, qos=1)
+                                for _, payload in payloads]  # fmt: skip
+                        for info in sent:
+                            info.wait_for_publish(30)
+                ledger = subprocess.Popen(command)
+                before = (0.0, 0.0)
+                first: tuple[int, float] | None = None
+                held, deadline = 0, time.monotonic() + 300
+                while held < count and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    held = ledger_count(station)
+                    if first is None and held:
+                        first, before = (held, time.perf_counter()), cpu_seconds(ledger.pid)
+                if held < count or first is None:
+                    sys.exit(f"the ledger held only {held} of {count} ballots")
+                elapsed, after = time.perf_counter() - first[1], cpu_seconds(ledger.pid)
+                LAST_CPU.update(main=after[0] - before[0], workers=after[1] - before[1])
+                return count - first[0], elapsed
+            finally:
+                for process in (ledger, roll):
+                    process.terminate()
+                    process.wait(10)
+
+
+def ledger_count(station: Station) -> int:
+    """Ballots the ledger holds (chained and pooled), read-only from its two files."""
+    total = 0
+    for path, table in ((station.ledger_db, "entries"), (pool_file(station.ledger_db), "pool")):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+                total += db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+    return total
+
+
+def proof_rates(count: int, workers: int) -> float:
+    """Ballots/s of the ledger's check workers alone (parse, signatures, token and proofs) on
+    ``workers`` processes, fed in chunks as the ledger feeds them: no broker, no commit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        station, _ = make_station(Path(tmp))
+        jobs = []
+        lookup = DeviceDirectory(station).lookup
+        for terminal, payloads in seal_all(station, count).items():
+            key = lookup(terminal)
+            assert not isinstance(key, str), key
+            jobs += [(payload, key.public_bytes_raw()) for _, payload in payloads]
+        election = station.election()
+        examiner = Examiner(election.manifest, election.context.joint_public_key, station.token_public_key(), True)
+        pool = proof_pool(workers, examiner)
+        try:
+            started = time.perf_counter()
+            found = list(pool.map(examine_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+            elapsed = time.perf_counter() - started
+        finally:
+            pool.shutdown()
+        refused = [f for f in found if not isinstance(f, Examined) or f.proof_failures or not f.token_ok]
+        if refused:
+            sys.exit(f"{len(refused)} ballots failed their checks: {refused[0]}")
+        return len(jobs) / elapsed
+
+
 def cpu_note(count: int) -> str:
     """The ledger's CPU time per ballot of the last run, split between its process and workers."""
     main_ms, workers_ms = LAST_CPU["main"] * 1000 / count, LAST_CPU["workers"] * 1000 / count
@@ -259,6 +356,14 @@ def main() -> None:
         *latencies, elapsed = run(args.ballots, False, None, proof_workers=workers)
         print(f"throughput without proof checks, {workers} check worker(s): {len(latencies) / elapsed:,.0f} "
               f"ballots/s ({len(latencies)} ballots in {elapsed:.2f} s; {cpu_note(len(latencies))})")  # fmt: skip
+    for workers in sorted({1, cores}):
+        drained, seconds = drain(args.ballots, workers)
+        print(f"ledger draining a backlog (terminals off these cores), {workers} check worker(s): "
+              f"{drained / seconds:,.0f} ballots/s ({drained} in {seconds:.2f} s; {cpu_note(drained)})")  # fmt: skip
+    alone = {workers: proof_rates(args.ballots // 4, workers) for workers in sorted({1, cores})}
+    print("check workers alone, with proofs:  " + "  |  ".join(
+        f"{w} worker(s): {r:,.0f} ballots/s, {r / w:,.0f} per core" for w, r in alone.items()
+    ) + f"  |  scaling {alone[max(alone)] / alone[1]:.2f}x")  # fmt: skip
     rates = {}
     for workers in sorted({1, cores}):
         *latencies, elapsed = run(args.ballots // 4, True, None, proof_workers=workers)

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from election.elgamal import Ciphertext, encrypt, is_encryption_of
-from election.encoding import canonical_bytes, check_version, hex_bytes, sha256, strict_int
+from election.encoding import canonical_bytes, check_version, encode_checked, hex_bytes, sha256, strict_int
 from election.errors import FormatError
 from election.group import ORDER, Point, random_scalar, scalar_from_hex, scalar_to_hex
 from election.ids import check_device_id
 from election.manifest import Contest, Manifest
 from election.proofs import RangeProof
+from election.signatures import ed25519_valid
 
 BALLOT_VERSION = 2
 BALLOT_ID_SIZE = 16
@@ -103,6 +103,11 @@ class SealedBallot:
     token: Token | None
     contests: tuple[EncryptedContest, ...]
     signature: bytes
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """The canonical bytes of :meth:`to_json`, kept by :meth:`from_json` (the input it checked
+    encodes to them); never copied by ``replace``, so a changed ballot encodes itself again."""
+    _body_encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """The canonical bytes of :meth:`body_json`, kept the same way."""
 
     def body_json(self) -> dict[str, Any]:
         """Everything the device signs: the ballot without its signature."""
@@ -143,17 +148,18 @@ class SealedBallot:
         unsigned = replace(self, token=token, signature=b"")
         return replace(unsigned, signature=signer.sign(canonical_bytes(unsigned.body_json())))
 
+    def encoded(self) -> bytes:
+        """The sealed ballot's canonical JSON, signature included (what the record stores)."""
+        return self._encoded if self._encoded is not None else canonical_bytes(self.to_json())
+
     @property
     def ballot_hash(self) -> bytes:
         """SHA-256 of the whole sealed ballot's canonical JSON (signature included)."""
-        return sha256(canonical_bytes(self.to_json()))
+        return sha256(self.encoded())
 
     def signature_valid(self, device_key: Ed25519PublicKey) -> bool:
-        try:
-            device_key.verify(self.signature, canonical_bytes(self.body_json()))
-        except InvalidSignature:
-            return False
-        return True
+        body = self._body_encoded if self._body_encoded is not None else canonical_bytes(self.body_json())
+        return ed25519_valid(device_key, self.signature, body)
 
     def proof_failures(self, manifest: Manifest, public_key: Point) -> list[str]:
         """Every selection or contest whose proof does not verify (empty when all do)."""
@@ -170,12 +176,14 @@ class SealedBallot:
         return failures
 
     @classmethod
-    def from_json(cls, data: Any, manifest: Manifest) -> SealedBallot:
+    def from_json(cls, data: Any, manifest: Manifest, *, encoded: bytes | None = None) -> SealedBallot:
         """Parse and validate a sealed ballot from outside against the election's manifest.
 
         Checks the schema, every field's encoding and every group element, and that the
         ballot has exactly the manifest's contests and selections in the manifest's order.
-        Signatures and proofs are checked separately (they need keys).
+        Signatures and proofs are checked separately (they need keys). ``encoded``: the
+        canonical bytes of ``data``, when the caller holds them (the part of a canonical
+        document it was parsed from), so that they are not made again.
         """
         fields = {"version", "ballot_id", "base_hash", "device_id", "token", "contests", "signature"}
         if not isinstance(data, dict):
@@ -191,7 +199,7 @@ class SealedBallot:
             _parse_contest(item, expected, f"contests[{i}]")
             for i, (item, expected) in enumerate(zip(contests_data, manifest.contests, strict=True))
         )
-        return cls(
+        ballot = cls(
             ballot_id=hex_bytes(data["ballot_id"], BALLOT_ID_SIZE, "ballot_id"),
             base_hash=hex_bytes(data["base_hash"], 32, "base_hash"),
             device_id=check_device_id(data["device_id"]),
@@ -199,6 +207,26 @@ class SealedBallot:
             contests=contests,
             signature=hex_bytes(data["signature"], 64, "signature"),
         )
+        # Every field was just decoded strictly from its one encoding (lowercase hex, reduced
+        # scalars, canonical points, exact fields), so ``data`` is ``to_json()`` to the byte:
+        # keep its encoding, without building it again or walking it.
+        whole = encoded if encoded is not None else encode_checked(data)
+        object.__setattr__(ballot, "_encoded", whole)
+        object.__setattr__(ballot, "_body_encoded", _unsigned(whole, data))
+        return ballot
+
+
+def _unsigned(whole: bytes, data: dict[str, Any]) -> bytes:
+    """The canonical bytes of a sealed ballot without its signature, cut from those with it.
+
+    Canonical JSON sorts the keys, so the ballot's last members are always ``"signature"``,
+    ``"token"`` and ``"version"``: the body is the whole with the signature member taken out.
+    Encoding the body again would cost as much as parsing the rest of the ballot."""
+    tail = b'"token":' + encode_checked(data["token"]) + b',"version":' + str(data["version"]).encode() + b"}"
+    signed = b'"signature":"' + data["signature"].encode() + b'",' + tail
+    if not whole.endswith(signed):  # not reached for a ballot just decoded; kept exact anyway
+        return encode_checked({name: value for name, value in data.items() if name != "signature"})
+    return whole[: -len(signed)] + tail
 
 
 def _parse_contest(data: Any, expected: Contest, where: str) -> EncryptedContest:

@@ -83,8 +83,19 @@ def canonical_bytes(value: Any) -> bytes:
     Raises FormatError (never UnicodeEncodeError or TypeError) for what has no canonical form.
     """
     _check_tree(value, encoding=True)
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.encode("utf-8")
+    return encode_checked(value)
+
+
+def encode_checked(value: Any) -> bytes:
+    """The canonical bytes of a tree already known to have a canonical form: what
+    :func:`parse_json` returned, or a part of it that a strict decoder accepted (every field of
+    it typed and bounded). Skips :func:`canonical_bytes`' walk over the tree, which costs more
+    than the encoding itself on the ledger's and the verifier's hot paths; anything else goes
+    through :func:`canonical_bytes`."""
+    return _ENCODER.encode(value).encode("utf-8")
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _as_text(data: bytes | bytearray | memoryview | str) -> tuple[str, bytes]:
@@ -154,6 +165,10 @@ def parse_json(
     text, raw = _as_text(data)
     if max_size is not None and len(raw) > max_size:
         raise FormatError(f"document is {len(raw)} bytes, more than the limit of {max_size}")
+    if canonical:
+        value = _parse_canonical_fast(text, raw)
+        if value is not _NOT_FAST:
+            return value
     try:
         value = json.loads(
             text,
@@ -170,6 +185,43 @@ def parse_json(
     if canonical and canonical_bytes(value) != raw:
         raise FormatError("not in canonical form (docs/formats.md §1)")
     return value
+
+
+_NOT_FAST = object()
+
+
+def _parse_canonical_fast(text: str, raw: bytes) -> Any:
+    """The common case of a canonical document, in one pass of each C routine: its value, or
+    :data:`_NOT_FAST` when the full path must decide (and name the fault).
+
+    Without a ``\\u`` escape a strictly decoded text holds no lone surrogate; a document that
+    equals the encoding of its value has no duplicate key (the parser keeps the last one, and
+    the encoding would then be shorter); the parser's hooks already refuse floats, constants
+    and unbounded integers, so only the depth is left to walk, over the containers alone."""
+    if "\\u" in text:
+        return _NOT_FAST
+    try:
+        value = json.loads(text, parse_int=_bounded_int, parse_float=_no_float, parse_constant=_no_constant)
+    except (RecursionError, ValueError):
+        return _NOT_FAST
+    if not _shallow(value) or encode_checked(value) != raw:
+        return _NOT_FAST
+    return value
+
+
+def _shallow(value: Any) -> bool:
+    """Whether no container of a parsed tree lies :data:`MAX_DEPTH` or more levels deep."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level:
+        if depth >= MAX_DEPTH:
+            return False
+        below = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            below.extend(child for child in children if type(child) is dict or type(child) is list)
+        level, depth = below, depth + 1
+    return True
 
 
 def parse_canonical(data: bytes | bytearray | memoryview | str, *, max_size: int | None = None) -> Any:

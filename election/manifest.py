@@ -14,7 +14,7 @@ base hash, so every party sees the same values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from election.encoding import check_version, hash_value, strict_int
@@ -79,6 +79,8 @@ class Manifest:
     contests: tuple[Contest, ...]
     batch_min: int
     mode: str
+    _base_hash: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """:attr:`base_hash`, once computed (every ballot checked asks for it)."""
 
     @property
     def rehearsal(self) -> bool:
@@ -153,7 +155,9 @@ class Manifest:
     @property
     def base_hash(self) -> bytes:
         """SHA-256 of the manifest's canonical JSON: the election's identity."""
-        return hash_value(self.to_json())
+        if self._base_hash is None:
+            object.__setattr__(self, "_base_hash", hash_value(self.to_json()))
+        return self._base_hash  # type: ignore[return-value]
 
     def contest(self, contest_id: str) -> Contest:
         for contest in self.contests:

@@ -8,7 +8,8 @@ gateway worker) runs, stops and tells systemd how it is.
 - sd_notify(3) without libsystemd: a datagram to ``$NOTIFY_SOCKET`` (a path, or ``@name`` for
   the abstract namespace). ``READY=1`` once the service says it is ready (its
   :class:`Vitals`), ``WATCHDOG=1`` every half ``$WATCHDOG_USEC`` **only while the service's
-  main loop keeps beating** (a wedged loop stops the pings and systemd restarts the unit),
+  main loop keeps beating** from READY=1 on (a wedged loop stops the pings and systemd restarts the unit;
+  systemd watches only from READY=1, a start that waits on worker processes is not a stall),
   ``STOPPING=1`` when the stop starts. Without ``$NOTIFY_SOCKET`` (a test, a console,
   ``station-hub run``) nothing is sent and nothing fails.
 - Start, readiness, a stalled loop and the stop are logged, at info at least (a service's log
@@ -90,6 +91,9 @@ class Vitals:
         self._beat = time.monotonic()
 
     def mark_ready(self) -> None:
+        """Serving from now on; the watchdog counts from here (as systemd's does, from READY=1),
+        not from a start that may have waited on worker processes."""
+        self._beat = time.monotonic()
         self.ready.set()
 
     def since_beat(self) -> float:
@@ -185,7 +189,7 @@ def _notify_loop(name: str, notifier: Notifier, vitals: Vitals | None, done: thr
             ready = True
             notifier.send("READY=1", f"STATUS={name} running", f"MAINPID={os.getpid()}")
             log.info("%s ready", name)
-        if ping_every is not None and time.monotonic() >= next_ping and not stopping.is_set():
+        if ready and ping_every is not None and time.monotonic() >= next_ping and not stopping.is_set():
             age = 0.0 if vitals is None else vitals.since_beat()
             if age < watchdog:  # type: ignore[operator]
                 notifier.send("WATCHDOG=1")

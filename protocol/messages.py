@@ -15,7 +15,15 @@ from typing import Any, Literal
 from election.ballot import BallotOpening, SealedBallot
 from election.chain import tracking_code
 from election.devices import DeviceStatement
-from election.encoding import HASH_SIZE, canonical_bytes, check_version, hex_bytes, parse_json, strict_int
+from election.encoding import (
+    HASH_SIZE,
+    canonical_bytes,
+    check_version,
+    encode_checked,
+    hex_bytes,
+    parse_json,
+    strict_int,
+)
 from election.errors import FormatError
 from election.ids import check_device_id
 from election.manifest import Manifest
@@ -136,7 +144,7 @@ class BallotSubmission:
             if set(data) != fields:
                 raise FormatError(f"{kind}: expected exactly the fields {sorted(fields)}")
             check_version(data, BALLOT_MESSAGE_VERSION, kind)
-            ballot = SealedBallot.from_json(data["ballot"], manifest)
+            ballot = SealedBallot.from_json(data["ballot"], manifest, encoded=_ballot_bytes(payload, data))
             opening = BallotOpening.from_json(data["opening"], manifest) if kind == SPOILED_TYPE else None
             statement = DeviceStatement.from_json(data["statement"])
             if statement.device_id != ballot.device_id or statement.base_hash != ballot.base_hash:
@@ -155,6 +163,18 @@ class BallotSubmission:
             return str(data["ballot"]["ballot_id"])
         except (FormatError, KeyError, TypeError, AttributeError):
             return None
+
+
+def _ballot_bytes(payload: bytes, data: dict[str, Any]) -> bytes | None:
+    """The sealed ballot's canonical bytes, cut from a canonical submission: its keys sort
+    ``"ballot"`` first, so the ballot's value starts the document and the other members end
+    it (None, to encode it again, if that were ever not so)."""
+    others = sorted(name for name in data if name != "ballot")
+    rest = b"".join(b',"' + name.encode() + b'":' + encode_checked(data[name]) for name in others)
+    head = b'{"ballot":'
+    if not (payload.startswith(head) and payload.endswith(rest + b"}")):
+        return None
+    return payload[len(head) : len(payload) - len(rest) - 1]
 
 
 # --- acknowledgements (ledger → booth) -----------------------------------------------------

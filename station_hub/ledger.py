@@ -339,12 +339,11 @@ class Examiner:
         except Refusal as refusal:
             return Unparsed(Reason(refusal.reason), refusal.detail)
         ballot, opening, statement = submission.ballot, submission.opening, submission.statement
-        sealed = ballot.to_json()
-        ballot_bytes = canonical_bytes(sealed)  # its hash is the ballot hash (SealedBallot.ballot_hash)
+        ballot_bytes = ballot.encoded()  # its hash is the ballot hash (SealedBallot.ballot_hash)
         if opening is None:
             stored = ballot_bytes
         else:
-            stored = canonical_bytes({"ballot": sealed, "opening": opening.to_json(self.manifest)})
+            stored = canonical_bytes({"ballot": ballot.to_json(), "opening": opening.to_json(self.manifest)})
         facts = BallotFacts(sha256(ballot_bytes), ballot.ballot_id, ballot.device_id, ballot.token)
         signature_ok = statement_ok = token_ok = False
         proof_failures: tuple[str, ...] = ()

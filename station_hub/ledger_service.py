@@ -173,15 +173,19 @@ class LedgerService:
                  self.station.station_id, state.head.position, len(state.pool), state.polls, declared)  # fmt: skip
         self._audit_crl()
         try:
+            # The check workers start before the ledger connects: it is ready (and its loop
+            # watched) only once they run, which can take longer than a watchdog period.
+            if self.proof_workers > 1:
+                self._pool = proof_pool(self.proof_workers, self.core.examiner)
             connect(self.client, self.station, session_expiry=SESSION_EXPIRY)
         except BaseException:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
             self.audit.stop()
             raise
         self._announce_polls()
         next_tick = time.monotonic()
         try:
-            if self.proof_workers > 1:
-                self._pool = proof_pool(self.proof_workers, self.core.examiner)
             while not self._stop.is_set():
                 self.vitals.beat()
                 timeout = max(0.0, next_tick - time.monotonic())
@@ -248,19 +252,27 @@ class LedgerService:
     def _examine(self, batch: list[mqtt.MQTTMessage]) -> dict[int, tuple[Examination, Ed25519PublicKey | str]]:
         """The stateless checks of every ballot of the batch (parse, signatures, token, proofs),
         on every core: message id → (what they found, the sender's key or why it has none).
-        Empty when there is no pool, a single ballot, or the pool broke (then the core checks in
-        this process, and a new pool is made for the next batch). A terminal already answered
-        ``rate_limited`` is left out: it costs no parsing. Each terminal's key is looked up once
-        per batch."""
+        Without a pool, or for a single ballot, they run here; when the pool broke, the core
+        checks each ballot itself and a new pool is made for the next batch. A terminal already
+        answered ``rate_limited`` is left out: it costs no parsing. Each terminal's key is
+        looked up once per batch (a revoked terminal is refused from the next batch on)."""
         now = time.monotonic()
         jobs: list[tuple[int, bytes, str]] = []
         for m in batch:
             sender = self.topics.terminal_id_of(m.topic, "ballot")
             if sender is not None and not self.core.rate_limited(sender, now):
                 jobs.append((m.mid, bytes(m.payload), sender))
-        if self._pool is None or len(jobs) < 2:
-            return {}
         devices = {sender: self.core.devices(sender) for sender in {sender for _, _, sender in jobs}}
+        if self._pool is None or len(jobs) < 2:
+            here: dict[int, tuple[Examination, Ed25519PublicKey | str]] = {}
+            for mid, payload, sender in jobs:
+                device = devices[sender]
+                try:
+                    key = None if isinstance(device, str) else device
+                    here[mid] = (self.core.examiner.examine(payload, key), device)
+                except Exception:  # left to the core, which answers internal_error (docstring above)
+                    continue
+            return here
         raw = {sender: None if isinstance(key, str) else key.public_bytes_raw() for sender, key in devices.items()}
         work = [(payload, raw[sender]) for _, payload, sender in jobs]
         chunk = max(1, -(-len(work) // (2 * self.proof_workers)))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from mutations import FUZZ, hostile_bytes
 from protocol_samples import samples
 
+from election.encoding import canonical_bytes
 from election.errors import FormatError
 from protocol.errors import CheckinReason, Reason, Refusal
 from protocol.messages import BallotSubmission
@@ -31,6 +32,10 @@ def decode_or_refuse(name: str, payload: bytes) -> None:
         assert isinstance(refusal.reason, Reason | CheckinReason)
         assert isinstance(refusal.detail, str)
         return
+    if isinstance(value, BallotSubmission):  # the bytes kept from the parse (hash, signed body) are the fields'
+        ballot = value.ballot
+        assert ballot.encoded() == canonical_bytes(ballot.to_json())
+        assert ballot._body_encoded == canonical_bytes(ballot.body_json())
     if payload == b"" and getattr(value, "online", None) is False:
         return  # an empty retained message clears a status: it reads as offline (ledger.md)
     if sample.encode is not None and name not in KNOWN_LENIENT:
