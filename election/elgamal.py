@@ -1,4 +1,4 @@
-"""Exponential ElGamal over the edwards25519 prime-order subgroup.
+"""Exponential ElGamal over ristretto255 (record format 2; format 1 used edwards25519's subgroup).
 
 A vote ``m`` under the joint key ``K`` with nonce ``r`` is ``(α, β) = (r·G, m·G + r·K)``.
 Ciphertexts add component-wise, which adds the votes: that is the whole tally.

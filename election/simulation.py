@@ -9,14 +9,20 @@ from __future__ import annotations
 import os
 import random
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_der_private_key,
+)
 
 from election.ballot import BallotOpening, Choices, DeviceSigner, SealedBallot, Token, seal_ballot
 from election.chain import (
@@ -35,6 +41,7 @@ from election.encoding import canonical_bytes
 from election.group import Point
 from election.keyceremony import Trustee, TrusteePublic, joint_public_key, run_local_ceremony
 from election.manifest import Manifest
+from election.pool import ordered_chunks
 from election.reconciliation import (
     ELECTION_DAY,
     MUNICIPAL_KINDS,
@@ -78,6 +85,8 @@ class Device:
 
     signer: DeviceSigner
     sealed: set[bytes] = field(default_factory=set)
+    private_key: Ed25519PrivateKey | None = None
+    """The signer's key, for the sealing workers of :meth:`SimulatedElection.vote_many`."""
 
     def seal(
         self, manifest: Manifest, key: Point, choices: Choices, token: Token | None = None
@@ -115,11 +124,8 @@ class SimulatedStation:
 
     def issue_token(self) -> Token:
         """Check-in: the terminal blinds a fresh message, the roll signs it blind, the terminal unblinds."""
-        message = secrets.token_bytes(32)
-        public = self.roll_key.public_key()
-        request = blind(public, message)
         self.check_ins += 1
-        return Token(message, finalize(public, message, blind_sign(self.roll_key, request.blinded), request))
+        return issue_token(self.roll_key)
 
     def receive(self, *ballots: tuple[bytes, str]) -> None:
         """One burst of ``(ballot hash, kind)`` into the pool, committed once it holds ``batch_min``."""
@@ -188,8 +194,96 @@ class SimulatedStation:
         return StationLine(self.station_id, self.kind, self.municipality, check_ins, ballots, marks)
 
 
+def issue_token(roll_key: rsa.RSAPrivateKey) -> Token:
+    """A fresh token signed blind by ``roll_key`` (a check-in, without its count)."""
+    message = secrets.token_bytes(32)
+    public = roll_key.public_key()
+    request = blind(public, message)
+    return Token(message, finalize(public, message, blind_sign(roll_key, request.blinded), request))
+
+
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``."""
+
+SEAL_CHUNK = 32
+"""Voters per task of the sealing pool (each ~10–25 ms of crypto): small enough for a steady
+progress line, large enough that shipping a chunk's results costs next to nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Voter:
+    """What the parent decided for one voter (from the seeded rng): where, and the choices."""
+
+    device: int
+    station: int
+    challenged: dict[str, set[str]] | None
+    """The choices of a ballot the voter challenges first, or None."""
+    choices: dict[str, set[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """One voter's ballots as a sealing worker returns them, with their hashes."""
+
+    challenged: tuple[SealedBallot, BallotOpening, bytes] | None
+    cast: SealedBallot
+    cast_hash: bytes
+
+
+class _Sealer:
+    """The per-voter cryptography, picklable for a worker process: the roll's blind signature
+    on the voter's token, then sealing (encryption, proofs, device signature) of the voter's
+    ballots. Only secrets-driven randomness is used here; every seeded decision was taken in
+    the parent, so the record does not depend on how the voters are split between workers."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        key: Point,
+        devices: Sequence[tuple[str, Ed25519PrivateKey]],
+        roll_keys: Sequence[rsa.RSAPrivateKey],
+    ) -> None:
+        self.manifest = manifest
+        self.key = key
+        self.device_keys = list(devices)
+        self.signers = [DeviceSigner(device_id, private) for device_id, private in devices]
+        self.roll_keys = list(roll_keys)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "manifest": self.manifest.to_json(),
+            "key": self.key,
+            "devices": [(device_id, private.private_bytes_raw()) for device_id, private in self.device_keys],
+            "roll_keys": [
+                key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption()) for key in self.roll_keys
+            ],
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.manifest = Manifest.from_json(state["manifest"])
+        self.key = state["key"]
+        self.device_keys = [(i, Ed25519PrivateKey.from_private_bytes(raw)) for i, raw in state["devices"]]
+        self.signers = [DeviceSigner(device_id, private) for device_id, private in self.device_keys]
+        self.roll_keys = []
+        for der in state["roll_keys"]:
+            # Keys this simulation generated itself: OpenSSL's slow consistency check adds nothing.
+            key = load_der_private_key(der, None, unsafe_skip_rsa_key_validation=True)
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise TypeError("a roll key is an RSA key")
+            self.roll_keys.append(key)
+
+    def __call__(self, voters: list[_Voter]) -> list[_Sealed]:
+        return [self.one(voter) for voter in voters]
+
+    def one(self, voter: _Voter) -> _Sealed:
+        signer = self.signers[voter.device]
+        token = issue_token(self.roll_keys[voter.station])
+        challenged = None
+        if voter.challenged is not None:
+            ballot, opening = seal_ballot(self.manifest, self.key, voter.challenged, signer)
+            challenged = (ballot, opening, ballot.ballot_hash)
+        cast, _ = seal_ballot(self.manifest, self.key, voter.choices, signer, token)
+        return _Sealed(challenged, cast, cast.ballot_hash)
 
 
 @dataclass
@@ -288,9 +382,8 @@ class SimulatedElection:
         self.rng = random.Random(seed)
         self.quorum = quorum
         self.trustees, self.publics, self.context = ceremony(manifest, trustee_count, quorum)
-        self.devices = [
-            Device(DeviceSigner(f"terminal-{i + 1}", Ed25519PrivateKey.generate())) for i in range(device_count)
-        ]
+        keys = [Ed25519PrivateKey.generate() for _ in range(device_count)]
+        self.devices = [Device(DeviceSigner(f"terminal-{i + 1}", key), private_key=key) for i, key in enumerate(keys)]
         self.stations = [
             SimulatedStation(f"station-{i + 1}", manifest.base_hash, manifest.batch_min) for i in range(station_count)
         ]
@@ -307,34 +400,83 @@ class SimulatedElection:
         self.cast: list[SealedBallot] = []
         self.spoiled: list[tuple[SealedBallot, BallotOpening]] = []
         self.outcome = SimulationOutcome()
+        self._hashes: dict[int, tuple[SealedBallot, bytes]] = {}
+        """id → (cast ballot, its hash): each sealed ballot is hashed once, by its worker."""
 
     def station_of(self, device_index: int) -> SimulatedStation:
         return self.stations[device_index % len(self.stations)]
 
     def vote(self, voter: int, spoil_rate: float) -> None:
         """One voter at device ``voter % devices``: check in, maybe challenge a ballot, cast."""
+        self.vote_many(voter, 1, spoil_rate, workers=1)
+
+    def vote_many(
+        self,
+        first: int,
+        count: int,
+        spoil_rate: float,
+        *,
+        workers: int | None = None,
+        progress: Progress = lambda stage, done, total: None,
+    ) -> None:
+        """Voters ``first`` … ``first + count - 1``, as :meth:`vote` one after the other, with the
+        tokens and the sealing shared by ``workers`` processes (every core by default).
+
+        The seeded decisions (who challenges, every choice) are drawn here first, in voter
+        order, exactly as one :meth:`vote` after another draws them; the workers then sign the
+        tokens blind and seal the ballots (system randomness only); the devices' sets and the
+        stations' check-ins, pools and batches are then updated here in voter order. The
+        record is the same whatever ``workers`` is, up to the cryptographic randomness.
+        """
+        keys = [(d.signer.device_id, d.private_key) for d in self.devices if d.private_key is not None]
+        if len(keys) != len(self.devices):
+            raise ValueError("every simulated device needs its private key to seal in a worker")
+        plans = [self._plan(voter, spoil_rate) for voter in range(first, first + count)]
+        sealer = _Sealer(self.manifest, self.context.joint_public_key, keys, [s.roll_key for s in self.stations])
+        done = 0
+        pool = (os.cpu_count() or 1) if workers is None else workers
+        for size, sealed in ordered_chunks(sealer, plans, pool, chunk=SEAL_CHUNK):
+            for plan, result in zip(plans[done : done + size], sealed, strict=True):
+                self._record(plan, result)
+            done += size
+            progress("sealing ballots", done, count)
+
+    def _plan(self, voter: int, spoil_rate: float) -> _Voter:
+        """One voter's seeded decisions, drawn in the order :meth:`vote` has always drawn them."""
         device_index = voter % len(self.devices)
-        device, station = self.devices[device_index], self.station_of(device_index)
-        key = self.context.joint_public_key
-        token = station.issue_token()
+        challenged = random_choices(self.manifest, self.rng) if self.rng.random() < spoil_rate else None
+        station_index = device_index % len(self.stations)  # as station_of
+        return _Voter(device_index, station_index, challenged, random_choices(self.manifest, self.rng))
+
+    def _record(self, plan: _Voter, result: _Sealed) -> None:
+        """What the device, the station and the outcome keep of one voter's sealed ballots."""
+        device, station = self.devices[plan.device], self.stations[plan.station]
+        station.check_ins += 1  # the check-in whose token the worker had the roll sign
         burst: list[tuple[bytes, str]] = []
-        if self.rng.random() < spoil_rate:
+        if result.challenged is not None:
             # The voter challenges: the opening is published and the ballot never counts.
-            challenged = device.seal(self.manifest, key, random_choices(self.manifest, self.rng))
-            self.spoiled.append(challenged)
-            burst.append((challenged[0].ballot_hash, "spoiled"))
+            ballot, opening, ballot_hash = result.challenged
+            device.sealed.add(ballot_hash)
+            self.spoiled.append((ballot, opening))
+            burst.append((ballot_hash, "spoiled"))
             self.outcome.spoiled += 1
-        choices = random_choices(self.manifest, self.rng)
-        ballot, _ = device.seal(self.manifest, key, choices, token)
-        self.cast.append(ballot)
-        burst.append((ballot.ballot_hash, "cast"))
+        device.sealed.add(result.cast_hash)
+        self.cast.append(result.cast)
+        self._hashes[id(result.cast)] = (result.cast, result.cast_hash)
+        burst.append((result.cast_hash, "cast"))
         station.receive(*burst)  # the booth sends a challenged ballot and the cast one together
         self.outcome.cast += 1
-        for contest_id, marked in choices.items():
+        for contest_id, marked in plan.choices.items():
             for selection_id in marked:
                 self.outcome.expected[contest_id, selection_id] = (
                     self.outcome.expected.get((contest_id, selection_id), 0) + 1
                 )
+
+    def _hash_of(self, ballot: SealedBallot) -> bytes:
+        """A cast ballot's hash, computed once by its worker (a ballot a test put in its place,
+        another object, is hashed anew)."""
+        known = self._hashes.get(id(ballot))
+        return known[1] if known is not None and known[0] is ballot else ballot.ballot_hash
 
     def close(self) -> None:
         for station in self.stations:
@@ -361,7 +503,7 @@ class SimulatedElection:
             if device.sealed:
                 statement = device.statement(manifest.base_hash)
                 out.write(f"{DEVICE_STATEMENTS}/{statement.device_id}.json", statement.to_json())
-        sealed_by = {ballot.ballot_hash: ballot.device_id for ballot in self.cast}
+        sealed_by = {self._hash_of(ballot): ballot.device_id for ballot in self.cast}
         for station in self.stations:
             station.write(out, sealed_by)
         for ballot, opening in self.spoiled:
@@ -417,8 +559,12 @@ def simulate(
     seed: int | None = None,
     progress: Progress = lambda stage, done, total: None,
     places: Mapping[str, tuple[str, str]] | None = None,
+    workers: int | None = None,
 ) -> SimulationOutcome:
-    """Run the election and write its complete record; returns what the voters chose."""
+    """Run the election and write its complete record; returns what the voters chose.
+
+    ``workers`` processes seal the ballots (every core by default; the seeded choices, the
+    stations' chains and everything else are decided in this process, in voter order)."""
     election = SimulatedElection(
         manifest,
         trustee_count=trustee_count,
@@ -428,8 +574,6 @@ def simulate(
         seed=seed,
         places=places,
     )
-    for voter in range(ballots):
-        election.vote(voter, spoil_rate)
-        progress("sealing ballots", voter + 1, ballots)
+    election.vote_many(0, ballots, spoil_rate, workers=workers, progress=progress)
     election.close()
     return election.publish(out, progress)

@@ -9,10 +9,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from election.ballot import DeviceSigner, SealedBallot, seal_ballot, selection_statement
 from election.elgamal import encrypt
+from election.encoding import canonical_bytes
 from election.errors import FormatError, InvalidPoint, ProofError
-from election.group import G, random_scalar
+from election.group import G, hash_to_scalar, random_scalar
 from election.manifest import sample_manifest
-from election.proofs import RangeProof
+from election.proofs import PROOF_VERSION, RangeProof, challenge_of
 
 MANIFEST = sample_manifest(contests=2, selections=3, limit=1)
 KEY = random_scalar() * G
@@ -54,6 +55,28 @@ def test_an_overvote_cannot_be_sealed_nor_proven() -> None:
         RangeProof.prove(total, 2, sum(nonces), 1, KEY, {})
     forged = RangeProof.prove(total, 1, sum(nonces), 1, KEY, {})
     assert not forged.verify(total, 1, KEY, {})
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        {"base_hash": "ab" * 32, "contest": "contest-1", "limit": 1, "key": "cd" * 32},
+        {"contest": "Gemeinderat-Zürich", "limit": 2},  # not ASCII: the full canonical path
+        {"flag": True, "nested": {"limit": 1}, "negative": -(2**63) + 1},
+        {},
+    ],
+)
+def test_the_challenge_hashes_the_canonical_json_of_its_input(statement: dict) -> None:
+    commitments = [random_scalar() * G for _ in range(4)]
+    document = {"v": PROOF_VERSION, "domain": "range", "statement": statement,
+                "commitments": [point.hex() for point in commitments]}  # fmt: skip
+    assert challenge_of("range", statement, commitments) == hash_to_scalar(canonical_bytes(document))
+
+
+@pytest.mark.parametrize("value", [1.5, "\ud800", 2**63, (1, 2.5)])
+def test_a_challenge_input_without_a_canonical_form_is_refused(value: object) -> None:
+    with pytest.raises(FormatError):
+        challenge_of("range", {"contest": "contest-1", "odd": value}, [G])
 
 
 def test_proofs_are_bound_to_their_place() -> None:

@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import pytest
 
-from election.errors import InvalidPoint
-from election.group import IDENTITY, ORDER, G, Point, point_from_hex, random_scalar
+from election.errors import FormatError, InvalidPoint
+from election.group import (
+    IDENTITY,
+    ORDER,
+    G,
+    Point,
+    point_from_hex,
+    random_scalar,
+    scalar_from_hex,
+    scalar_to_hex,
+)
 
 FIELD_PRIME = 2**255 - 19
 
@@ -63,3 +72,32 @@ def test_identity_only_where_allowed_and_arithmetic_around_it() -> None:
     assert IDENTITY + point == point
     assert (3 * G) + (4 * G) == 7 * G
     assert -point + point == IDENTITY
+
+
+def test_the_fast_decoders_take_exactly_what_the_strict_ones_take() -> None:
+    """point_from_hex and scalar_from_hex decode the common case without the strict path; every
+    other input still gets the strict path's answer and message."""
+    point = random_scalar() * G
+    assert point_from_hex(point.hex(), "alpha") == point
+    assert point_from_hex(IDENTITY.hex(), "beta", allow_identity=True) is IDENTITY
+    with pytest.raises(InvalidPoint, match="alpha: the identity element is not allowed here"):
+        point_from_hex(IDENTITY.hex(), "alpha")
+    with pytest.raises(InvalidPoint, match="alpha: not the canonical encoding"):
+        point_from_hex(EDWARDS25519["base point"], "alpha")
+    for text, message in [
+        (point.hex()[:-2], "expected 32 bytes"),
+        (point.hex() + "\n", "expected 32 bytes"),
+        (" " + point.hex()[1:], "lowercase|hex"),
+        (None, "expected a hex string"),
+    ]:
+        with pytest.raises(FormatError, match=message):
+            point_from_hex(text, "alpha")
+    scalar = random_scalar()
+    assert scalar_from_hex(scalar_to_hex(scalar), "response") == scalar
+    assert scalar_from_hex("00" * 32, "response") == 0
+    with pytest.raises(FormatError, match="response: scalar is not reduced"):
+        scalar_from_hex(ORDER.to_bytes(32, "little").hex(), "response")
+    with pytest.raises(FormatError, match="response: hex must be lowercase"):
+        scalar_from_hex("A" + scalar_to_hex(scalar)[1:], "response")
+    with pytest.raises(FormatError, match="response: expected 32 bytes"):
+        scalar_from_hex(scalar_to_hex(scalar) + "00", "response")

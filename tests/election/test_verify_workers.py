@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from test_verify import edit, first, flip_hex_bit, selection
 
-from election.manifest import Manifest
-from election.pool import WorkerLost
-from election.record import DirectoryRecord
+from election.manifest import Manifest, sample_manifest
+from election.pool import CHUNK, WorkerLost
+from election.record import DirectoryRecord, RecordWriter
+from election.simulation import SEAL_CHUNK, simulate
 from election.tally import add_ballot_files
-from election.verify import VerificationReport, verify_record
+from election.verify import VerificationReport, _chunk_size, verify_record
 
 
 def outcome(report: VerificationReport) -> dict[int, tuple[list[str], int]]:
@@ -67,3 +68,38 @@ def test_a_killed_worker_is_a_clear_failure_not_a_partial_pass(many_ballots: Pat
     with pytest.raises(WorkerLost):
         verify_record(DirectoryRecord(many_ballots), kill_a_worker, workers=2)
     assert killed
+
+
+def test_simulated_sealing_on_two_workers_gives_the_record_one_gives(tmp_path: Path) -> None:
+    """The seeded decisions are the parent's, the sealing the workers': the same seed makes the
+    same voters (choices, challenges, check-ins) whatever the number of workers, and a valid record."""
+    manifest = sample_manifest(contests=2, selections=3, limit=2, batch_min=3)
+    ballots = 2 * SEAL_CHUNK + 3  # three tasks: the pool runs
+    outcomes, stages = [], []
+    for workers in (1, 2):
+        seen: list[tuple[str, int, int]] = []
+        outcome = simulate(manifest, RecordWriter(tmp_path / str(workers)), ballots, trustee_count=2, quorum=2,
+                           spoil_rate=0.3, seed=5, workers=workers,
+                           progress=lambda *args, seen=seen: seen.append(args))  # fmt: skip
+        outcomes.append(outcome)
+        stages.append(seen)
+        report = verify_record(DirectoryRecord(tmp_path / str(workers)), workers=1)
+        assert report.passed, report.failed_checks()
+        assert report.ballots_checked == ballots + outcome.spoiled
+    one, two = outcomes
+    assert (one.expected, one.cast, one.spoiled) == (two.expected, two.cast, two.spoiled)
+    assert one.spoiled > 0
+    assert one.results is not None and two.results is not None and one.results.totals == two.results.totals
+    assert one.results.totals == {p: one.expected.get(p, 0) for p in one.results.totals}
+    sealing = [done for stage, done, total in stages[1] if stage == "sealing ballots"]
+    assert sealing == sorted(sealing) and sealing[-1] == ballots
+    for folder in ("ballots", "spoiled", "device_statements", "stations/station-1"):
+        assert len(list((tmp_path / "1" / folder).iterdir())) == len(list((tmp_path / "2" / folder).iterdir()))
+    check_ins = [json.loads((tmp_path / w / "reconciliation.json").read_text())["stations"] for w in "12"]
+    assert check_ins[0] == check_ins[1]
+
+
+def test_small_records_are_cut_into_smaller_chunks_for_the_pool() -> None:
+    assert _chunk_size(1_000_000, 2) == CHUNK
+    assert _chunk_size(1018, 2) == 32
+    assert _chunk_size(10, 2) == 8
