@@ -56,6 +56,11 @@ def simulate_record(root: Path, ballots: int, contests: int, selections: int, wo
     print(f"simulated {ballots} ballots into {root} in {time.perf_counter() - started:.1f} s")
 
 
+def versus_one(rate: float, one: float | None) -> str:
+    """The speed-up over one worker, when one worker was measured in this run."""
+    return "" if one is None else f" ({rate / one:.2f}× one worker)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ballots", type=int, default=2000)
@@ -78,7 +83,7 @@ def main() -> None:
     if args.simulate_only:
         return
     baseline = None
-    for workers in (int(w) for w in args.workers.split(",")):
+    for workers in (int(w) for w in args.workers.split(",") if w):  # "" : the cluster alone
         progress = ProgressLine()
         started = time.perf_counter()
         report = verify_record(
@@ -86,10 +91,11 @@ def main() -> None:
         )
         elapsed = time.perf_counter() - started
         rate = report.ballots_checked / elapsed
-        baseline = baseline or rate
+        if workers == 1:
+            baseline = rate
         verdict = "passed" if report.passed else f"FAILED {report.failed_checks()}"
-        print(f"workers={workers}: {report.ballots_checked} ballots in {elapsed:.1f} s = {rate:.0f} ballots/s "
-              f"({rate / baseline:.2f}× one worker), {verdict}")  # fmt: skip
+        print(f"workers={workers}: {report.ballots_checked} ballots in {elapsed:.1f} s = {rate:.0f} ballots/s"
+              f"{versus_one(rate, baseline)}, {verdict}")  # fmt: skip
     if args.cluster_workers:
         from distributed import LocalCluster
 
@@ -102,8 +108,8 @@ def main() -> None:
                                    cluster=cluster.scheduler_address)  # fmt: skip
             elapsed = time.perf_counter() - started
         rate = report.ballots_checked / elapsed
-        print(f"Dask local cluster, {args.cluster_workers} workers: {elapsed:.1f} s = {rate:.0f} ballots/s "
-              f"({rate / (baseline or rate):.2f}× one worker), {'passed' if report.passed else 'FAILED'}")  # fmt: skip
+        print(f"Dask local cluster, {args.cluster_workers} workers: {elapsed:.1f} s = {rate:.0f} ballots/s"
+              f"{versus_one(rate, baseline)}, {'passed' if report.passed else 'FAILED'}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -262,7 +262,11 @@ class LedgerService:
             sender = self.topics.terminal_id_of(m.topic, "ballot")
             if sender is not None and not self.core.rate_limited(sender, now):
                 jobs.append((m.mid, bytes(m.payload), sender))
-        devices = {sender: self.core.devices(sender) for sender in {sender for _, _, sender in jobs}}
+        try:
+            devices = {sender: self.core.devices(sender) for sender in {sender for _, _, sender in jobs}}
+        except Exception:  # an unreadable CRL, say: the core then refuses each ballot with a reason
+            log.exception("cannot look up the terminals' keys; judging this batch ballot by ballot")
+            return {}
         if self._pool is None or len(jobs) < 2:
             here: dict[int, tuple[Examination, Ed25519PublicKey | str]] = {}
             for mid, payload, sender in jobs:

@@ -206,3 +206,34 @@ def test_a_bug_in_a_handler_costs_one_refusal_not_the_service(
             assert (ack["result"], ack["reason"]) == ("refused", "internal_error")
             assert t1.submit(t1.submission(ballot))["result"] == "held"
     assert all(thread.is_alive() for thread in hub.threads)
+
+
+@pytest.mark.parametrize("where", ["examiner", "device lookup"])
+def test_a_failing_check_before_the_judgement_costs_one_refusal_not_the_service(
+    hub: Hub, station: Station, voters: list[str], where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stateless checks of a round run before the core judges each ballot: an exception
+    there (a bug in a decoder, an unreadable CRL behind the key lookup) is answered
+    ``internal_error`` for that ballot, the resend is held, and nothing else is stored."""
+    open_polls(station)
+    assert hub.ledger is not None
+    core = hub.ledger.core
+    target, name = (core.examiner, "examine") if where == "examiner" else (core, "devices")
+    original = getattr(target, name)
+    calls = {"n": 0}
+
+    def fails_for_the_first_ballot(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 2:  # before the judgement, and again inside it
+            raise OSError("unreadable")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, fails_for_the_first_ballot)
+    with TerminalClient(station, "t1").connect() as t1:
+        token = t1.check_in(voters[0])
+        ballot = t1.seal(CHOICES, token)
+        ack = t1.submit(t1.submission(ballot))
+        assert (ack["result"], ack["reason"]) == ("refused", "internal_error")
+        assert core.state.pool == {} and core.state.head.position == 0
+        assert t1.submit(t1.submission(ballot))["result"] == "held"
+    assert all(thread.is_alive() for thread in hub.threads)
