@@ -18,23 +18,19 @@ is handled here explicitly and accepted only where the caller allows it.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from typing import Final
 
 import rbcl as _sodium
 
-from election.errors import InvalidPoint
+from election.encoding import hex_bytes
+from election.errors import FormatError, InvalidPoint
 
 ORDER: Final = 2**252 + 27742317777372353535851937790883648493
 """The prime order L of ristretto255 (and the modulus of every scalar)."""
 
 _IDENTITY_BYTES: Final = bytes(32)
 _SCALAR_SIZE: Final = 32
-_HEX_64: Final = re.compile("[0-9a-f]{64}")
-"""Exactly the strings the strict decoders accept for 32 bytes: their fast path (a verifier
-decodes 16 points and 40 scalars per 2 × 4 ballot); anything else takes the strict path, which
-names the fault."""
 
 
 class Point:
@@ -119,12 +115,6 @@ G: Final = Point(_BASE_BYTES)
 
 
 def point_from_hex(text: object, what: str, *, allow_identity: bool = False) -> Point:
-    if type(text) is str and _HEX_64.fullmatch(text):
-        raw = bytes.fromhex(text)
-        if raw != _IDENTITY_BYTES and _sodium.crypto_core_ristretto255_is_valid_point(raw):
-            return Point(raw)
-    from election.encoding import hex_bytes  # the strict path: the identity, or a fault to name
-
     try:
         return Point.from_bytes(hex_bytes(text, 32, what), allow_identity=allow_identity)
     except InvalidPoint as exc:
@@ -137,13 +127,6 @@ def scalar_to_hex(scalar: int) -> str:
 
 def scalar_from_hex(text: object, what: str) -> int:
     """Decode a scalar: 32 bytes little-endian, strictly below ``ORDER``."""
-    if type(text) is str and _HEX_64.fullmatch(text):
-        value = int.from_bytes(bytes.fromhex(text), "little")
-        if value < ORDER:
-            return value
-    from election.encoding import hex_bytes  # the strict path, which names the fault
-    from election.errors import FormatError
-
     value = int.from_bytes(hex_bytes(text, _SCALAR_SIZE, what), "little")
     if value >= ORDER:
         raise FormatError(f"{what}: scalar is not reduced modulo the group order")

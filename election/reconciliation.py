@@ -285,13 +285,17 @@ def _sum_or_none(values: Iterable[int | None]) -> int | None:
     return total
 
 
+def _one_of(value: Any, allowed: tuple[str, ...], what: str) -> str:
+    if type(value) is not str or value not in allowed:
+        raise FormatError(f"{what}: one of {', '.join(allowed)}")
+    return value
+
+
 def _station(name: str, data: Any) -> StationLine:
     station_id = check_station_id(name, "reconciliation station")
     where = f"reconciliation.stations.{station_id}"
     _fields(data, _STATION_FIELDS, where)
-    kind = data["kind"]
-    if type(kind) is not str or kind not in STATION_KINDS:
-        raise FormatError(f"{where}.kind: one of {', '.join(STATION_KINDS)}")
+    kind = _one_of(data["kind"], STATION_KINDS, f"{where}.kind")
     municipality = data["municipality"]
     if municipality is not None:
         check_station_id(municipality, f"{where}.municipality")
@@ -308,9 +312,7 @@ def _municipality(name: str, data: Any) -> MunicipalityLine:
     municipality = check_station_id(name, "reconciliation municipality")
     where = f"reconciliation.municipalities.{municipality}"
     _fields(data, _MUNICIPALITY_FIELDS, where)
-    polls = data["polls"]
-    if type(polls) is not str or polls not in POLLS:
-        raise FormatError(f"{where}.polls: one of {', '.join(POLLS)}")
+    polls = _one_of(data["polls"], POLLS, f"{where}.polls")
     names = ("registered", "ballots", "marked_early", "marked_election_day", "voted_twice", "not_registered")
     counts = {f: _count(data[f], f"{where}.{f}") for f in names}
     return MunicipalityLine(

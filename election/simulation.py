@@ -400,8 +400,6 @@ class SimulatedElection:
         self.cast: list[SealedBallot] = []
         self.spoiled: list[tuple[SealedBallot, BallotOpening]] = []
         self.outcome = SimulationOutcome()
-        self._hashes: dict[int, tuple[SealedBallot, bytes]] = {}
-        """id → (cast ballot, its hash): each sealed ballot is hashed once, by its worker."""
 
     def station_of(self, device_index: int) -> SimulatedStation:
         return self.stations[device_index % len(self.stations)]
@@ -462,7 +460,6 @@ class SimulatedElection:
             self.outcome.spoiled += 1
         device.sealed.add(result.cast_hash)
         self.cast.append(result.cast)
-        self._hashes[id(result.cast)] = (result.cast, result.cast_hash)
         burst.append((result.cast_hash, "cast"))
         station.receive(*burst)  # the booth sends a challenged ballot and the cast one together
         self.outcome.cast += 1
@@ -471,12 +468,6 @@ class SimulatedElection:
                 self.outcome.expected[contest_id, selection_id] = (
                     self.outcome.expected.get((contest_id, selection_id), 0) + 1
                 )
-
-    def _hash_of(self, ballot: SealedBallot) -> bytes:
-        """A cast ballot's hash, computed once by its worker (a ballot a test put in its place,
-        another object, is hashed anew)."""
-        known = self._hashes.get(id(ballot))
-        return known[1] if known is not None and known[0] is ballot else ballot.ballot_hash
 
     def close(self) -> None:
         for station in self.stations:
@@ -503,7 +494,7 @@ class SimulatedElection:
             if device.sealed:
                 statement = device.statement(manifest.base_hash)
                 out.write(f"{DEVICE_STATEMENTS}/{statement.device_id}.json", statement.to_json())
-        sealed_by = {self._hash_of(ballot): ballot.device_id for ballot in self.cast}
+        sealed_by = {ballot.ballot_hash: ballot.device_id for ballot in self.cast}
         for station in self.stations:
             station.write(out, sealed_by)
         for ballot, opening in self.spoiled:
