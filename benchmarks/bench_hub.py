@@ -312,7 +312,7 @@ def ledger_count(station: Station) -> int:
 
 def proof_rates(count: int, workers: int) -> float:
     """Ballots/s of the ledger's check workers alone (parse, signatures, token and proofs) on
-    ``workers`` processes, fed in chunks as the ledger feeds them: no broker, no commit."""
+    ``workers`` processes (the ledger's own pool, warmed up), fed in chunks: no broker, no commit."""
     with tempfile.TemporaryDirectory() as tmp:
         station, _ = make_station(Path(tmp))
         jobs = []

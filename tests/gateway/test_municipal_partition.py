@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "booth"))
 
 from booth_fixtures import PIN, ROLL_SALT, Voters, make_voters, terminal_data_dir
 from gateway_fixtures import fresh_database
+from hub_fixtures import pump_until
 
 from appliance.card import AuthMode
 from appliance.config import load_config
@@ -255,13 +256,7 @@ def test_the_monitor_says_when_the_municipal_roll_cannot_be_reached(site: Site) 
     link = MonitorLink(site.station, MONITOR).start()
 
     def shows(done, what: str) -> None:
-        deadline = time.monotonic() + BOUND
-        while time.monotonic() < deadline:
-            link.pump(state)
-            if done():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"the monitor did not show {what} within {BOUND} s: {state.alerts(time.time())}")
+        pump_until(link, state, done, what, BOUND)
 
     try:
         shows(lambda: state.roll.online and state.roll.municipal_roll == "reachable", "the municipal roll reachable")

@@ -6,6 +6,8 @@ import hashlib
 import json
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from election.simulation import ceremony, write_election_package
 from infra.broker import free_port
 from station_hub.ledger_service import LedgerService
 from station_hub.ledger_store import LedgerStore
+from station_hub.monitor import MonitorLink, MonitorState
 from station_hub.roll_service import RollService
 from station_hub.station import Station
 
@@ -138,3 +141,14 @@ def chain_of(station: Station) -> list[ChainEntry]:
         return [entry for entry, _ in store.ballots()]
     finally:
         store.close()
+
+
+def pump_until(link: MonitorLink, state: MonitorState, done: Callable[[], bool], what: str, bound: float) -> None:
+    """Feed the monitor's state from its link until ``done()``, or fail naming ``what`` and the alerts."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        link.pump(state)
+        if done():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the monitor did not show {what} within {bound} s: {state.alerts(time.time())}")

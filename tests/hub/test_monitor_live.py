@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from hub_fixtures import Hub, copy_station, jpki_files, make_electorate, roll_of, write_election
+from hub_fixtures import pump_until as wait_for_monitor
 
 import station_hub.monitor as monitor
 from infra.broker import Broker
@@ -45,13 +46,7 @@ def station(monitor_template: Path, tmp_path: Path) -> Station:
 
 
 def pump_until(link: MonitorLink, state: MonitorState, done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        link.pump(state)
-        if done():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the monitor did not show {what} within {BOUND} s: {state.alerts(time.time())}")
+    wait_for_monitor(link, state, done, what, BOUND)
 
 
 def test_monitor_stays_current_through_polls_and_broker_restart(
