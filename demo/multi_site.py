@@ -199,7 +199,7 @@ class MultiSite:
                  "booths running")  # fmt: skip
 
     def _vote(self, place: Place, card: CardFile, manifest: Manifest) -> None:
-        from demo.whole_election import PIN, random_choices
+        from demo.whole_election import PIN, cast_random
 
         voter = place.voter()
         voter.wait_screen("idle", card_present=False)
@@ -208,19 +208,14 @@ class MultiSite:
             voter.wait_screen("pin")
             voter.pin(PIN)
             self._past_check_in(place, voter, "ballot")
-            choices = random_choices(manifest, self.rng)
-            voter.vote(choices)
-            voter.seal()
-            receipt = voter.cast(wait_for_code=True)
-            if receipt["receipt"] != "held":
-                raise RuntimeError(f"{place.terminal}: {place.station.station_id} did not confirm it holds the ballot")
+            choices, code = cast_random(voter, manifest, self.rng, f"{place.terminal} at {place.station.station_id}")
             place.cast.append(choices)
-            place.tracking_codes.append(receipt["tracking_code"])
+            place.tracking_codes.append(code)
             voter.tap("done")
         finally:
             remove()
         self.say(f"{place.station.station_id} ({place.kind}): voter checked in at the municipal roll, cast, "
-                 f"tracking code {receipt['tracking_code']}")  # fmt: skip
+                 f"tracking code {code}")  # fmt: skip
 
     def _refused(self, place: Place, card: CardFile) -> dict[str, Any]:
         from demo.whole_election import PIN

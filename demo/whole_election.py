@@ -204,6 +204,20 @@ def random_choices(manifest: Manifest, rng: random.Random) -> dict[str, list[str
     return {c.id: sorted(rng.sample(c.selection_ids(), rng.randint(0, c.limit))) for c in manifest.contests}
 
 
+def cast_random(
+    voter: ScriptedVoter, manifest: Manifest, rng: random.Random, where: str
+) -> tuple[dict[str, list[str]], str]:
+    """The voter on the ballot screen marks random choices, seals and casts: (choices, tracking
+    code), once the receipt says the hub holds the ballot (RuntimeError if it does not)."""
+    choices = random_choices(manifest, rng)
+    voter.vote(choices)
+    voter.seal()
+    receipt = voter.cast(wait_for_code=True)
+    if receipt["receipt"] != "held":
+        raise RuntimeError(f"{where}: the hub did not confirm it holds the ballot")
+    return choices, receipt["tracking_code"]
+
+
 def run_voters(booth: Booth, manifest: Manifest, rng: random.Random, challenge_every: int, say: Stage) -> None:
     """Each voter taps the card, types the PIN, votes (maybe challenges first), casts, leaves."""
     assert booth.runner.ui is not None
@@ -223,19 +237,14 @@ def run_voters(booth: Booth, manifest: Manifest, rng: random.Random, challenge_e
                 booth.challenges += 1
                 booth.challenged.append((revealed, time.monotonic()))
                 voter.tap("vote_again")
-            choices = random_choices(manifest, rng)
-            voter.vote(choices)
-            voter.seal()
-            receipt = voter.cast(wait_for_code=True)
-            if receipt["receipt"] != "held":
-                raise RuntimeError(f"{booth.terminal}: the hub did not confirm it holds voter {number}'s ballot")
+            choices, code = cast_random(voter, manifest, rng, f"{booth.terminal}, voter {number}")
             booth.cast.append(choices)
-            booth.tracking_codes.append(receipt["tracking_code"])
+            booth.tracking_codes.append(code)
             booth.finished.append(time.monotonic())
             voter.tap("done")
         finally:
             remove()
-        say(f"{booth.terminal}: voter {number}/{len(booth.voters)} cast, tracking code {receipt['tracking_code']}")
+        say(f"{booth.terminal}: voter {number}/{len(booth.voters)} cast, tracking code {code}")
 
 
 def run(

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import select
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -56,13 +59,53 @@ def ordered_chunks(
         for part in chunks:
             yield len(part), work(part)
         return
-    context = multiprocessing.get_context("forkserver" if sys.platform == "linux" else "spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with process_pool(workers) as pool:
         try:
             for part, result in zip(chunks, pool.map(work, chunks), strict=True):
                 yield len(part), result
         except concurrent.futures.process.BrokenProcessPool as exc:
             raise WorkerLost(f"a worker process died: {exc}") from exc
+
+
+def process_pool(
+    workers: int, initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = ()
+) -> concurrent.futures.ProcessPoolExecutor:
+    """``workers`` processes started from a fork server (never by forking a process that may hold
+    threads and locks), each of which ends as soon as the process that made the pool ends,
+    however it ends.
+
+    Without that, a ``kill -9`` of the maker leaves its workers waiting forever: a worker holds
+    both ends of its own task queue (multiprocessing hands a queue over whole), so it never reads
+    the end of it, and the fork server lives as long as a child holds its pipe. Under systemd the
+    unit's cgroup is killed whole; started any other way (by hand, by tests, by
+    ``station-hub run``), every crash would leave the workers and the fork server running."""
+    context = multiprocessing.get_context("forkserver" if sys.platform == "linux" else "spawn")
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), initializer, initargs)
+    )
+
+
+def _start_worker(maker: int, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
+    _end_with(maker)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _end_with(maker: int) -> None:
+    """End this process once process ``maker`` has ended. A pidfd says so without polling and
+    cannot name a later process that reuses the number (Linux 5.3; elsewhere, nothing watches)."""
+    if not hasattr(os, "pidfd_open"):
+        return
+    try:
+        handle = os.pidfd_open(maker)
+    except ProcessLookupError:  # it ended while this worker was starting
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([handle], [], [])  # readable once the process has ended
+        os._exit(1)
+
+    threading.Thread(target=watch, name="pool-maker-watch", daemon=True).start()
 
 
 def _on_cluster(

@@ -69,6 +69,10 @@ class RecordSource(Protocol):
     def read(self, name: str) -> Any:
         """The parsed JSON of one file (raises FormatError or FileNotFoundError)."""
 
+    def read_document(self, name: str) -> tuple[Any, bytes | None]:
+        """:meth:`read`, with the file's bytes when they are its value's canonical encoding
+        (a parsed ballot then keeps them instead of encoding itself again)."""
+
     def listing(self, folder: str) -> dict[str, str] | None:
         """Every entry of ``folder`` ("" is the root) → FILE, FOLDER or OTHER; None if absent."""
 
@@ -99,7 +103,11 @@ class DirectoryRecord:
         self.canonical = canonical
 
     def read(self, name: str) -> Any:
-        return parse_json(self.read_bytes(name, max_size=MAX_FILE_SIZE), canonical=self.canonical)
+        return self.read_document(name)[0]
+
+    def read_document(self, name: str) -> tuple[Any, bytes | None]:
+        data = self.read_bytes(name, max_size=MAX_FILE_SIZE)
+        return parse_json(data, canonical=self.canonical), data if self.canonical else None
 
     def read_bytes(self, name: str, *, max_size: int | None = None) -> bytes:
         """Read at most ``max_size`` bytes: memory stays bounded whatever size the file has."""

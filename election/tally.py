@@ -81,7 +81,8 @@ class _ChunkAdder:
         for name in names:
             where = f"{self.folder}/{name}.json"
             try:
-                partial.add(SealedBallot.from_json(self.source.read(where), self.manifest))
+                data, encoded = self.source.read_document(where)
+                partial.add(SealedBallot.from_json(data, self.manifest, encoded=encoded))
             except FormatError as error:
                 raise FormatError(f"{where}: {error}") from None
         return partial

@@ -814,7 +814,7 @@ class _Judge:
         kind = "cast" if folder == BALLOTS else "spoiled"
         problems: list[tuple[int, str]] = []
         try:
-            data = self.source.read(where)
+            data, encoded = self.source.read_document(where)
         except FileNotFoundError:
             return _Judged(where, ((6, f"{where} is missing"),), None, kind), None
         except (FormatError, OSError) as exc:
@@ -825,8 +825,8 @@ class _Judge:
                 if not isinstance(data, dict) or set(data) != {"version", "ballot", "opening"}:
                     raise FormatError("expected version, ballot and opening")
                 check_version(data, RECORD_VERSION, "spoiled ballot")
-                data, opening = data["ballot"], data["opening"]
-            ballot = SealedBallot.from_json(data, self.manifest)
+                data, opening, encoded = data["ballot"], data["opening"], None
+            ballot = SealedBallot.from_json(data, self.manifest, encoded=encoded)
         except ElectionError as exc:
             return _Judged(where, ((6, f"{where}: {exc}"),), None, kind), None
         if ballot.ballot_id.hex() != name:

@@ -36,7 +36,6 @@ import concurrent.futures
 import datetime as dt
 import json
 import logging
-import multiprocessing
 import queue
 import secrets
 import threading
@@ -53,6 +52,7 @@ from audit.service import ServiceAudit
 from election.chain import CHAIN_VERSION, ChainHead, Checkpoint, sign_document
 from election.encoding import canonical_bytes, sha256
 from election.errors import FormatError
+from election.pool import process_pool
 from infra.failpoints import failpoint
 from infra.files import write_atomically
 from infra.mqtt import connect, make_client, publish_last_words, set_will
@@ -558,12 +558,10 @@ class LedgerService:
 
 
 def proof_pool(workers: int, examiner: Examiner) -> concurrent.futures.ProcessPoolExecutor:
-    """Worker processes for the stateless checks, started from a fork server (the service has
-    threads: forking it could copy a held lock), each given the examiner once, and all started
-    now (not on the first ballots, which would wait for them)."""
-    pool = concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_install, initargs=(examiner,)
-    )
+    """Worker processes for the stateless checks (:func:`election.pool.process_pool`: from a fork
+    server, since the service has threads; gone with the ledger however it ends), each given the
+    examiner once, and all started now (not on the first ballots, which would wait for them)."""
+    pool = process_pool(workers, _install, (examiner,))
     list(pool.map(_ready, range(workers)))
     return pool
 

@@ -344,7 +344,11 @@ class MemoryRecord:
         self.files = files
 
     def read(self, name: str) -> Any:
-        return parse_json(self.read_bytes(name), canonical=True)
+        return self.read_document(name)[0]
+
+    def read_document(self, name: str) -> tuple[Any, bytes | None]:
+        data = self.read_bytes(name)
+        return parse_json(data, canonical=True), data
 
     def read_bytes(self, name: str, *, max_size: int | None = None) -> bytes:
         if name not in self.files:

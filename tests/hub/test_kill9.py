@@ -1,4 +1,5 @@
-"""``kill -9`` of the ledger between receiving and acknowledging loses and duplicates nothing."""
+"""``kill -9`` of the ledger between receiving and acknowledging loses and duplicates nothing, and
+leaves none of its check workers behind."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 from hub_fixtures import chain_of
+from process_tree import descendants, wait_ended
 
 from election.chain import verify_chain
 from election.encoding import parse_json
@@ -31,7 +33,7 @@ def ledger_process(station: Station, failpoint: str | None = None) -> Iterator[q
     if failpoint:
         env["POLLING_STATION_FAILPOINT"] = failpoint
     command = [sys.executable, "-m", "station_hub.cli", "ledger", str(station.directory),
-               "--checkpoint-interval", "0.2"]  # fmt: skip
+               "--checkpoint-interval", "0.2", "--proof-workers", "2"]  # fmt: skip
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
 
@@ -43,9 +45,11 @@ def ledger_process(station: Station, failpoint: str | None = None) -> Iterator[q
     try:
         yield lines
     finally:
+        below = descendants(process.pid)  # its check workers and their fork server
         if process.poll() is None:
             process.kill()
         process.wait(10)
+        assert wait_ended(below, 10) == set(), "the ledger's check workers outlived it"
 
 
 def wait_for_line(lines: queue.Queue[str], text: str, timeout: float = 15.0) -> None:
