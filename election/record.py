@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from election.encoding import canonical_bytes, parse_json
+from election.encoding import canonical_bytes, parse_canonical
 from election.errors import FormatError
 from election.reconciliation import RECONCILIATION
 from election.stations import STATIONS
@@ -69,9 +69,9 @@ class RecordSource(Protocol):
     def read(self, name: str) -> Any:
         """The parsed JSON of one file (raises FormatError or FileNotFoundError)."""
 
-    def read_document(self, name: str) -> tuple[Any, bytes | None]:
-        """:meth:`read`, with the file's bytes when they are its value's canonical encoding
-        (a parsed ballot then keeps them instead of encoding itself again)."""
+    def read_document(self, name: str) -> tuple[Any, bytes]:
+        """:meth:`read`, with the file's bytes, which are its value's canonical encoding (a parsed
+        ballot keeps them instead of encoding itself again)."""
 
     def listing(self, folder: str) -> dict[str, str] | None:
         """Every entry of ``folder`` ("" is the root) → FILE, FOLDER or OTHER; None if absent."""
@@ -89,25 +89,21 @@ class RecordSource(Protocol):
 
 
 class DirectoryRecord:
-    """A record on disk.
-
-    ``canonical`` (the default) refuses a ``.json`` file that is not byte for byte the
-    canonical JSON of its content: an outside verifier hashing the file must get our hash.
-    """
+    """A record on disk. It refuses a ``.json`` file that is not byte for byte the canonical JSON
+    of its content: an outside verifier hashing the file must get our hash."""
 
     shareable = True
     """Another process can reopen it from its path (the verifier's workers do)."""
 
-    def __init__(self, root: str | os.PathLike[str], *, canonical: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.canonical = canonical
 
     def read(self, name: str) -> Any:
         return self.read_document(name)[0]
 
-    def read_document(self, name: str) -> tuple[Any, bytes | None]:
+    def read_document(self, name: str) -> tuple[Any, bytes]:
         data = self.read_bytes(name, max_size=MAX_FILE_SIZE)
-        return parse_json(data, canonical=self.canonical), data if self.canonical else None
+        return parse_canonical(data), data
 
     def read_bytes(self, name: str, *, max_size: int | None = None) -> bytes:
         """Read at most ``max_size`` bytes: memory stays bounded whatever size the file has."""

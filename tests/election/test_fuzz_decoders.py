@@ -346,7 +346,7 @@ class MemoryRecord:
     def read(self, name: str) -> Any:
         return self.read_document(name)[0]
 
-    def read_document(self, name: str) -> tuple[Any, bytes | None]:
+    def read_document(self, name: str) -> tuple[Any, bytes]:
         data = self.read_bytes(name)
         return parse_json(data, canonical=True), data
 
