@@ -85,8 +85,6 @@ class Device:
 
     signer: DeviceSigner
     sealed: set[bytes] = field(default_factory=set)
-    private_key: Ed25519PrivateKey | None = None
-    """The signer's key, for the sealing workers of :meth:`SimulatedElection.vote_many`."""
 
     def seal(
         self, manifest: Manifest, key: Point, choices: Choices, token: Token | None = None
@@ -382,8 +380,9 @@ class SimulatedElection:
         self.rng = random.Random(seed)
         self.quorum = quorum
         self.trustees, self.publics, self.context = ceremony(manifest, trustee_count, quorum)
-        keys = [Ed25519PrivateKey.generate() for _ in range(device_count)]
-        self.devices = [Device(DeviceSigner(f"terminal-{i + 1}", key), private_key=key) for i, key in enumerate(keys)]
+        self._device_keys = [(f"terminal-{i + 1}", Ed25519PrivateKey.generate()) for i in range(device_count)]
+        """Each device's id and key, for the sealing workers of :meth:`vote_many`."""
+        self.devices = [Device(DeviceSigner(device_id, key)) for device_id, key in self._device_keys]
         self.stations = [
             SimulatedStation(f"station-{i + 1}", manifest.base_hash, manifest.batch_min) for i in range(station_count)
         ]
@@ -402,7 +401,10 @@ class SimulatedElection:
         self.outcome = SimulationOutcome()
 
     def station_of(self, device_index: int) -> SimulatedStation:
-        return self.stations[device_index % len(self.stations)]
+        return self.stations[self._station_index(device_index)]
+
+    def _station_index(self, device_index: int) -> int:
+        return device_index % len(self.stations)
 
     def vote(self, voter: int, spoil_rate: float) -> None:
         """One voter at device ``voter % devices``: check in, maybe challenge a ballot, cast."""
@@ -426,11 +428,9 @@ class SimulatedElection:
         stations' check-ins, pools and batches are then updated here in voter order. The
         record is the same whatever ``workers`` is, up to the cryptographic randomness.
         """
-        keys = [(d.signer.device_id, d.private_key) for d in self.devices if d.private_key is not None]
-        if len(keys) != len(self.devices):
-            raise ValueError("every simulated device needs its private key to seal in a worker")
         plans = [self._plan(voter, spoil_rate) for voter in range(first, first + count)]
-        sealer = _Sealer(self.manifest, self.context.joint_public_key, keys, [s.roll_key for s in self.stations])
+        roll_keys = [s.roll_key for s in self.stations]
+        sealer = _Sealer(self.manifest, self.context.joint_public_key, self._device_keys, roll_keys)
         done = 0
         pool = (os.cpu_count() or 1) if workers is None else workers
         for size, sealed in ordered_chunks(sealer, plans, pool, chunk=SEAL_CHUNK):
@@ -443,8 +443,8 @@ class SimulatedElection:
         """One voter's seeded decisions, drawn in the order :meth:`vote` has always drawn them."""
         device_index = voter % len(self.devices)
         challenged = random_choices(self.manifest, self.rng) if self.rng.random() < spoil_rate else None
-        station_index = device_index % len(self.stations)  # as station_of
-        return _Voter(device_index, station_index, challenged, random_choices(self.manifest, self.rng))
+        choices = random_choices(self.manifest, self.rng)
+        return _Voter(device_index, self._station_index(device_index), challenged, choices)
 
     def _record(self, plan: _Voter, result: _Sealed) -> None:
         """What the device, the station and the outcome keep of one voter's sealed ballots."""
